@@ -1,0 +1,21 @@
+# Shared by scripts/demo and scripts/test: make (or reuse) the project's virtualenv and install the
+# project into it with the given extras. Re-installs only when pyproject.toml changed.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${BANDITFLAGS_VENV:-$ROOT/.venv}"
+PY="${PYTHON:-python3}"
+
+bf_install() {
+    local extras="$1"
+    if [ ! -x "$VENV/bin/python" ]; then
+        echo "==> creating virtualenv $VENV" >&2
+        "$PY" -m venv "$VENV"
+        "$VENV/bin/python" -m pip install -q --upgrade pip >&2
+    fi
+    local stamp="$VENV/.banditflags-$extras-$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)"
+    if [ ! -f "$stamp" ]; then
+        echo "==> installing banditflags[$extras] into $VENV" >&2
+        "$VENV/bin/python" -m pip install -q -e "$ROOT[$extras]" >&2
+        touch "$stamp"
+    fi
+}
