@@ -1,0 +1,505 @@
+"""The :class:`Client`: local decisions over a cached config, background sync and delivery."""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import contextlib
+import json
+import logging
+import math
+import os
+import random
+import threading
+import time
+import weakref
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any, overload
+
+import httpx
+import mmh3
+
+from ._config import ConfigSnapshot, FlagSnapshot, parse_config
+from ._events import EventProcessor, is_valid_reward
+from ._models import ClientStats, Decision, ErrorType, Reason
+from ._sync import ConfigSync
+from ._token import TOKEN_PREFIX, parse_token
+from ._version import __version__
+
+__all__ = ["Client"]
+
+_hash = mmh3.hash
+_monotonic = time.monotonic
+_SDK = f"banditflags-python/{__version__}"
+_ATEXIT_TIMEOUT = 2.0
+
+
+def _unit_key(unit_id: object) -> str | None:
+    """The slow path of unit id normalisation: a non-empty str (subclasses copied to a plain str)
+    or an int other than bool as its decimal string; None for anything else (targeting key missing)."""
+    if isinstance(unit_id, str):
+        return str.__str__(unit_id) if unit_id else None
+    if isinstance(unit_id, int) and not isinstance(unit_id, bool):
+        return int.__repr__(unit_id)
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class _State:
+    """What the hot path reads, swapped as one attribute: flags, and where they came from."""
+
+    flags: dict[str, FlagSnapshot]
+    revision: int | None
+    cached: bool  # from bootstrap, no server answer yet
+    stale_at: float  # monotonic time after which decisions are `stale`
+    confirmed_at: float | None  # monotonic time of the last 200/304, None before any
+
+
+_EMPTY_STATE = _State({}, None, False, math.inf, None)
+
+
+class Client:
+    """A banditflags client: answers ``variant()`` locally in about a microsecond.
+
+    The constructor does no I/O on the network. Background threads (config sync, event delivery)
+    start on the first ``variant``/``decide``/``track`` call, on ``start()`` or ``wait_until_ready()``.
+    With ``background=False`` (serverless) no thread ever runs: call ``refresh()`` to fetch the config
+    and ``flush()`` to send, both synchronous with a deadline.
+
+    ``variant``, ``decide`` and ``track`` never raise and never block; see :class:`Decision` and
+    :class:`Reason` for what a decision says when something is wrong.
+
+    >>> import httpx
+    >>> config = {"schema": 1, "revision": 1, "flags": [{
+    ...     "key": "checkout-button", "salt": "3f0c", "state": "running", "exploration": 1.0,
+    ...     "version": 1, "variants": [{"key": "blue", "value": "#00f"}, {"key": "green", "value": "#0f0"}],
+    ...     "control": "blue", "weights": [0.5, 0.5], "table": [[0, 5000], [1, 5000]],
+    ...     "objective": {"reward": "binary", "unit": "decision"}}]}
+    >>> def server(request):
+    ...     if request.url.path == "/v1/config":
+    ...         return httpx.Response(200, json=config, headers={"ETag": '"1"'})
+    ...     return httpx.Response(202, json={})
+    >>> with Client("http://bf", "bf_sdk_x", transport=httpx.MockTransport(server)) as client:
+    ...     client.wait_until_ready(5.0)
+    ...     decision = client.decide("checkout-button", "user-42")
+    ...     decision.variant in ("blue", "green"), decision.reason
+    ...     client.track(decision, reward=1)
+    ...     client.variant("no-such-flag", "user-42", "off")
+    ...     client.flush(5.0)
+    True
+    (True, <Reason.SPLIT: 'split'>)
+    True
+    'off'
+    True
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        sdk_key: str,
+        *,
+        refresh_interval: float = 5.0,
+        flush_interval: float = 2.0,
+        stale_after: float = 300.0,
+        request_timeout: float = 5.0,
+        bootstrap: Mapping[str, Any] | str | os.PathLike[str] | None = None,
+        background: bool = True,
+        max_queue: int = 100_000,
+        max_pending_batches: int = 100,
+        decision_memory_size: int = 100_000,
+        transport: httpx.BaseTransport | None = None,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        if not isinstance(base_url, str) or not base_url:
+            raise ValueError("base_url must be a non-empty string")
+        if not isinstance(sdk_key, str) or not sdk_key:
+            raise ValueError("sdk_key must be a non-empty string")
+        for name, v in (("refresh_interval", refresh_interval), ("flush_interval", flush_interval),
+                        ("stale_after", stale_after), ("request_timeout", request_timeout)):
+            if not v > 0:
+                raise ValueError(f"{name} must be positive")
+        for name, n in (("max_queue", max_queue), ("max_pending_batches", max_pending_batches),
+                        ("decision_memory_size", decision_memory_size)):
+            if n < 1:
+                raise ValueError(f"{name} must be >= 1")
+        self._base_url = base_url.rstrip("/")
+        self._sdk_key = sdk_key
+        self._stale_after = float(stale_after)
+        self._request_timeout = float(request_timeout)
+        self._background = background
+        self._max_queue = max_queue
+        self._transport = transport
+        self._logger = logger or logging.getLogger("banditflags")
+        self._rng = random.Random()
+        self._closed = False
+        self._state = _EMPTY_STATE
+        self._flags: dict[str, FlagSnapshot] = _EMPTY_STATE.flags
+        self._rejected = 0
+        self._rejected_logged = False
+        self._sync = ConfigSync(
+            f"{self._base_url}/v1/config", sdk_key, float(refresh_interval), self._publish, self._confirm,
+            self._logger, self._rng,
+        )
+        self._events = EventProcessor(
+            get_flags=lambda: self._flags, post=self._post_events, flush_interval=float(flush_interval),
+            max_queue=max_queue, max_pending_batches=max_pending_batches,
+            decision_memory_size=decision_memory_size, sdk=_SDK, logger=self._logger, rng=self._rng,
+        )
+        self._init_runtime()
+        if bootstrap is not None:
+            self._load_bootstrap(bootstrap)
+        _LIVE.add(self)
+
+    def _init_runtime(self) -> None:
+        # Per-process resources: rebuilt in a forked child.
+        self._start_lock = threading.Lock()
+        self._sync_lock = threading.Lock()  # serialises synchronous refresh() calls
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        if self._state.confirmed_at is not None:
+            self._ready.set()
+        self._config_thread: threading.Thread | None = None
+        self._http = httpx.Client(transport=self._transport, timeout=self._request_timeout,
+                                  headers={"User-Agent": _SDK})
+        self._queue = self._events.queue
+        self._note_dropped = self._events.note_dropped
+        # The hot path checks this one bool; serverless and closed clients never start threads.
+        self._started = self._closed or not self._background
+
+    def _load_bootstrap(self, bootstrap: Mapping[str, Any] | str | os.PathLike[str]) -> None:
+        try:
+            if isinstance(bootstrap, Mapping):
+                payload: object = bootstrap
+            else:
+                with open(bootstrap, encoding="utf-8") as fh:
+                    payload = json.load(fh)
+            snapshot = parse_config(payload)
+        except Exception as exc:  # a broken cache file must not stop the application from starting
+            self._logger.warning("banditflags: ignoring bootstrap config: %s", exc)
+            return
+        self._set_state(_State(dict(snapshot.flags), snapshot.revision, True, math.inf, None))
+
+    # -- config state ---------------------------------------------------------------------------
+
+    def _set_state(self, state: _State) -> None:
+        self._state = state
+        self._flags = state.flags
+
+    def _publish(self, snapshot: ConfigSnapshot) -> None:
+        now = _monotonic()
+        self._set_state(_State(dict(snapshot.flags), snapshot.revision, False, now + self._stale_after, now))
+        self._ready.set()
+
+    def _confirm(self) -> None:
+        now = _monotonic()
+        stale_at = now + self._stale_after
+        self._set_state(replace(self._state, cached=False, stale_at=stale_at, confirmed_at=now))
+        self._ready.set()
+
+    # -- decisions (hot path: no locks, no I/O, no logging, nothing raised) ----------------------
+
+    @overload
+    def variant(self, flag: str, unit_id: str | int | None, default: str) -> str: ...
+
+    @overload
+    def variant(self, flag: str, unit_id: str | int | None, default: None = None) -> str | None: ...
+
+    def variant(self, flag: str, unit_id: str | int | None, default: str | None = None) -> str | None:
+        """The variant key ``unit_id`` gets for ``flag``, or ``default`` (see ``decide`` for when)."""
+        try:
+            f = self._flags.get(flag)
+            if f is None:
+                return default
+            if unit_id.__class__ is not str or not unit_id:
+                unit_id = _unit_key(unit_id)
+                if unit_id is None:
+                    return default if default is not None else f.control_key
+            if f.killed:
+                return f.control_key
+            arm = f.table[(_hash(f.prefix + unit_id, 0, False) * 10_000) >> 32]
+            if not self._started:
+                self._start()
+            q = self._queue
+            if len(q) < self._max_queue:
+                q.append((f.exposure_keys[arm], unit_id))
+            else:
+                self._note_dropped()
+            return f.keys[arm]
+        except Exception:
+            return default
+
+    def decide(self, flag: str, unit_id: str | int | None, default: Any = None) -> Decision:
+        """Bucket ``unit_id`` into ``flag`` and say how and why.
+
+        Reasons: ``split`` (normal), ``stale`` (config not confirmed for ``stale_after`` seconds),
+        ``cached`` (bootstrap config, no server answer yet), ``disabled`` (killed flag: control arm,
+        no exposure recorded), ``error`` with ``error_type`` ``flag_not_found`` / ``provider_not_ready``
+        (caller's default), ``targeting_key_missing`` (caller's default, else the control arm) or
+        ``general`` (unexpected failure, caller's default).
+        """
+        try:
+            st = self._state
+            f = st.flags.get(flag)
+            if f is None:
+                if st.revision is None:
+                    return Decision(flag, None, default, Reason.ERROR,
+                                    error_type=ErrorType.PROVIDER_NOT_READY, error_message="no config yet")
+                return Decision(flag, None, default, Reason.ERROR, error_type=ErrorType.FLAG_NOT_FOUND,
+                                error_message=f"flag {flag!r} not in config revision {st.revision}")
+            if unit_id.__class__ is not str or not unit_id:
+                unit_id = _unit_key(unit_id)
+                if unit_id is None:
+                    return self._missing_key(f, default)
+            if f.killed:
+                return f.disabled_decision
+            arm = f.table[(_hash(f.prefix + unit_id, 0, False) * 10_000) >> 32]
+            if not self._started:
+                self._start()
+            q = self._queue
+            if len(q) < self._max_queue:
+                q.append((f.exposure_keys[arm], unit_id))
+            else:
+                self._note_dropped()
+            if st.cached:
+                return replace(f.decisions[arm], reason=Reason.CACHED)
+            if _monotonic() >= st.stale_at:
+                return replace(f.decisions[arm], reason=Reason.STALE)
+            return f.decisions[arm]
+        except Exception as exc:
+            return Decision(str(flag), None, default, Reason.ERROR, error_type=ErrorType.GENERAL,
+                            error_message=f"{type(exc).__name__}: {exc}")
+
+    @staticmethod
+    def _missing_key(f: FlagSnapshot, default: Any) -> Decision:
+        msg = "unit_id must be a non-empty str or an int"
+        if default is not None:
+            return Decision(f.key, None, default, Reason.ERROR, f.version,
+                            error_type=ErrorType.TARGETING_KEY_MISSING, error_message=msg)
+        c = f.control
+        return Decision(f.key, f.control_key, f.values[c], Reason.ERROR, f.version, c, f.propensities[c],
+                        ErrorType.TARGETING_KEY_MISSING, msg)
+
+    # -- rewards --------------------------------------------------------------------------------
+
+    def track(self, flag_or_decision: str | Decision, unit_id: str | int | None = None,
+              reward: float = 1.0) -> bool:
+        """Record a reward. Never raises; returns False (and counts it) when the reward is rejected.
+
+        ``flag_or_decision`` is a :class:`Decision`, a decision token (``decision.token``, possibly
+        from another process) or a flag key with ``unit_id``: then the reward goes to the arm the unit
+        was served recently (within the flag's credit window), else to the arm it buckets into now.
+        Binary flags accept rewards 0 and 1 only.
+        """
+        try:
+            item = self._reward_item(flag_or_decision, unit_id, reward)
+            if item is None:
+                return self._reject()
+            if not self._started:
+                self._start()
+            q = self._queue
+            if len(q) >= self._max_queue:
+                self._note_dropped()
+                return False
+            q.append(item)
+            return True
+        except Exception:
+            return self._reject()
+
+    def _reward_item(self, target: object, unit_id: object, reward: object) -> tuple[Any, ...] | None:
+        if not is_valid_reward(reward):
+            return None
+        r = float(reward)  # type: ignore[arg-type]
+        uid: str | None = None
+        if unit_id is not None:
+            uid = _unit_key(unit_id)
+            if uid is None:
+                return None
+        if isinstance(target, Decision):
+            token = parse_token(target.token)
+        elif isinstance(target, str) and target.startswith(TOKEN_PREFIX + ":"):
+            token = parse_token(target)
+            if token is None:
+                return None
+        elif isinstance(target, str):
+            f = self._flags.get(target)
+            if f is None or uid is None or (f.binary and r not in (0.0, 1.0)):
+                return None
+            return ("u", target, uid, r)
+        else:
+            return None
+        if token is None:
+            return None
+        f = self._flags.get(token.flag)
+        if f is None or token.arm >= len(f.keys) or (f.binary and r not in (0.0, 1.0)):
+            return None
+        return ("t", token.flag, token.version, token.arm, uid, r)
+
+    def _reject(self) -> bool:
+        self._rejected += 1
+        if not self._rejected_logged:
+            self._rejected_logged = True
+            self._logger.debug("banditflags: track() rejected a reward (bad value, unknown flag or unit)")
+        return False
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        with self._start_lock:
+            if self._started:
+                return
+            self._started = True
+            if self._closed:
+                return
+            t = threading.Thread(target=self._sync.run, args=(lambda: self._http, self._stop,
+                                 self._request_timeout), name="banditflags-config", daemon=True)
+            self._config_thread = t
+            t.start()
+            self._events.start()
+
+    def start(self) -> None:
+        """Start the background threads now instead of on the first decision (no-op if serverless)."""
+        if not self._started:
+            self._start()
+
+    def wait_until_ready(self, timeout: float = 5.0) -> bool:
+        """Block until the server has answered once with a valid config; False on timeout.
+
+        In serverless mode this fetches the config synchronously (``refresh``) if needed.
+        """
+        if self._ready.is_set():
+            return True
+        if not self._background:
+            return self.refresh(timeout)
+        self.start()
+        return self._ready.wait(timeout)
+
+    def refresh(self, timeout: float = 5.0) -> bool:
+        """Fetch the config now, synchronously. True when the server answered (200 or 304)."""
+        try:
+            if self._closed or not self._sync_lock.acquire(timeout=timeout):
+                return False
+            try:
+                return self._sync.fetch(self._http, min(timeout, self._request_timeout))
+            finally:
+                self._sync_lock.release()
+        except Exception:
+            return False
+
+    def _post_events(self, body: dict[str, Any], timeout: float) -> int | None:
+        try:
+            resp = self._http.post(f"{self._base_url}/v1/events", json=body,
+                                   headers={"Authorization": f"Bearer {self._sdk_key}"},
+                                   timeout=min(timeout, self._request_timeout))
+        except httpx.HTTPError:
+            return None
+        return resp.status_code
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Send everything recorded before this call; True once the server acknowledged it all."""
+        try:
+            if not self._background or self._closed:
+                return self._flush_sync(timeout)
+            if not self._started:
+                if not self._queue and not self._events.pending:
+                    return True
+                self._start()
+            return self._events.request_flush(timeout)
+        except Exception:
+            return False
+
+    def _flush_sync(self, timeout: float) -> bool:
+        deadline = _monotonic() + timeout
+        ev = self._events
+        if not ev.lock.acquire(timeout=timeout):
+            return False
+        try:
+            return ev.flush_now(deadline)
+        finally:
+            ev.lock.release()
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the threads, flush what is left within ``timeout`` and release the connection pool.
+
+        Idempotent; decisions keep answering from the last config afterwards but record nothing.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            deadline = _monotonic() + timeout
+            self._stop.set()
+            ev = self._events
+            ev.stop.set()
+            ev.wake.set()
+            for t in (ev.thread, self._config_thread):
+                if t is not None and t is not threading.current_thread():
+                    t.join(max(0.0, deadline - _monotonic()))
+            if ev.lock.acquire(timeout=max(0.0, deadline - _monotonic())):
+                try:
+                    ev.flush_now(deadline)
+                finally:
+                    ev.release_waiters()
+                    ev.lock.release()
+            self._started = True
+            self._queue = collections.deque(maxlen=0)  # appends become no-ops
+            self._http.close()
+        except Exception as exc:
+            self._logger.debug("banditflags: error while closing: %s", exc)
+        finally:
+            _LIVE.discard(self)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _after_fork_in_child(self) -> None:
+        # The parent's threads do not exist here, its locks may be held forever, and its unsent
+        # events are the parent's to send. Keep the snapshot so the child answers at once.
+        self._events.after_fork_in_child()
+        self._init_runtime()
+
+    # -- introspection --------------------------------------------------------------------------
+
+    def stats(self) -> ClientStats:
+        """A snapshot of the client's counters (see :class:`ClientStats`)."""
+        st = self._state
+        ev = self._events
+        return ClientStats(
+            decisions_queued=len(self._queue),
+            decisions_dropped=ev.dropped,
+            rewards_rejected=self._rejected,
+            batches_sent=ev.batches_sent,
+            batches_failed=ev.batches_failed,
+            batches_dropped=ev.batches_dropped,
+            pending_batches=len(ev.pending),
+            config_revision=st.revision,
+            config_age_seconds=None if st.confirmed_at is None else _monotonic() - st.confirmed_at,
+            config_errors=self._sync.errors,
+            last_error=ev.last_error or self._sync.last_error,
+        )
+
+    def __repr__(self) -> str:
+        return f"<banditflags.Client {self._base_url!r} revision={self._state.revision}>"
+
+
+# The one piece of module state: weak references to live clients, for the fork and exit hooks.
+_LIVE: weakref.WeakSet[Client] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for client in list(_LIVE):
+        with contextlib.suppress(Exception):  # never break the application's fork
+            client._after_fork_in_child()
+
+
+def _close_all_at_exit() -> None:
+    for client in list(_LIVE):
+        client.close(timeout=_ATEXIT_TIMEOUT)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(_close_all_at_exit)

@@ -1,0 +1,226 @@
+"""Validation of the ``GET /v1/config`` payload into immutable snapshots.
+
+A :class:`ConfigSnapshot` is built once per config change and never mutated; the client swaps the
+whole object in with one attribute assignment, so the hot path needs no lock. Each
+:class:`FlagSnapshot` precomputes everything a decision needs (salt prefix, decoded table, keys,
+values, per-arm exposure keys and ready-made ``split`` decisions).
+
+>>> snap = parse_config({"schema": 1, "revision": 7, "flags": [{
+...     "key": "btn", "salt": "s1", "state": "running", "exploration": 1.0, "version": 2,
+...     "variants": [{"key": "a", "value": 1}, {"key": "b", "value": 2}], "control": "a",
+...     "weights": [0.5, 0.5], "table": [[0, 5000], [1, 5000]],
+...     "objective": {"reward": "binary", "unit": "decision"}}]})
+>>> flag = snap.flags["btn"]
+>>> flag.prefix, flag.keys, flag.propensities, flag.exposure_keys[1]
+('s1.', ('a', 'b'), (0.5, 0.5), ('btn', 2, 1))
+>>> parse_config({"schema": 2})
+Traceback (most recent call last):
+...
+banditflags._exceptions.ConfigError: schema: unsupported schema 2 (expected 1)
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, TypeGuard
+
+from ._bucketing import TABLE_SIZE, decode_table
+from ._exceptions import ConfigError
+from ._models import Decision, Reason
+
+__all__ = ["ConfigSnapshot", "FlagSnapshot", "parse_config"]
+
+FLAG_KEY_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}\Z")
+VARIANT_KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
+MAX_VARIANTS = 100
+MAX_FLAGS = 10_000
+MAX_CREDIT_WINDOW = 2_592_000
+DEFAULT_CREDIT_WINDOW = 86_400.0
+STATES = ("running", "frozen", "killed")
+EMPTY_FLAGS: Mapping[str, FlagSnapshot] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class FlagSnapshot:
+    """One flag, ready for the hot path. Built only by :func:`parse_config`."""
+
+    key: str
+    salt: str
+    prefix: str  # salt + "." so a decision does one concatenation
+    state: str
+    killed: bool
+    exploration: float
+    version: int
+    keys: tuple[str, ...]
+    values: tuple[Any, ...]
+    control: int
+    control_key: str
+    weights: tuple[float, ...]
+    table: bytes
+    propensities: tuple[float, ...]
+    exposure_keys: tuple[tuple[str, int, int], ...]  # (flag, version, arm), shared by every record
+    decisions: tuple[Decision, ...]  # the reason=split Decision of each arm
+    disabled_decision: Decision
+    binary: bool
+    direction: str
+    user_unit: bool
+    credit_window: float
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigSnapshot:
+    """A validated config: its ``revision`` and the flags by key (a read-only mapping)."""
+
+    revision: int
+    flags: Mapping[str, FlagSnapshot]
+
+
+def _is_int(v: object) -> TypeGuard[int]:
+    return type(v) is int  # bool is an int subclass; `type() is` rejects it
+
+
+def _is_number(v: object) -> TypeGuard[float]:
+    return (type(v) is int or type(v) is float) and math.isfinite(v)
+
+
+def _require(cond: bool, path: str, message: str) -> None:
+    if not cond:
+        raise ConfigError(path, message)
+
+
+def parse_config(payload: object) -> ConfigSnapshot:
+    """Validate a whole ``/v1/config`` payload; raise :class:`ConfigError` naming the first bad field.
+
+    Unknown fields are ignored, as the protocol asks.
+    """
+    _require(isinstance(payload, Mapping), "", "payload must be a JSON object")
+    assert isinstance(payload, Mapping)
+    schema = payload.get("schema")
+    _require(_is_int(schema), "schema", "must be an integer")
+    _require(schema == 1, "schema", f"unsupported schema {schema} (expected 1)")
+    revision = payload.get("revision")
+    _require(_is_int(revision) and revision >= 0, "revision", "must be a non-negative integer")
+    assert isinstance(revision, int)
+    flags_raw = payload.get("flags")
+    _require(isinstance(flags_raw, list), "flags", "must be a list")
+    assert isinstance(flags_raw, list)
+    _require(len(flags_raw) <= MAX_FLAGS, "flags", f"more than {MAX_FLAGS} flags")
+    flags: dict[str, FlagSnapshot] = {}
+    for i, raw in enumerate(flags_raw):
+        flag = _parse_flag(raw, f"flags[{i}]")
+        _require(flag.key not in flags, f"flags[{i}].key", f"duplicate flag key {flag.key!r}")
+        flags[flag.key] = flag
+    return ConfigSnapshot(revision=revision, flags=MappingProxyType(flags))
+
+
+def _parse_flag(raw: object, path: str) -> FlagSnapshot:
+    _require(isinstance(raw, Mapping), path, "must be an object")
+    assert isinstance(raw, Mapping)
+    key = raw.get("key")
+    _require(isinstance(key, str) and FLAG_KEY_RE.match(key) is not None, f"{path}.key",
+             "must match ^[a-z0-9][a-z0-9_.-]{0,63}$")
+    assert isinstance(key, str)
+    salt = raw.get("salt")
+    _require(isinstance(salt, str), f"{path}.salt", "must be a string")
+    assert isinstance(salt, str)
+    state = raw.get("state")
+    _require(state in STATES, f"{path}.state", "must be one of running, frozen, killed")
+    assert isinstance(state, str)
+    exploration = raw.get("exploration")
+    _require(_is_number(exploration) and 0.0 <= exploration <= 1.0,
+             f"{path}.exploration", "must be a number in [0, 1]")
+    assert _is_number(exploration)
+    version = raw.get("version")
+    _require(_is_int(version) and version >= 1, f"{path}.version", "must be an integer >= 1")
+    assert isinstance(version, int)
+
+    keys, values = _parse_variants(raw.get("variants"), f"{path}.variants")
+    k = len(keys)
+    control_key = raw.get("control")
+    _require(isinstance(control_key, str) and control_key in keys, f"{path}.control",
+             "must be one of the variant keys")
+    assert isinstance(control_key, str)
+    control = keys.index(control_key)
+
+    weights = raw.get("weights")
+    _require(isinstance(weights, list) and len(weights) == k, f"{path}.weights",
+             f"must be a list of {k} numbers")
+    assert isinstance(weights, list)
+    for j, w in enumerate(weights):
+        _require(_is_number(w) and w >= 0, f"{path}.weights[{j}]", "must be a non-negative number")
+
+    table = _parse_table(raw.get("table"), k, f"{path}.table")
+    binary, direction, user_unit, credit_window = _parse_objective(raw.get("objective"), f"{path}.objective")
+
+    propensities = tuple(table.count(bytes((arm,))) / TABLE_SIZE for arm in range(k))
+    exposure_keys = tuple((key, version, arm) for arm in range(k))
+    decisions = tuple(
+        Decision(key, keys[arm], values[arm], Reason.SPLIT, version, arm, propensities[arm])
+        for arm in range(k)
+    )
+    disabled = Decision(key, control_key, values[control], Reason.DISABLED, version, control, 1.0)
+    return FlagSnapshot(
+        key=key, salt=salt, prefix=salt + ".", state=state, killed=state == "killed",
+        exploration=float(exploration), version=version, keys=keys, values=values,
+        control=control, control_key=control_key, weights=tuple(float(w) for w in weights),
+        table=table, propensities=propensities, exposure_keys=exposure_keys, decisions=decisions,
+        disabled_decision=disabled, binary=binary, direction=direction, user_unit=user_unit,
+        credit_window=credit_window,
+    )
+
+
+def _parse_variants(raw: object, path: str) -> tuple[tuple[str, ...], tuple[Any, ...]]:
+    _require(isinstance(raw, list) and 1 <= len(raw) <= MAX_VARIANTS, path,
+             f"must be a list of 1..{MAX_VARIANTS} variants")
+    assert isinstance(raw, list)
+    keys: list[str] = []
+    values: list[Any] = []
+    for j, v in enumerate(raw):
+        vpath = f"{path}[{j}]"
+        _require(isinstance(v, Mapping), vpath, "must be an object")
+        assert isinstance(v, Mapping)
+        vkey = v.get("key")
+        _require(isinstance(vkey, str) and VARIANT_KEY_RE.match(vkey) is not None, f"{vpath}.key",
+                 "must match ^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+        assert isinstance(vkey, str)
+        _require(vkey not in keys, f"{vpath}.key", f"duplicate variant key {vkey!r}")
+        _require("value" in v, f"{vpath}.value", "is required")
+        keys.append(vkey)
+        values.append(v["value"])
+    return tuple(keys), tuple(values)
+
+
+def _parse_table(raw: object, arms: int, path: str) -> bytes:
+    _require(isinstance(raw, list) and len(raw) >= 1, path, "must be a non-empty list of [arm, run] pairs")
+    assert isinstance(raw, list)
+    total = 0
+    for j, run in enumerate(raw):
+        rpath = f"{path}[{j}]"
+        _require(isinstance(run, list) and len(run) == 2, rpath, "must be an [arm, run] pair")
+        arm, length = run
+        _require(_is_int(arm) and 0 <= arm < arms, rpath, f"arm must be an integer in [0, {arms})")
+        _require(_is_int(length) and length >= 0, rpath, "run must be a non-negative integer")
+        total += length
+        _require(total <= TABLE_SIZE, path, f"runs sum to more than {TABLE_SIZE}")
+    _require(total == TABLE_SIZE, path, f"runs sum to {total}, not {TABLE_SIZE}")
+    return decode_table(raw)
+
+
+def _parse_objective(raw: object, path: str) -> tuple[bool, str, bool, float]:
+    _require(isinstance(raw, Mapping), path, "must be an object")
+    assert isinstance(raw, Mapping)
+    reward = raw.get("reward", "binary")
+    _require(reward in ("binary", "continuous"), f"{path}.reward", "must be binary or continuous")
+    direction = raw.get("direction", "maximize")
+    _require(direction in ("maximize", "minimize"), f"{path}.direction", "must be maximize or minimize")
+    unit = raw.get("unit", "decision")
+    _require(unit in ("decision", "user"), f"{path}.unit", "must be decision or user")
+    window = raw.get("credit_window", DEFAULT_CREDIT_WINDOW)
+    _require(_is_number(window) and 0 < window <= MAX_CREDIT_WINDOW,
+             f"{path}.credit_window", f"must be a number of seconds in (0, {MAX_CREDIT_WINDOW}]")
+    assert _is_number(window)
+    return reward == "binary", str(direction), unit == "user", float(window)

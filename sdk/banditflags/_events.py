@@ -1,0 +1,390 @@
+"""Exposure and reward recording: a lock-free buffer, pre-aggregation and batched delivery.
+
+The hot path appends one small tuple to :attr:`EventProcessor.queue` (``deque.append`` is atomic
+under the GIL) and never touches anything else here. Everything below runs on the worker thread (or,
+in serverless mode, inside ``flush()`` under :attr:`EventProcessor.lock`):
+
+- drain the buffer in order and aggregate per ``(flag, version, arm)`` into ``n`` (exposures) and
+  ``count, sum, sum_sq`` (rewards); keep the recent-decision memory used to attribute rewards and
+  to count ``user``-unit exposures once per credit window;
+- every ``flush_interval``, cut the aggregates into a batch (docs/protocol.md, ``POST /v1/events``)
+  and send pending batches in order; retryable failures (network, 408, 429, 5xx) keep the batch and
+  its ``batch_id`` and back off with jitter, other 4xx drop it (counted).
+
+Buffer items (positional tuples keep the hot path cheap):
+
+- exposure: ``((flag, version, arm), unit_id)``
+- reward by token: ``("t", flag, version, arm, unit_id | None, reward)``
+- reward by unit: ``("u", flag, unit_id, reward)``
+- a :class:`FlushMarker` from ``flush()``.
+
+>>> import collections
+>>> proc = EventProcessor(lambda: {}, lambda body, timeout: 202, flush_interval=1.0)
+>>> proc.queue.append((("btn", 1, 0), "u1"))
+>>> proc.flush_now(deadline=None)
+True
+>>> proc.batches_sent
+1
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import math
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import cachetools
+
+from ._bucketing import hash_key
+from ._config import FlagSnapshot
+from ._sync import backoff_delay
+
+__all__ = ["Batch", "EventProcessor", "FlushMarker"]
+
+DRAIN_INTERVAL = 0.1
+MAX_ROWS_PER_BATCH = 10_000
+SEND_BACKOFF_BASE = 0.5
+SEND_BACKOFF_CAP = 60.0
+_RETRYABLE = frozenset({408, 429})
+
+Key = tuple[str, int, int]
+# post(body, timeout) -> HTTP status, or None for a network error
+PostFn = Callable[[dict[str, Any], float], "int | None"]
+
+
+class FlushMarker:
+    """Put on the buffer by ``flush()``; set once every batch cut up to it has been resolved."""
+
+    __slots__ = ("event", "ok", "seq")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.ok = True
+        self.seq = -1
+
+
+@dataclass(slots=True)
+class Batch:
+    """One ``POST /v1/events`` body, kept (same ``batch_id``) until acknowledged or dropped."""
+
+    seq: int
+    body: dict[str, Any]
+    attempts: int = 0
+
+
+@dataclass(slots=True)
+class _Memory:
+    """Recent decision of one (flag, unit): served arm, when, and the unit's reward total there."""
+
+    version: int
+    arm: int
+    at: float
+    total: float = 0.0
+
+
+@dataclass
+class EventProcessor:
+    """Owns the buffer, the aggregates, the decision memory and the pending batches.
+
+    ``get_flags`` returns the current snapshot's flags; ``post`` sends one body.
+    """
+
+    get_flags: Callable[[], Mapping[str, FlagSnapshot]]
+    post: PostFn
+    flush_interval: float = 2.0
+    max_queue: int = 100_000
+    max_pending_batches: int = 100
+    decision_memory_size: int = 100_000
+    sdk: str = "banditflags-python"
+    logger: logging.Logger = field(default_factory=lambda: logging.getLogger("banditflags"))
+    rng: random.Random = field(default_factory=random.Random)
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+
+    def __post_init__(self) -> None:
+        self.queue: collections.deque[Any] = collections.deque()
+        self.memory: cachetools.LRUCache[tuple[str, str], _Memory] = cachetools.LRUCache(
+            maxsize=self.decision_memory_size
+        )
+        self.batches_sent = 0
+        self.batches_failed = 0  # failed attempts (each retry counts)
+        self.batches_dropped = 0
+        self.dropped = 0  # events lost: buffer full or reward not attributable
+        self.last_error: str | None = None
+        self._reset_runtime()
+
+    def _reset_runtime(self) -> None:
+        # Everything a forked child must not inherit: locks, events, the thread, unsent data.
+        self.lock = threading.Lock()
+        self.wake = threading.Event()
+        self.stop = threading.Event()
+        self._drop_lock = threading.Lock()
+        self.thread: threading.Thread | None = None
+        self.exposures: dict[Key, int] = {}
+        self.rewards: dict[Key, list[float]] = {}
+        self.pending: collections.deque[Batch] = collections.deque()
+        self._waiting: list[FlushMarker] = []
+        self._seq = 0
+        self._dropped_reported = self.dropped
+        self._next_send_at = 0.0
+
+    def after_fork_in_child(self) -> None:
+        """Forget the parent's thread, locks and unsent data (the parent sends those)."""
+        self.queue = collections.deque()
+        self._reset_runtime()
+
+    # -- called from user threads ---------------------------------------------------------------
+
+    def note_dropped(self) -> None:
+        """Count one event lost because the buffer was full (the rare path, so a lock is fine)."""
+        with self._drop_lock:
+            self.dropped += 1
+
+    def start(self) -> None:
+        """Start the worker thread (daemon: it must never keep the interpreter alive)."""
+        t = threading.Thread(target=self._run, name="banditflags-events", daemon=True)
+        self.thread = t
+        t.start()
+
+    def request_flush(self, timeout: float) -> bool:
+        """Background mode: wake the worker and wait until everything recorded so far is delivered."""
+        marker = FlushMarker()
+        self.queue.append(marker)  # bypasses max_queue: one marker per flush() call
+        self.wake.set()
+        return marker.event.wait(timeout) and marker.ok
+
+    # -- worker ---------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        next_cut = self.clock() + self.flush_interval
+        while not self.stop.is_set():
+            self.wake.wait(DRAIN_INTERVAL)
+            self.wake.clear()
+            if self.stop.is_set():
+                return
+            try:
+                with self.lock:
+                    markers = self.drain()
+                    forced = bool(markers)
+                    now = self.clock()
+                    if forced or now >= next_cut:
+                        self.cut()
+                        next_cut = now + self.flush_interval
+                    self._register(markers)
+                    if self.pending and (forced or now >= self._next_send_at):
+                        self.send_pending(None)
+                    self._resolve_markers()
+            except Exception as exc:  # never let the worker die
+                self.last_error = f"event worker error: {type(exc).__name__}: {exc}"
+                self.logger.debug("banditflags: %s", self.last_error, exc_info=True)
+
+    def flush_now(self, deadline: float | None) -> bool:
+        """Drain, cut and send synchronously until ``deadline`` (a ``clock()`` value). Caller holds
+        no lock; used by serverless ``flush()`` and by ``close()``. True when nothing is left unsent
+        and nothing was dropped on the way."""
+        markers = self.drain()
+        self.cut()
+        self._register(markers)
+        ok = True
+        while self.pending:
+            before = self.batches_dropped
+            if not self.send_pending(deadline):
+                if deadline is None:
+                    ok = False
+                    break
+                remaining = deadline - self.clock()
+                wait = self._next_send_at - self.clock()
+                if remaining <= 0 or wait >= remaining:
+                    ok = False
+                    break
+                self.sleep(max(0.0, wait))
+            if self.batches_dropped != before:
+                ok = False
+        self._resolve_markers()
+        return ok and not self.pending
+
+    def drain(self) -> list[FlushMarker]:
+        """Aggregate everything in the buffer; return the flush markers found in it."""
+        q = self.queue
+        pop = q.popleft
+        flags = self.get_flags()
+        now = self.clock()
+        markers: list[FlushMarker] = []
+        while q:
+            try:
+                item = pop()
+            except IndexError:
+                break
+            if item.__class__ is FlushMarker:
+                markers.append(item)
+            elif len(item) == 2:
+                self._exposure(item[0], item[1], flags, now)
+            elif item[0] == "t":
+                self._reward_token(item, flags, now)
+            else:
+                self._reward_unit(item, flags, now)
+        return markers
+
+    def _register(self, markers: list[FlushMarker]) -> None:
+        # Called right after the cut that follows the drain: everything recorded before a marker is
+        # in a batch numbered <= the last one cut.
+        for m in markers:
+            m.seq = self._seq
+        self._waiting.extend(markers)
+
+    def _exposure(self, key: Key, unit_id: str, flags: Mapping[str, FlagSnapshot], now: float) -> None:
+        flag, version, arm = key
+        mkey = (flag, unit_id)
+        f = flags.get(flag)
+        if f is not None and f.user_unit:
+            m = self.memory.get(mkey)
+            if m is not None and m.version == version and m.arm == arm and now - m.at <= f.credit_window:
+                return  # this user was already counted on this arm in this credit window
+        self.memory[mkey] = _Memory(version, arm, now)
+        self.exposures[key] = self.exposures.get(key, 0) + 1
+
+    def _reward_token(self, item: tuple[Any, ...], flags: Mapping[str, FlagSnapshot], now: float) -> None:
+        _, flag, version, arm, unit_id, reward = item
+        f = flags.get(flag)
+        if f is None or arm >= len(f.keys):
+            self._lost()
+            return
+        m: _Memory | None = None
+        if f.user_unit and unit_id is not None:
+            mkey = (flag, unit_id)
+            m = self.memory.get(mkey)
+            if m is None or m.version != version or m.arm != arm:
+                m = self.memory[mkey] = _Memory(version, arm, now)
+        self._add_reward((flag, version, arm), reward, m)
+
+    def _reward_unit(self, item: tuple[Any, ...], flags: Mapping[str, FlagSnapshot], now: float) -> None:
+        _, flag, unit_id, reward = item
+        f = flags.get(flag)
+        if f is None:
+            self._lost()
+            return
+        mkey = (flag, unit_id)
+        m = self.memory.get(mkey)
+        if m is None or now - m.at > f.credit_window:
+            if f.killed:  # no arm to credit: everyone is on control and nothing was exposed
+                self._lost()
+                return
+            arm = f.table[(hash_key(f.prefix + unit_id) * 10_000) >> 32]
+            m = self.memory[mkey] = _Memory(f.version, arm, now)
+        self._add_reward((flag, m.version, m.arm), reward, m if f.user_unit else None)
+
+    def _add_reward(self, key: Key, reward: float, m: _Memory | None) -> None:
+        row = self.rewards.get(key)
+        if row is None:
+            row = self.rewards[key] = [0, 0.0, 0.0]
+        row[0] += 1
+        row[1] += reward
+        if m is None:  # unit = decision: every reward is its own observation
+            row[2] += reward * reward
+        else:  # unit = user: sum_sq is the sum of squared per-user totals; (t+r)² - t² = 2tr + r²
+            t = m.total
+            row[2] += 2.0 * t * reward + reward * reward
+            m.total = t + reward
+
+    def _lost(self) -> None:
+        with self._drop_lock:
+            self.dropped += 1
+
+    def _undropped(self) -> int:
+        return self.dropped - self._dropped_reported
+
+    def cut(self) -> None:
+        """Turn the aggregates into pending batches (at most MAX_ROWS_PER_BATCH rows each)."""
+        dropped = self._undropped()
+        if not self.exposures and not self.rewards and not dropped:
+            return
+        rows: list[tuple[str, dict[str, Any]]] = [
+            ("exposures", {"flag": f, "version": v, "arm": a, "count": n})
+            for (f, v, a), n in self.exposures.items()
+        ]
+        rows.extend(
+            ("rewards", {"flag": f, "version": v, "arm": a, "count": int(r[0]), "sum": r[1], "sum_sq": r[2]})
+            for (f, v, a), r in self.rewards.items()
+        )
+        self.exposures = {}
+        self.rewards = {}
+        self._dropped_reported += dropped
+        sent_at = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        for start in range(0, max(len(rows), 1), MAX_ROWS_PER_BATCH):
+            chunk = rows[start : start + MAX_ROWS_PER_BATCH]
+            self._seq += 1
+            body: dict[str, Any] = {
+                "batch_id": uuid.uuid4().hex,
+                "sent_at": sent_at,
+                "sdk": self.sdk,
+                "exposures": [r for kind, r in chunk if kind == "exposures"],
+                "rewards": [r for kind, r in chunk if kind == "rewards"],
+                "dropped": dropped if start == 0 else 0,
+            }
+            self.pending.append(Batch(self._seq, body))
+        while len(self.pending) > self.max_pending_batches:
+            self._drop_batch(self.pending.popleft(), "too many pending batches")
+
+    def send_pending(self, deadline: float | None) -> bool:
+        """Send pending batches in order; stop at the first retryable failure (returns False)."""
+        while self.pending:
+            batch = self.pending[0]
+            timeout = 30.0 if deadline is None else deadline - self.clock()
+            if timeout <= 0:
+                return False
+            status = self.post(batch.body, timeout)
+            if status is not None and 200 <= status < 300:
+                self.pending.popleft()
+                self.batches_sent += 1
+                self._resolve_markers()
+                continue
+            if status is None or status in _RETRYABLE or status >= 500:
+                batch.attempts += 1
+                self.batches_failed += 1
+                self.last_error = f"POST /v1/events failed ({'network error' if status is None else status})"
+                delay = backoff_delay(batch.attempts, SEND_BACKOFF_BASE, SEND_BACKOFF_CAP, self.rng)
+                self._next_send_at = self.clock() + delay
+                return False
+            self.pending.popleft()
+            self._drop_batch(batch, f"POST /v1/events answered HTTP {status}; batch dropped")
+        return True
+
+    def _drop_batch(self, batch: Batch, why: str) -> None:
+        self.batches_dropped += 1
+        self.last_error = why
+        self.logger.warning("banditflags: %s", why)
+        for m in self._waiting:
+            if batch.seq <= m.seq:
+                m.ok = False
+
+    def _resolve_markers(self) -> None:
+        if not self._waiting:
+            return
+        first = self.pending[0].seq if self.pending else math.inf
+        still: list[FlushMarker] = []
+        for m in self._waiting:
+            if m.seq < first:
+                m.event.set()
+            else:
+                still.append(m)
+        self._waiting = still
+
+    def release_waiters(self) -> None:
+        """On close: wake every flush() still waiting (their batches may never be delivered)."""
+        for m in self._waiting:
+            m.ok = m.ok and (not self.pending or m.seq < self.pending[0].seq)
+            m.event.set()
+        self._waiting = []
+
+
+def is_valid_reward(reward: object) -> bool:
+    """Finite int or float, not bool (numpy floats subclass float and pass)."""
+    return isinstance(reward, (int, float)) and not isinstance(reward, bool) and math.isfinite(reward)

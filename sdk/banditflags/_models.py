@@ -1,0 +1,113 @@
+"""Public value types: :class:`Decision`, :class:`Reason`, :class:`ErrorType`, :class:`ClientStats`."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+from ._token import make_token
+
+__all__ = ["ClientStats", "Decision", "ErrorType", "Reason"]
+
+
+class Reason(str, enum.Enum):
+    """Why a decision came out the way it did (OpenFeature's reasons, lower-cased).
+
+    >>> Reason.SPLIT == "split"
+    True
+    """
+
+    SPLIT = "split"  # bucketed into the served allocation table
+    DISABLED = "disabled"  # the flag is killed: everyone gets the control arm
+    DEFAULT = "default"
+    STALE = "stale"  # bucketed, but the config has not been confirmed for longer than stale_after
+    CACHED = "cached"  # bucketed from the bootstrap config, before any server answer
+    ERROR = "error"  # see Decision.error_type
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class ErrorType(str, enum.Enum):
+    """What went wrong when a decision's reason is :attr:`Reason.ERROR` (OpenFeature's codes, lower-cased).
+
+    >>> ErrorType("flag_not_found") is ErrorType.FLAG_NOT_FOUND
+    True
+    """
+
+    FLAG_NOT_FOUND = "flag_not_found"
+    PROVIDER_NOT_READY = "provider_not_ready"
+    TARGETING_KEY_MISSING = "targeting_key_missing"
+    PARSE_ERROR = "parse_error"
+    GENERAL = "general"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+_TOKEN_REASONS = frozenset({Reason.SPLIT, Reason.STALE, Reason.CACHED})
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The full result of :meth:`banditflags.Client.decide`.
+
+    ``variant`` is the served variant's key (``None`` when the caller's default was returned),
+    ``value`` its JSON value (or the default), ``version`` the allocation version, ``arm`` the arm
+    index and ``propensity`` the probability the unit had of landing on that arm (the arm's share of
+    the table; ``1.0`` for a killed flag's control arm).
+
+    >>> d = Decision("checkout-button", "green", "#0f0", Reason.SPLIT, 3, 1, 0.5)
+    >>> d.token
+    'bf1:checkout-button:3:1'
+    >>> Decision("x", None, "dflt", Reason.ERROR, error_type=ErrorType.FLAG_NOT_FOUND).token is None
+    True
+    """
+
+    flag: str
+    variant: str | None
+    value: Any
+    reason: Reason
+    version: int | None = None
+    arm: int | None = None
+    propensity: float | None = None
+    error_type: ErrorType | None = None
+    error_message: str | None = None
+
+    @property
+    def token(self) -> str | None:
+        """A compact string naming (flag, version, arm), for crediting a reward from elsewhere.
+
+        ``None`` unless the unit was bucketed (reason ``split``, ``stale`` or ``cached``): killed
+        flags and errors record no exposure, so there is nothing to credit.
+        """
+        if self.reason not in _TOKEN_REASONS or self.version is None or self.arm is None:
+            return None
+        return make_token(self.flag, self.version, self.arm)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientStats:
+    """A point-in-time snapshot of a client's counters (see :meth:`banditflags.Client.stats`).
+
+    ``decisions_queued`` counts events (exposures and rewards) waiting in the in-memory buffer now;
+    ``decisions_dropped`` the events dropped because that buffer was full or because a reward could
+    not be attributed; ``config_age_seconds`` is the time since the server last sent or confirmed
+    (304) the config, ``None`` before any server answer.
+
+    >>> ClientStats().batches_sent
+    0
+    """
+
+    decisions_queued: int = 0
+    decisions_dropped: int = 0
+    rewards_rejected: int = 0
+    batches_sent: int = 0
+    batches_failed: int = 0
+    batches_dropped: int = 0
+    pending_batches: int = 0
+    config_revision: int | None = None
+    config_age_seconds: float | None = None
+    config_errors: int = 0
+    last_error: str | None = None
