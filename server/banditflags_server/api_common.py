@@ -1,0 +1,73 @@
+"""Helpers shared by the route modules: the app context, capped JSON bodies, timestamps."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+from starlette.requests import Request
+
+from banditflags_server.errors import ApiError
+from banditflags_server.settings import Settings
+from banditflags_server.store import Store
+from banditflags_server.validation import parse_json
+
+
+@dataclass
+class Context:
+    """What handlers need; lives on ``app.state.ctx``."""
+
+    settings: Settings
+    store: Store
+    config_cache: tuple[int, bytes] | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def rng(self) -> np.random.Generator:
+        """A fresh generator per call: numpy generators are not thread-safe."""
+        return np.random.default_rng()
+
+
+def ctx(request: Request) -> Context:
+    """The app context of a request."""
+    c: Context = request.app.state.ctx
+    return c
+
+
+def iso(ts: float | None) -> str | None:
+    """Epoch seconds as RFC 3339 UTC (``2026-11-27T23:10:00Z``)."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _is_json(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
+async def read_json(request: Request) -> Any:
+    """The request's JSON body: 415 unless JSON, 413 past the size cap (counted while reading), 400 if bad."""
+    if not _is_json(request.headers.get("content-type", "")):
+        raise ApiError(415, "the body must be JSON (Content-Type: application/json)")
+    cap = ctx(request).settings.max_body
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > cap:
+        raise ApiError(413, f"the body must be at most {cap} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    # Count what actually arrives: Content-Length may be absent (chunked) or wrong.
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > cap:
+            raise ApiError(413, f"the body must be at most {cap} bytes")
+        chunks.append(chunk)
+    return parse_json(b"".join(chunks))
+
+
+def flag_key(request: Request) -> str:
+    """The ``{key}`` path parameter."""
+    key: str = request.path_params["key"]
+    return key

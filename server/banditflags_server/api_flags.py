@@ -1,0 +1,263 @@
+"""``/v1/flags``: create, list, read, change controls, delete, history, stats, recompute (admin keys)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from banditflags_server import recompute as rc
+from banditflags_server.api_common import ctx, flag_key, iso, read_json
+from banditflags_server.auth import requires
+from banditflags_server.bandit import arm_estimates
+from banditflags_server.errors import ApiError, conflict, json_response, not_found
+from banditflags_server.store import Flag, FlagExists, FlagLimit, Periods, Store
+from banditflags_server.validation import validate_new_flag, validate_patch
+
+
+def _num(x: Any) -> float | None:
+    """A JSON-safe float (None for missing or non-finite)."""
+    if x is None:
+        return None
+    f = float(x)
+    return f if np.isfinite(f) else None
+
+
+def stats_json(
+    flag: Flag, periods: Periods, rng: np.random.Generator, *, sum_sq: bool = False
+) -> list[dict[str, Any]]:
+    """Per-variant totals over all versions plus the engine's estimates (mean, interval, P(best))."""
+    params = rc.with_context(rc.params_for(flag), flag, periods, time.time())
+    k = flag.k
+    if periods.n.shape[0] == 0:
+        n = r = s = ss = np.zeros(k)
+        estimates = arm_estimates(np.zeros(k), np.zeros(k), np.zeros(k), params, rng)
+    else:
+        n, r, s, ss = (a.sum(axis=0) for a in (periods.n, periods.r, periods.s, periods.ss))
+        estimates = arm_estimates(periods.n, periods.s, periods.ss, params, rng)
+    out = []
+    for i, variant in enumerate(flag.variants):
+        est = estimates[i]
+        row: dict[str, Any] = {
+            "variant": variant["key"],
+            "n": int(n[i]),
+            "rewards": int(r[i]),
+            "sum": float(s[i]),
+            "mean": _num(est.mean),
+            "ci_low": _num(est.ci_low),
+            "ci_high": _num(est.ci_high),
+            "p_best": _num(est.p_best),
+        }
+        if sum_sq:
+            row["sum_sq"] = float(ss[i])
+        out.append(row)
+    return out
+
+
+def flag_json(flag: Flag, stats: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """The flag as ``GET /v1/flags/{key}`` shows it."""
+    a = flag.allocation
+    out: dict[str, Any] = {
+        "key": flag.key,
+        "description": flag.description,
+        "salt": flag.salt,
+        "variants": flag.variants,
+        "control": flag.variants[flag.control]["key"],
+        "objective": flag.objective,
+        "policy": rc.params_for(flag).to_dict(),
+        "state": flag.state,
+        "exploration": flag.exploration,
+        "baseline": flag.baseline,
+        "recompute_interval": flag.recompute_interval,
+        "version": flag.version,
+        "weights": a.weights if a else None,
+        "bandit_weights": flag.bandit_weights,
+        "created_at": iso(flag.created_at),
+        "updated_at": iso(flag.updated_at),
+        "recomputed_at": iso(flag.recomputed_at),
+    }
+    if stats is not None:
+        out["stats"] = stats
+    return out
+
+
+def _full(store: Store, flag: Flag, rng: np.random.Generator) -> dict[str, Any]:
+    periods = store.load_periods({flag.key: flag.k})[flag.key]
+    return flag_json(flag, stats_json(flag, periods, rng))
+
+
+def _get(store: Store, key: str, rng: np.random.Generator) -> dict[str, Any]:
+    flag = store.get_flag(key)
+    if flag is None:
+        raise not_found(f"flag {key!r}")
+    return _full(store, flag, rng)
+
+
+@requires("admin")
+async def list_flags(request: Request) -> Response:
+    """``GET /v1/flags``; ``?stats=true`` adds per-variant stats (computed per flag, so opt-in)."""
+    c = ctx(request)
+    with_stats = request.query_params.get("stats", "").lower() in ("1", "true", "yes")
+
+    def work() -> dict[str, Any]:
+        flags = c.store.list_flags()
+        if not with_stats:
+            return {"flags": [flag_json(f, None) for f in flags]}
+        periods = c.store.load_periods({f.key: f.k for f in flags})
+        rng = c.rng()
+        return {"flags": [flag_json(f, stats_json(f, periods[f.key], rng)) for f in flags]}
+
+    return json_response(await run_in_threadpool(work))
+
+
+@requires("admin")
+async def create_flag(request: Request) -> Response:
+    """``POST /v1/flags`` → 201 with the flag; 409 if the key is taken."""
+    c = ctx(request)
+    spec = validate_new_flag(await read_json(request), c.settings.recompute_interval)
+
+    def work() -> dict[str, Any]:
+        rng = c.rng()
+        flag, first = rc.new_flag(spec, rng, time.time())
+        try:
+            c.store.create_flag(flag, first)
+        except FlagExists:
+            raise conflict(f"flag {spec.key!r} exists already", field="key") from None
+        except FlagLimit:
+            raise conflict("the server holds the maximum number of flags") from None
+        return _get(c.store, spec.key, rng)
+
+    body = await run_in_threadpool(work)
+    return json_response(body, status=201, headers={"Location": f"/v1/flags/{spec.key}"})
+
+
+@requires("admin")
+async def get_flag(request: Request) -> Response:
+    """``GET /v1/flags/{key}`` with fresh stats."""
+    c = ctx(request)
+    return json_response(await run_in_threadpool(_get, c.store, flag_key(request), c.rng()))
+
+
+@requires("admin")
+async def patch_flag(request: Request) -> Response:
+    """``PATCH /v1/flags/{key}``: controls, policy, description, interval; all validated before writing."""
+    c = ctx(request)
+    key = flag_key(request)
+    body = await read_json(request)
+
+    def work() -> dict[str, Any]:
+        flag = c.store.get_flag(key)
+        if flag is None:
+            raise not_found(f"flag {key!r}")
+        patch = validate_patch(body, current_policy=flag.policy, objective=flag.objective, k=flag.k)
+        rng = c.rng()
+        try:
+            updated = rc.apply_patch(c.store, key, patch, rng)
+        except rc.FlagNotFound:
+            raise not_found(f"flag {key!r}") from None
+        except rc.Conflict:
+            raise conflict("the flag is being changed concurrently; try again") from None
+        return _full(c.store, updated, rng)
+
+    return json_response(await run_in_threadpool(work))
+
+
+@requires("admin")
+async def delete_flag(request: Request) -> Response:
+    """``DELETE /v1/flags/{key}`` → 204; removes its allocations and stats too."""
+    key = flag_key(request)
+    if not await run_in_threadpool(ctx(request).store.delete_flag, key):
+        raise not_found(f"flag {key!r}")
+    return Response(status_code=204)
+
+
+@requires("admin")
+async def history(request: Request) -> Response:
+    """``GET /v1/flags/{key}/history``: every allocation version, oldest first."""
+    c = ctx(request)
+    key = flag_key(request)
+
+    def work() -> dict[str, Any]:
+        if c.store.get_flag(key) is None:
+            raise not_found(f"flag {key!r}")
+        versions = [
+            {
+                "version": a.version,
+                "created_at": iso(a.created_at),
+                "weights": a.weights,
+                "bandit_weights": a.bandit_weights,
+                "reason": a.reason,
+                "moved": a.moved,
+            }
+            for a in c.store.history(key)
+        ]
+        return {"key": key, "versions": versions}
+
+    return json_response(await run_in_threadpool(work))
+
+
+@requires("admin")
+async def stats(request: Request) -> Response:
+    """``GET /v1/flags/{key}/stats``: per-variant estimates and the raw counts per period."""
+    c = ctx(request)
+    key = flag_key(request)
+
+    def work() -> dict[str, Any]:
+        flag = c.store.get_flag(key)
+        if flag is None:
+            raise not_found(f"flag {key!r}")
+        p = c.store.load_periods({key: flag.k})[key]
+        periods = [
+            {
+                "version": v,
+                "n": [int(x) for x in p.n[i]],
+                "rewards": [int(x) for x in p.r[i]],
+                "s": [float(x) for x in p.s[i]],
+                "ss": [float(x) for x in p.ss[i]],
+            }
+            for i, v in enumerate(p.versions)
+        ]
+        variants = stats_json(flag, p, c.rng(), sum_sq=True)
+        return {"key": key, "version": flag.version, "variants": variants, "periods": periods}
+
+    return json_response(await run_in_threadpool(work))
+
+
+@requires("admin")
+async def recompute_now(request: Request) -> Response:
+    """``POST /v1/flags/{key}/recompute`` → 200 with the flag; 409 for frozen or killed flags."""
+    c = ctx(request)
+    key = flag_key(request)
+
+    def work() -> dict[str, Any]:
+        rng = c.rng()
+        try:
+            rc.recompute_flag(c.store, key, rng, force=True)
+        except rc.FlagNotFound:
+            raise not_found(f"flag {key!r}") from None
+        except rc.NotRunning:
+            raise conflict("the flag is frozen or killed: it is not recomputed", field="state") from None
+        except rc.Conflict:
+            raise ApiError(409, "the flag is being changed concurrently; try again") from None
+        return _get(c.store, key, rng)
+
+    return json_response(await run_in_threadpool(work))
+
+
+routes = [
+    Route("/v1/flags", list_flags, methods=["GET"]),
+    Route("/v1/flags", create_flag, methods=["POST"]),
+    Route("/v1/flags/{key}", get_flag, methods=["GET"]),
+    Route("/v1/flags/{key}", patch_flag, methods=["PATCH"]),
+    Route("/v1/flags/{key}", delete_flag, methods=["DELETE"]),
+    Route("/v1/flags/{key}/history", history, methods=["GET"]),
+    Route("/v1/flags/{key}/stats", stats, methods=["GET"]),
+    Route("/v1/flags/{key}/recompute", recompute_now, methods=["POST"]),
+]
+
+__all__ = ["flag_json", "routes", "stats_json"]

@@ -1,0 +1,83 @@
+"""The Starlette application factory: routes, JSON error handlers, and a lifespan that opens the store
+and runs the recompute loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from banditflags_server import api_config, api_events, api_flags, api_health
+from banditflags_server.api_common import Context
+from banditflags_server.auth import KeyRing
+from banditflags_server.errors import ApiError
+from banditflags_server.recompute import recompute_loop
+from banditflags_server.settings import Settings
+from banditflags_server.store import Store
+
+log = logging.getLogger("banditflags_server")
+
+routes = [*api_health.routes, *api_config.routes, *api_events.routes, *api_flags.routes]
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return exc.response()
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        err = ApiError(404, "no such endpoint")
+    elif exc.status_code == 405:
+        err = ApiError(405, "method not allowed on this endpoint", headers=dict(exc.headers or {}))
+    else:
+        err = ApiError(exc.status_code, str(exc.detail))
+    return err.response()
+
+
+async def _internal(request: Request, exc: Exception) -> Response:
+    # The traceback goes to the log (no request headers, so no key); the client gets a plain JSON 500.
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return ApiError(500, "internal error").response()
+
+
+def create_app(settings: Settings, store: Store | None = None) -> Starlette:
+    """Build the app. The lifespan opens ``settings.db`` (unless a ``store`` is given), registers the
+    settings' keys, and runs the recompute loop until shutdown; it closes the store at the end."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        st = store if store is not None else await run_in_threadpool(Store.open, settings.url)
+        try:
+            if store is None:
+                await run_in_threadpool(st.sync_settings_keys, settings.admin_keys, settings.sdk_keys)
+            ring = KeyRing(st)
+            await run_in_threadpool(ring.load)
+            app.state.ctx = Context(settings=settings, store=st)
+            app.state.keys = ring
+            stop = asyncio.Event()
+            task = None
+            if settings.recompute_loop:
+                task = asyncio.create_task(recompute_loop(st, settings.recompute_tick, stop))
+            try:
+                yield
+            finally:
+                stop.set()
+                if task is not None:
+                    await task
+        finally:
+            await run_in_threadpool(st.close)
+
+    return Starlette(
+        routes=routes,
+        exception_handlers={ApiError: _api_error, HTTPException: _http_error, Exception: _internal},
+        lifespan=lifespan,
+    )

@@ -1,0 +1,175 @@
+"""Database schema, engine set-up and numbered migrations (SQLAlchemy Core; SQLite and PostgreSQL).
+
+JSON documents live in ``Text`` columns serialised by us, so both dialects store the same bytes.
+Timestamps are ``Double`` seconds since the epoch. ``meta`` holds ``schema_version`` and the config
+``revision`` counter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+metadata = sa.MetaData()
+
+meta = sa.Table(
+    "meta",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.BigInteger, nullable=False),
+)
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("kind", sa.String(8), nullable=False),  # admin | sdk
+    sa.Column("sha256", sa.String(64), nullable=False, unique=True),
+    sa.Column("created_at", sa.Double, nullable=False),
+)
+
+flags = sa.Table(
+    "flags",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("description", sa.Text, nullable=False),
+    sa.Column("salt", sa.String(32), nullable=False),
+    sa.Column("variants", sa.Text, nullable=False),  # JSON [{"key", "value"}]
+    sa.Column("control", sa.Integer, nullable=False),
+    sa.Column("objective", sa.Text, nullable=False),  # JSON, defaults filled in
+    sa.Column("policy", sa.Text, nullable=False),  # JSON, the user's parameters as validated
+    sa.Column("state", sa.String(8), nullable=False),
+    sa.Column("exploration", sa.Double, nullable=False),
+    sa.Column("baseline", sa.String(8), nullable=False),
+    sa.Column("recompute_interval", sa.Double, nullable=False),
+    sa.Column("bandit_weights", sa.Text, nullable=False),  # JSON [float]
+    sa.Column("version", sa.Integer, nullable=False),  # current allocation version
+    # Bumped on every write of the row: writers compare-and-set on it, so a concurrent change wins cleanly.
+    sa.Column("row_version", sa.Integer, nullable=False),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Column("updated_at", sa.Double, nullable=False),
+    sa.Column("recomputed_at", sa.Double, nullable=True),
+)
+
+allocations = sa.Table(
+    "allocations",
+    metadata,
+    sa.Column("flag", sa.String(64), sa.ForeignKey("flags.key", ondelete="CASCADE"), primary_key=True),
+    # The primary key makes a second table for one version impossible: a concurrent writer loses.
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Column("weights", sa.Text, nullable=False),  # JSON served weights = table counts / 10000
+    sa.Column("bandit_weights", sa.Text, nullable=False),
+    sa.Column("table_rle", sa.Text, nullable=False),  # JSON [[arm, run], ...]
+    sa.Column("reason", sa.String(16), nullable=False),
+    sa.Column("moved", sa.Integer, nullable=False),
+)
+
+arm_stats = sa.Table(
+    "arm_stats",
+    metadata,
+    sa.Column("flag", sa.String(64), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("arm", sa.Integer, primary_key=True),
+    sa.Column("n", sa.BigInteger, nullable=False),  # exposures
+    sa.Column("r", sa.BigInteger, nullable=False),  # reward events
+    sa.Column("s", sa.Double, nullable=False),  # sum of rewards
+    sa.Column("ss", sa.Double, nullable=False),  # sum of squared rewards
+    sa.ForeignKeyConstraint(
+        ["flag", "version"], ["allocations.flag", "allocations.version"], ondelete="CASCADE"
+    ),
+)
+
+batches = sa.Table(
+    "batches",
+    metadata,
+    sa.Column("batch_id", sa.String(64), primary_key=True),
+    sa.Column("received_at", sa.Double, nullable=False),
+)
+
+
+def _migration_1(conn: Connection) -> None:
+    metadata.create_all(conn, tables=[api_keys, flags, allocations, arm_stats, batches])
+    conn.execute(sa.insert(meta).values(key="revision", value=0))
+
+
+#: Numbered migrations: index i brings the schema from version i to i + 1. Append only.
+MIGRATIONS: list[Callable[[Connection], None]] = [_migration_1]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def create_engine(url: str) -> Engine:
+    """An engine for ``url`` with the pragmas and pooling this server needs."""
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        _setup_sqlite(engine)
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+
+
+def _setup_sqlite(engine: Engine) -> None:
+    """WAL, durable commits, a busy timeout, foreign keys; write transactions BEGIN IMMEDIATE.
+
+    pysqlite's own transaction handling is switched off so that we can take the write lock at BEGIN:
+    a deferred transaction that reads and then writes can fail at once with SQLITE_BUSY under concurrency.
+    """
+
+    @sa.event.listens_for(engine, "connect")
+    def _connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=FULL")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        write = conn.get_execution_options().get("bf_write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+@contextmanager
+def write_tx(engine: Engine) -> Iterator[Connection]:
+    """A write transaction: committed on success, rolled back on any exception."""
+    with engine.connect() as raw:
+        conn = raw.execution_options(bf_write=True)
+        with conn.begin():
+            yield conn
+
+
+@contextmanager
+def read_tx(engine: Engine) -> Iterator[Connection]:
+    """A read transaction (on SQLite a consistent WAL snapshot)."""
+    with engine.connect() as conn, conn.begin():
+        yield conn
+
+
+def migrate(engine: Engine) -> int:
+    """Create or upgrade the schema to :data:`SCHEMA_VERSION`; idempotent and safe to run concurrently.
+
+    Returns the schema version found before migrating (0 for a new database).
+    """
+    with write_tx(engine) as conn:
+        if conn.dialect.name == "postgresql":
+            # Serialise concurrent start-ups of several replicas (the lock ends with the transaction).
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(7346021)"))
+        metadata.create_all(conn, tables=[meta])
+        row = conn.execute(sa.select(meta.c.value).where(meta.c.key == "schema_version")).first()
+        found = int(row[0]) if row else 0
+        if found > SCHEMA_VERSION:
+            raise RuntimeError(
+                f"database schema version {found} is newer than this server's {SCHEMA_VERSION}"
+            )
+        for index in range(found, SCHEMA_VERSION):
+            MIGRATIONS[index](conn)
+        if row is None:
+            conn.execute(sa.insert(meta).values(key="schema_version", value=SCHEMA_VERSION))
+        elif found != SCHEMA_VERSION:
+            conn.execute(sa.update(meta).where(meta.c.key == "schema_version").values(value=SCHEMA_VERSION))
+        return found

@@ -1,0 +1,94 @@
+"""JSON errors of the wire protocol (docs/protocol.md "Errors").
+
+Handlers raise :class:`ApiError` (or a subclass); the app's exception handlers turn it into
+``{"error": {"code", "message", "field", "errors"}}`` with the right status. Messages never contain a key.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.responses import Response
+
+MAX_LISTED = 50
+
+_STATUS_CODES = {
+    400: "invalid_json",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_field",
+    500: "internal",
+    503: "unavailable",
+}
+
+
+class ApiError(Exception):
+    """An error answered as JSON; ``errors`` is a list of ``(field, message)``."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        code: str | None = None,
+        field: str | None = None,
+        errors: list[tuple[str | None, str]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code or _STATUS_CODES.get(status, "error")
+        self.message = message
+        self.errors = errors if errors is not None else ([(field, message)] if field else [])
+        self.field = field if field is not None else (self.errors[0][0] if self.errors else None)
+        self.headers = headers
+
+    def body(self) -> dict[str, Any]:
+        """The JSON body of this error."""
+        return {
+            "error": {
+                "code": self.code,
+                "message": self.message,
+                "field": self.field,
+                "errors": [{"field": f, "message": m} for f, m in self.errors[:MAX_LISTED]],
+            }
+        }
+
+    def response(self) -> Response:
+        """The HTTP response for this error."""
+        return json_response(self.body(), status=self.status, headers=self.headers)
+
+
+class ValidationError(ApiError):
+    """422 ``invalid_field`` listing every problem found (the first one is ``field``)."""
+
+    def __init__(self, errors: list[tuple[str | None, str]]) -> None:
+        field, message = errors[0]
+        full = f"{field}: {message}" if field else message
+        super().__init__(422, full, field=field, errors=errors)
+
+
+def not_found(what: str) -> ApiError:
+    """404 for a missing resource."""
+    return ApiError(404, f"{what} not found")
+
+
+def conflict(message: str, field: str | None = None) -> ApiError:
+    """409 ``conflict``."""
+    return ApiError(409, message, field=field)
+
+
+def dumps(obj: Any) -> bytes:
+    """Compact, strict JSON (no NaN/Infinity) as UTF-8 bytes."""
+    return json.dumps(obj, separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode("utf-8")
+
+
+def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """A JSON response serialised with :func:`dumps`."""
+    return Response(dumps(obj), status_code=status, headers=headers, media_type="application/json")

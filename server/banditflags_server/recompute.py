@@ -1,0 +1,278 @@
+"""From weights to tables: a new flag's first allocation, operator changes, and the bandit's recompute.
+
+Every path ends the same way: bandit weights -> served weights (exploration throttle toward the baseline)
+-> target counts -> a new allocation version only if the counts change, built with ``rebalance`` from the
+current table (minimal movement). Writes compare-and-set on the flag row, so a concurrent writer (another
+process or replica) wins cleanly: a recompute that loses is skipped, an operator change is retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from banditflags_server import allocation as alloc_mod
+from banditflags_server.bandit import PolicyParams, compute_weights
+from banditflags_server.store import Allocation, Flag, Periods, RecomputeWrite, Store
+from banditflags_server.validation import FlagPatch, NewFlag
+
+log = logging.getLogger("banditflags_server.recompute")
+
+#: Flags recomputed per database round trip by the loop (bounds memory with many flags).
+CHUNK = 500
+#: Event batch ids are remembered this long for idempotency (SDK retries are far shorter).
+BATCH_RETENTION = 7 * 86400.0
+
+
+class FlagNotFound(Exception):
+    """No flag with this key."""
+
+
+class NotRunning(Exception):
+    """The flag is frozen or killed, so it is not recomputed."""
+
+
+class Conflict(Exception):
+    """The flag kept changing under us (another writer); the caller may retry later."""
+
+
+@dataclass(frozen=True)
+class RecomputeResult:
+    """The outcome of one flag's recompute."""
+
+    key: str
+    written: bool  # False: skipped because the flag changed meanwhile
+    version: int  # the current version after the recompute
+    new_version: bool
+    moved: int
+    bandit_weights: list[float]
+
+
+def params_for(flag: Flag) -> PolicyParams:
+    """The flag's policy parameters (validated when stored)."""
+    return PolicyParams.from_dict(flag.policy, flag.objective, flag.k)
+
+
+def period_ages(created_at: Sequence[float], now: float) -> tuple[float, ...]:
+    """Age in seconds of each period (allocation version): from the middle of its span to ``now``."""
+    if not created_at:
+        return ()
+    starts = np.asarray(created_at, dtype=float)
+    ends = np.append(starts[1:], now)
+    return tuple(float(a) for a in np.maximum(0.0, now - (starts + ends) / 2.0))
+
+
+def with_context(params: PolicyParams, flag: Flag, periods: Periods, now: float) -> PolicyParams:
+    """Add the per-call context: the previous weights (for max_step) and the period ages."""
+    return dataclasses.replace(
+        params,
+        previous=tuple(float(w) for w in flag.bandit_weights),
+        period_ages=period_ages(periods.created_at, now),
+    )
+
+
+def baseline_index(flag: Flag, periods: Periods | None) -> int:
+    """The arm the throttle sends traffic to: the control, or the leader by observed mean."""
+    if flag.baseline != "leader" or periods is None or periods.n.size == 0:
+        return flag.control
+    n = periods.n.sum(axis=0)
+    if not n.any():
+        return flag.control
+    means = np.where(n > 0, periods.s.sum(axis=0) / np.maximum(n, 1), np.nan)
+    if flag.objective.get("direction") == "minimize":
+        means = -means
+    best = float(np.nanmax(means))
+    # On a tie the control stays the baseline, so the table does not churn between equals.
+    if not np.isnan(means[flag.control]) and means[flag.control] >= best:
+        return flag.control
+    return int(np.nanargmax(means))
+
+
+def plan(
+    flag: Flag,
+    current: Allocation,
+    bandit_weights: Sequence[float],
+    baseline: int,
+    reason: str,
+    now: float,
+    *,
+    exploration: float | None = None,
+) -> Allocation | None:
+    """The next allocation version, or None when the target counts equal the current table's."""
+    k = flag.k
+    e = flag.exploration if exploration is None else exploration
+    served = alloc_mod.served_weights(list(bandit_weights), e, baseline)
+    counts = alloc_mod.target_counts(served)
+    old = alloc_mod.decode_rle(current.table_rle, k)
+    if counts == alloc_mod.table_counts(old, k):
+        return None
+    new = alloc_mod.rebalance(old, counts)
+    return Allocation(
+        version=current.version + 1,
+        created_at=now,
+        weights=[c / alloc_mod.TABLE_SIZE for c in counts],
+        bandit_weights=[float(w) for w in bandit_weights],
+        table_rle=alloc_mod.encode_rle(new),
+        reason=reason,
+        moved=alloc_mod.moved_buckets(old, new),
+    )
+
+
+def _no_data(k: int) -> np.ndarray:
+    return np.zeros(k, dtype=float)
+
+
+def new_flag(spec: NewFlag, rng: np.random.Generator, now: float) -> tuple[Flag, Allocation]:
+    """A flag row and its version 1: the policy's weights with no data, throttled, as a fresh table."""
+    k = len(spec.variants)
+    params = PolicyParams.from_dict(spec.policy, spec.objective, k)
+    z = _no_data(k)
+    bandit = [float(w) for w in compute_weights(z, z, z, params, rng)]
+    served = alloc_mod.served_weights(bandit, spec.exploration, spec.control)
+    counts = alloc_mod.target_counts(served)
+    table = alloc_mod.initial_table(counts)
+    flag = Flag(
+        key=spec.key,
+        description=spec.description,
+        salt=secrets.token_hex(8),
+        variants=spec.variants,
+        control=spec.control,
+        objective=spec.objective,
+        policy=spec.policy,
+        state=spec.state,
+        exploration=spec.exploration,
+        baseline=spec.baseline,
+        recompute_interval=spec.recompute_interval,
+        bandit_weights=bandit,
+        version=1,
+        row_version=1,
+        created_at=now,
+        updated_at=now,
+        recomputed_at=None,
+    )
+    first = Allocation(
+        1, now, [c / alloc_mod.TABLE_SIZE for c in counts], bandit, alloc_mod.encode_rle(table), "created", 0
+    )
+    return flag, first
+
+
+def apply_patch(store: Store, key: str, patch: FlagPatch, rng: np.random.Generator) -> Flag:
+    """Apply an operator change; recompute the served weights at once if it touches them.
+
+    A new policy recomputes the bandit weights from all stats (without the max_step limit: the operator
+    asked for it); exploration and baseline changes reuse the current bandit weights. ``state`` never
+    touches the table. Retries when a concurrent writer changed the flag meanwhile.
+    """
+    for _ in range(10):
+        flag = store.get_flag(key)
+        if flag is None or flag.allocation is None:
+            raise FlagNotFound(key)
+        changes = dict(patch.changes)
+        alloc = None
+        now = time.time()
+        if patch.touches_table:
+            trial = dataclasses.replace(flag, **{n: v for n, v in changes.items() if hasattr(flag, n)})
+            periods = store.load_periods({key: flag.k})[key]
+            bandit = list(flag.bandit_weights)
+            if "policy" in changes:
+                params = dataclasses.replace(
+                    params_for(trial), period_ages=period_ages(periods.created_at, now)
+                )
+                bandit = [float(w) for w in compute_weights(periods.n, periods.s, periods.ss, params, rng)]
+                changes["bandit_weights"] = bandit
+            reason = next(r for r in ("policy", "exploration", "baseline") if r in changes)
+            alloc = plan(trial, flag.allocation, bandit, baseline_index(trial, periods), reason, now)
+        if store.update_flag(flag, changes, alloc, now=now):
+            got = store.get_flag(key)
+            if got is None:
+                raise FlagNotFound(key)
+            return got
+    raise Conflict(key)
+
+
+def _compute(
+    flag: Flag, current: Allocation, periods: Periods, rng: np.random.Generator, now: float
+) -> RecomputeWrite:
+    params = with_context(params_for(flag), flag, periods, now)
+    bandit = [float(w) for w in compute_weights(periods.n, periods.s, periods.ss, params, rng)]
+    new = plan(flag, current, bandit, baseline_index(flag, periods), "recompute", now)
+    return RecomputeWrite(flag.key, flag.row_version, bandit, now, new)
+
+
+def _result(flag: Flag, w: RecomputeWrite, ok: bool) -> RecomputeResult:
+    a = w.allocation if ok else None
+    return RecomputeResult(
+        flag.key, ok, a.version if a else flag.version, a is not None, a.moved if a else 0, w.bandit_weights
+    )
+
+
+def recompute_flag(
+    store: Store, key: str, rng: np.random.Generator, *, force: bool = False
+) -> RecomputeResult:
+    """Recompute one flag now.
+
+    ``force`` (the API's ``POST .../recompute``): raise :class:`NotRunning` for a frozen or killed flag
+    and retry if a concurrent writer got there first. Without it such flags are skipped (``written`` False).
+    """
+    for _ in range(5 if force else 1):
+        flag = store.get_flag(key)
+        if flag is None or flag.allocation is None:
+            raise FlagNotFound(key)
+        if flag.state != "running":
+            if force:
+                raise NotRunning(key)
+            return RecomputeResult(key, False, flag.version, False, 0, flag.bandit_weights)
+        periods = store.load_periods({key: flag.k})[key]
+        w = _compute(flag, flag.allocation, periods, rng, time.time())
+        (ok,) = store.apply_recomputes([w])
+        if ok or not force:
+            return _result(flag, w, ok)
+    raise Conflict(key)
+
+
+def recompute_due(store: Store, rng: np.random.Generator, now: float | None = None) -> list[RecomputeResult]:
+    """Recompute every running flag whose interval has passed: a few queries per chunk of flags."""
+    now = time.time() if now is None else now
+    due = store.due_flags(now)
+    results: list[RecomputeResult] = []
+    for start in range(0, len(due), CHUNK):
+        chunk = due[start : start + CHUNK]
+        tables = store.tables(f.key for f in chunk)
+        periods = store.load_periods({f.key: f.k for f in chunk})
+        todo: list[tuple[Flag, RecomputeWrite]] = []
+        for f in chunk:
+            if f.key not in tables:
+                continue  # deleted meanwhile
+            try:
+                todo.append((f, _compute(f, tables[f.key], periods[f.key], rng, now)))
+            except Exception:  # one bad flag must not stop the others
+                log.exception("recompute of flag %s failed", f.key)
+        oks = store.apply_recomputes([w for _, w in todo])
+        results.extend(_result(f, w, ok) for (f, w), ok in zip(todo, oks, strict=True))
+    return results
+
+
+async def recompute_loop(store: Store, tick: float, stop: asyncio.Event, seed: Any = None) -> None:
+    """Every ``tick`` seconds, recompute the due flags in a worker thread, until ``stop`` is set."""
+    rng = np.random.default_rng(seed)
+    last_prune = 0.0
+    while not stop.is_set():
+        try:
+            await asyncio.to_thread(recompute_due, store, rng)
+            if time.time() - last_prune > 3600:
+                last_prune = time.time()
+                await asyncio.to_thread(store.prune_batches, last_prune - BATCH_RETENTION)
+        except Exception:
+            # The database may be briefly unavailable; keep serving and try again next tick.
+            log.exception("recompute cycle failed")
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=tick)

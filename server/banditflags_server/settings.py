@@ -1,0 +1,121 @@
+"""Server settings: CLI options over environment variables over defaults.
+
+``Settings`` is a frozen dataclass; build it with :meth:`Settings.from_env` (environment plus explicit
+overrides, the CLI passes its options as overrides). Invalid values raise :class:`SettingsError`, which the
+CLI turns into a usage error (exit 2).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Keys given through settings: non-empty printable ASCII without spaces (docs/protocol.md "Keys").
+_KEY_RE = re.compile(r"[!-~]+")
+_LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+
+DEFAULT_DB = "./banditflags.db"
+MAX_BODY = 1024 * 1024
+
+
+class SettingsError(ValueError):
+    """A setting has an invalid value; the message names the setting, never a key's value."""
+
+
+def database_url(db: str) -> str:
+    """Turn a path or SQLAlchemy-style URL into a SQLAlchemy URL.
+
+    ``postgresql://`` and ``postgres://`` use the psycopg 3 driver; a plain path is a SQLite file.
+    """
+    db = db.strip()
+    if not db:
+        raise SettingsError("db: must not be empty")
+    for prefix in ("postgresql://", "postgres://"):
+        if db.startswith(prefix):
+            return "postgresql+psycopg://" + db[len(prefix) :]
+    if "://" in db:
+        return db
+    return "sqlite:///" + os.path.abspath(os.path.expanduser(db))
+
+
+def _split_keys(value: str | None) -> tuple[str, ...]:
+    if not value:
+        return ()
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def _check_keys(name: str, keys: tuple[str, ...]) -> None:
+    for i, key in enumerate(keys):
+        if not isinstance(key, str) or not _KEY_RE.fullmatch(key):
+            # Never echo the key itself: only where it is.
+            raise SettingsError(f"{name}[{i}]: must be non-empty printable ASCII without spaces")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the server needs to start; immutable once built."""
+
+    db: str = DEFAULT_DB
+    host: str = "127.0.0.1"
+    port: int = 8080
+    admin_keys: tuple[str, ...] = ()
+    sdk_keys: tuple[str, ...] = ()
+    recompute_interval: float = 60.0
+    recompute_tick: float = 1.0
+    log_level: str = "info"
+    max_body: int = MAX_BODY
+    #: Run the background recompute loop (tests and tools may switch it off).
+    recompute_loop: bool = True
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.port, int) or not 0 <= self.port <= 65535:
+            raise SettingsError("port: must be an integer in 0..65535")
+        if not 1.0 <= float(self.recompute_interval) <= 86400.0:
+            raise SettingsError("recompute_interval: must be 1..86400 seconds")
+        if not 0.01 <= float(self.recompute_tick) <= 3600.0:
+            raise SettingsError("recompute_tick: must be 0.01..3600 seconds")
+        if self.log_level not in _LOG_LEVELS:
+            raise SettingsError(f"log_level: must be one of {', '.join(_LOG_LEVELS)}")
+        if not self.host:
+            raise SettingsError("host: must not be empty")
+        _check_keys("admin_keys", self.admin_keys)
+        _check_keys("sdk_keys", self.sdk_keys)
+        database_url(self.db)
+
+    @property
+    def url(self) -> str:
+        """The SQLAlchemy URL of the database."""
+        return database_url(self.db)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from ``environ`` (default ``os.environ``); non-None ``overrides`` win."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        if env.get("BANDITFLAGS_DB"):
+            values["db"] = env["BANDITFLAGS_DB"]
+        if env.get("BANDITFLAGS_HOST"):
+            values["host"] = env["BANDITFLAGS_HOST"]
+        if env.get("BANDITFLAGS_PORT"):
+            values["port"] = _number(env["BANDITFLAGS_PORT"], "BANDITFLAGS_PORT", int)
+        if env.get("BANDITFLAGS_RECOMPUTE_INTERVAL"):
+            values["recompute_interval"] = _number(
+                env["BANDITFLAGS_RECOMPUTE_INTERVAL"], "BANDITFLAGS_RECOMPUTE_INTERVAL", float
+            )
+        if env.get("BANDITFLAGS_LOG_LEVEL"):
+            values["log_level"] = env["BANDITFLAGS_LOG_LEVEL"].lower()
+        values["admin_keys"] = _split_keys(env.get("BANDITFLAGS_ADMIN_KEY"))
+        values["sdk_keys"] = _split_keys(env.get("BANDITFLAGS_SDK_KEY"))
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+def _number(raw: str, name: str, kind: type[int] | type[float]) -> Any:
+    try:
+        return kind(raw)
+    except ValueError:
+        raise SettingsError(f"{name}: not a number") from None
