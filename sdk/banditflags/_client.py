@@ -45,6 +45,10 @@ def _unit_key(unit_id: object) -> str | None:
     return None
 
 
+def _rebadged(f: FlagSnapshot, arm: int, reason: Reason) -> Decision:
+    return Decision(f.key, f.keys[arm], f.values[arm], reason, f.version, arm, f.propensities[arm])
+
+
 @dataclass(frozen=True, slots=True)
 class _State:
     """What the hot path reads, swapped as one attribute: flags, and where they came from."""
@@ -208,9 +212,7 @@ class Client:
     def variant(self, flag: str, unit_id: str | int | None, default: str | None = None) -> str | None:
         """The variant key ``unit_id`` gets for ``flag``, or ``default`` (see ``decide`` for when)."""
         try:
-            f = self._flags.get(flag)
-            if f is None:
-                return default
+            f = self._flags[flag]  # subscript beats .get(); a missing flag is the rare path
             if unit_id.__class__ is not str or not unit_id:
                 unit_id = _unit_key(unit_id)
                 if unit_id is None:
@@ -226,7 +228,7 @@ class Client:
             else:
                 self._note_dropped()
             return f.keys[arm]
-        except Exception:
+        except Exception:  # KeyError (unknown flag) included: never raise into the caller
             return default
 
     def decide(self, flag: str, unit_id: str | int | None, default: Any = None) -> Decision:
@@ -262,10 +264,10 @@ class Client:
             else:
                 self._note_dropped()
             if st.cached:
-                return replace(f.decisions[arm], reason=Reason.CACHED)
+                return _rebadged(f, arm, Reason.CACHED)
             if _monotonic() >= st.stale_at:
-                return replace(f.decisions[arm], reason=Reason.STALE)
-            return f.decisions[arm]
+                return _rebadged(f, arm, Reason.STALE)
+            return f.decisions[arm]  # prebuilt per arm: no allocation on the normal path
         except Exception as exc:
             return Decision(str(flag), None, default, Reason.ERROR, error_type=ErrorType.GENERAL,
                             error_message=f"{type(exc).__name__}: {exc}")

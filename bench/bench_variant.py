@@ -1,0 +1,115 @@
+"""Benchmark of ``Client.variant()`` on a warm client vs the bare bucketing floor (DESIGN.md §8).
+
+Budget: median ≤ 1 µs and ≤ 5× the floor ``mmh3.hash(key) + table[bucket]`` measured in the same run.
+The client runs with its background threads (config sync, event delivery) against an in-process
+mock server, tracing off. Timing: calls are timed in small batches with ``perf_counter_ns`` (one
+call is too short to time alone); the median and p99 are over the per-call means of the batches.
+
+Run: .venv/bin/python bench/bench_variant.py [--batches 2000] [--batch-size 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import time
+
+import httpx
+import mmh3
+
+from banditflags import Client
+
+CONFIG = {
+    "schema": 1, "revision": 1,
+    "flags": [{
+        "key": "checkout-button", "salt": "3f0c9a1e5d7b2a4c", "state": "running", "exploration": 1.0,
+        "version": 1, "control": "blue", "weights": [0.5, 0.3, 0.2],
+        "variants": [{"key": "blue", "value": "#00f"}, {"key": "green", "value": "#0f0"},
+                     {"key": "red", "value": "#f00"}],
+        "table": [[0, 5000], [1, 3000], [2, 2000]],
+        "objective": {"reward": "binary", "direction": "maximize", "unit": "decision"},
+    }],
+}
+
+
+def handler(request: httpx.Request) -> httpx.Response:
+    if request.url.path == "/v1/config":
+        return httpx.Response(200, json=CONFIG, headers={"ETag": '"1"'})
+    return httpx.Response(202, json={"duplicate": False})
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def measure(fn_batch: object, batches: int) -> list[float]:
+    out = []
+    for _ in range(batches):
+        out.append(fn_batch())  # type: ignore[operator]
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--batches", type=int, default=2000)
+    ap.add_argument("--batch-size", type=int, default=100)
+    args = ap.parse_args()
+    n = args.batch_size
+    ids = [f"user-{i}" for i in range(n)]
+    perf = time.perf_counter_ns
+
+    client = Client("http://bench", "bf_sdk_bench", transport=httpx.MockTransport(handler),
+                    flush_interval=1.0, max_queue=10_000_000)
+    assert client.wait_until_ready(5.0), "config did not load"
+    variant = client.variant
+    for u in ids * 100:  # warm up (and start the threads)
+        variant("checkout-button", u)
+
+    table = bytes([0] * 5000 + [1] * 3000 + [2] * 2000)
+    keys = [f"3f0c9a1e5d7b2a4c.{u}" for u in ids]
+    h = mmh3.hash
+
+    def floor_batch() -> float:
+        t0 = perf()
+        for k in keys:
+            table[(h(k, 0, False) * 10_000) >> 32]
+        return (perf() - t0) / n
+
+    def variant_batch() -> float:
+        t0 = perf()
+        for u in ids:
+            variant("checkout-button", u)
+        return (perf() - t0) / n
+
+    def loop_batch() -> float:  # the cost of the timing loop itself, subtracted from both
+        t0 = perf()
+        for _ in ids:
+            pass
+        return (perf() - t0) / n
+
+    gc.disable()
+    try:
+        loop, floor, var = [], [], []
+        for _ in range(args.batches):  # interleaved so that both see the same machine state
+            loop.append(loop_batch())
+            floor.append(floor_batch())
+            var.append(variant_batch())
+    finally:
+        gc.enable()
+    overhead = statistics.median(loop)
+    f_med, f_p99 = statistics.median(floor) - overhead, percentile(floor, 0.99) - overhead
+    v_med, v_p99 = statistics.median(var) - overhead, percentile(var, 0.99) - overhead
+    ok = client.flush(10.0)
+    stats = client.stats()
+    client.close()
+    print(f"floor   mmh3.hash + table[bucket]: median {f_med:7.1f} ns   p99 {f_p99:7.1f} ns")
+    print(f"variant() warm client           : median {v_med:7.1f} ns   p99 {v_p99:7.1f} ns")
+    print(f"ratio median {v_med / f_med:.2f}x  (budget: median <= 1000 ns and <= 5x the floor)")
+    print(f"events delivered: {ok}, batches sent {stats.batches_sent}, dropped {stats.decisions_dropped}")
+    print("PASS" if v_med <= 1000 and v_med <= 5 * f_med else "OVER BUDGET")
+
+
+if __name__ == "__main__":
+    main()
