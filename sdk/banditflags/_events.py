@@ -386,5 +386,10 @@ class EventProcessor:
 
 
 def is_valid_reward(reward: object) -> bool:
-    """Finite int or float, not bool (numpy floats subclass float and pass)."""
-    return isinstance(reward, (int, float)) and not isinstance(reward, bool) and math.isfinite(reward)
+    """Finite int or float, not bool (numpy floats subclass float and pass). Never raises."""
+    if not isinstance(reward, (int, float)) or isinstance(reward, bool):
+        return False
+    try:
+        return math.isfinite(reward)
+    except OverflowError:  # an int too large for a float
+        return False

@@ -23,7 +23,8 @@ def make_flag(key: str = "btn", **overrides: Any) -> dict[str, Any]:
         "control": "a",
         "weights": [0.5, 0.5],
         "table": [[0, 5000], [1, 5000]],
-        "objective": {"reward": "binary", "direction": "maximize", "unit": "decision", "credit_window": 86400},
+        "objective": {"reward": "binary", "direction": "maximize", "unit": "decision",
+                      "credit_window": 86400},
         "policy": "thompson",
     }
     flag.update(overrides)
