@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -226,7 +227,9 @@ class AppClients:
     """Fast in-process clients (Starlette TestClient, no recompute loop) for one app and database."""
 
     def __init__(self, db: str) -> None:
-        from starlette.testclient import TestClient
+        with warnings.catch_warnings():  # Starlette's notice about httpx vs httpx2: not ours to act on
+            warnings.simplefilter("ignore")
+            from starlette.testclient import TestClient
 
         from banditflags_server.app import create_app
         from banditflags_server.settings import Settings
@@ -242,8 +245,9 @@ class AppClients:
         self.sdk = self._with(self.sdk_key)
 
     def _with(self, key: str) -> Any:
-        from starlette.testclient import TestClient
-
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from starlette.testclient import TestClient
         client = TestClient(self.raw.app, raise_server_exceptions=False)
         client.headers["Authorization"] = f"Bearer {key}"
         return client
