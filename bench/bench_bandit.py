@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import time
 from collections.abc import Callable
@@ -65,7 +66,7 @@ def bench_compute(repeat: int) -> None:
             n, s, ss = stats(rng, reward, n_per_arm)
             for name in ("thompson", "top_two_thompson", "ucb1", "epsilon_greedy"):
                 p = PolicyParams(name=name, reward=reward)
-                ms = median_ms(lambda p=p: compute_weights(n, s, ss, p, rng), repeat)
+                ms = median_ms(functools.partial(compute_weights, n, s, ss, p, rng), repeat)
                 print(f"  {reward:10s} n/arm={n_per_arm:5d} {name:17s} {ms:7.3f} ms")
 
 
