@@ -56,13 +56,15 @@ class LiveServer:
         env: dict[str, str] | None = None,
         args: Sequence[str] = (),
         startup_timeout: float = 30.0,
+        admin_key: str | None = None,
+        sdk_key: str | None = None,
     ) -> None:
         self.db = db
         self.log_path = log_path
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.admin_key = "bf_admin_" + secrets.token_urlsafe(24)
-        self.sdk_key = "bf_sdk_" + secrets.token_urlsafe(24)
+        self.admin_key = admin_key or "bf_admin_" + secrets.token_urlsafe(24)
+        self.sdk_key = sdk_key or "bf_sdk_" + secrets.token_urlsafe(24)
         self.recompute_interval = recompute_interval
         self.extra_env = dict(env or {})
         self.args = list(args)
@@ -163,9 +165,11 @@ class LiveServer:
 
 @pytest.fixture
 def live_server(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
-    """Factory: ``live_server(db=None, recompute_interval=3600, env=None, args=())`` -> a started server.
+    """Factory: ``live_server(db=None, recompute_interval=3600, env=None, args=(), admin_key=None,
+    sdk_key=None)`` -> a started server.
 
-    ``db`` defaults to a new SQLite file in ``tmp_path``; all servers are stopped after the test.
+    Keys default to fresh random ones (give the same keys to servers sharing a database: each process
+    makes the stored settings keys exactly its own). ``db`` defaults to a new SQLite file in ``tmp_path``; all servers are stopped after the test.
     """
     started: list[LiveServer] = []
 
