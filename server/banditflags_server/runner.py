@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
+import signal
 import socket
 import sys
 import threading
@@ -75,10 +76,27 @@ def serve(settings: Settings, out: TextIO | None = None) -> None:
     print(f"banditflags: serving on {url}", file=out, flush=True)
     app = create_app(settings, store=store)
     config = uvicorn.Config(app, log_level=settings.log_level, lifespan="on", timeout_graceful_shutdown=10)
+    # uvicorn shuts down cleanly on SIGINT/SIGTERM and then re-raises the signal to the handler that was
+    # installed before it; ours turns SIGTERM into a normal return (exit 0) instead of death by signal.
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _terminated)
     try:
         uvicorn.Server(config).run(sockets=[sock])
+    except _Terminated:
+        pass
     finally:
         sock.close()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class _Terminated(Exception):
+    """SIGTERM arrived after uvicorn's clean shutdown."""
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise _Terminated()
 
 
 class ServerThread:
