@@ -56,7 +56,7 @@ def main() -> None:
     ap.add_argument("--batches", type=int, default=2000)
     ap.add_argument("--batch-size", type=int, default=100)
     args = ap.parse_args()
-    n = args.batch_size
+    n: int = args.batch_size
     ids = [f"user-{i}" for i in range(n)]
     perf = time.perf_counter_ns
 

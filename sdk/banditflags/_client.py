@@ -158,6 +158,7 @@ class Client:
     def _init_runtime(self) -> None:
         # Per-process resources: rebuilt in a forked child.
         self._start_lock = threading.Lock()
+        self._counter_lock = threading.Lock()
         self._sync_lock = threading.Lock()  # serialises synchronous refresh() calls
         self._stop = threading.Event()
         self._ready = threading.Event()
@@ -212,6 +213,8 @@ class Client:
     def variant(self, flag: str, unit_id: str | int | None, default: str | None = None) -> str | None:
         """The variant key ``unit_id`` gets for ``flag``, or ``default`` (see ``decide`` for when)."""
         try:
+            if not self._started:  # lazy start, whatever the outcome: a not-ready client must sync
+                self._start()
             f = self._flags[flag]  # subscript beats .get(); a missing flag is the rare path
             if unit_id.__class__ is not str or not unit_id:
                 unit_id = _unit_key(unit_id)
@@ -220,8 +223,6 @@ class Client:
             if f.killed:
                 return f.control_key
             arm = f.table[(_hash(f.prefix + unit_id, 0, False) * 10_000) >> 32]
-            if not self._started:
-                self._start()
             q = self._queue
             if len(q) < self._max_queue:
                 q.append((f.exposure_keys[arm], unit_id))
@@ -241,6 +242,8 @@ class Client:
         ``general`` (unexpected failure, caller's default).
         """
         try:
+            if not self._started:
+                self._start()
             st = self._state
             f = st.flags.get(flag)
             if f is None:
@@ -256,8 +259,6 @@ class Client:
             if f.killed:
                 return f.disabled_decision
             arm = f.table[(_hash(f.prefix + unit_id, 0, False) * 10_000) >> 32]
-            if not self._started:
-                self._start()
             q = self._queue
             if len(q) < self._max_queue:
                 q.append((f.exposure_keys[arm], unit_id))
@@ -294,11 +295,11 @@ class Client:
         Binary flags accept rewards 0 and 1 only.
         """
         try:
+            if not self._started:
+                self._start()
             item = self._reward_item(flag_or_decision, unit_id, reward)
             if item is None:
                 return self._reject()
-            if not self._started:
-                self._start()
             q = self._queue
             if len(q) >= self._max_queue:
                 self._note_dropped()
@@ -338,7 +339,8 @@ class Client:
         return ("t", token.flag, token.version, token.arm, uid, r)
 
     def _reject(self) -> bool:
-        self._rejected += 1
+        with self._counter_lock:  # the rare path: exact counts under concurrent track() calls
+            self._rejected += 1
         if not self._rejected_logged:
             self._rejected_logged = True
             self._logger.debug("banditflags: track() rejected a reward (bad value, unknown flag or unit)")

@@ -31,12 +31,29 @@ def test_constructor_does_no_io_and_starts_no_thread(make_client: MakeClient, se
     before = bf_threads()
     client = make_client()
     assert server.config_requests == [] and bf_threads() == before
+    server.down = True  # (else the sync thread started by this call may answer before it reads the state)
     d = client.decide("btn", "u1")
     assert d.reason == Reason.ERROR and d.error_type == ErrorType.PROVIDER_NOT_READY
     assert client.variant("btn", "u1", "fallback") == "fallback"
-    assert len(bf_threads()) == len(before)  # not-ready answers do not start threads
+    assert len(bf_threads()) == len(before) + 2  # the first call started the sync, even unanswered
+    server.down = False
+    assert client.wait_until_ready(10.0)
+    assert client.decide("btn", "u1").reason == Reason.SPLIT
+
+
+@pytest.mark.parametrize("call", ["variant", "decide", "track", "start", "wait_until_ready"])
+def test_threads_start_lazily_on_any_call(make_client: MakeClient, call: str) -> None:
+    before = len(bf_threads())
+    client = make_client()
+    assert len(bf_threads()) == before
+    if call in ("variant", "decide"):
+        getattr(client, call)("nope", "u1")
+    elif call == "track":
+        client.track("nope", "u1", 1)
+    else:
+        getattr(client, call)()
+    assert len(bf_threads()) == before + 2
     assert client.wait_until_ready(5.0)
-    assert len(bf_threads()) == len(before) + 2
 
 
 def test_split_decision(make_client: MakeClient) -> None:
@@ -87,9 +104,9 @@ def test_missing_targeting_key(make_client: MakeClient, bad: Any) -> None:
 def test_general_error_never_raises(make_client: MakeClient) -> None:
     client = make_client()
     assert client.wait_until_ready(5.0)
-    d = client.decide(["unhashable"], "u1", "dflt")  # type: ignore[arg-type]
+    d = client.decide(["unhashable"], "u1", "dflt")
     assert (d.reason, d.error_type, d.value) == (Reason.ERROR, ErrorType.GENERAL, "dflt")
-    assert client.variant(["unhashable"], "u1", "dflt") == "dflt"  # type: ignore[call-overload]
+    assert client.variant(["unhashable"], "u1", "dflt") == "dflt"
 
 
 def test_killed_flag_serves_control_and_records_nothing(
@@ -195,13 +212,13 @@ def test_track_variants_and_rejections(make_client: MakeClient, server: Any, bui
     assert client.wait_until_ready(5.0)
     d = client.decide("bin", "u1")
     assert client.track(d)  # reward 1.0 by default
-    assert client.track(d.token, reward=0)  # type: ignore[arg-type]
+    assert client.track(d.token, reward=0)
     assert client.track("bin", "u1", reward=1)
     assert client.track("cont", 7, reward=-2.5)
     for args in [("bin", "u1", 0.5), ("bin", "u1", True), ("cont", "u1", float("nan")), ("cont", "u1", "1"),
                  ("cont", None, 1.0), ("cont", "", 1.0), ("nope", "u1", 1.0), ("bf1:nope:1:0", None, 1.0),
                  ("bf1:bin:1:7", None, 1.0), ("bf1:garbage", None, 1.0), (42, "u1", 1.0)]:
-        assert client.track(*args) is False, args  # type: ignore[arg-type]
+        assert client.track(*args) is False, args
     assert client.track(Decision("bin", None, None, Reason.ERROR)) is False
     assert client.stats().rewards_rejected == 12
     assert client.flush(5.0)

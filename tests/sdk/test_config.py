@@ -34,11 +34,11 @@ def test_valid_payload_precomputes_the_hot_path(build: Any) -> None:
 def test_snapshots_are_immutable(build: Any) -> None:
     snap = parse_config(build.config())
     with pytest.raises(dataclasses.FrozenInstanceError):
-        snap.revision = 2  # type: ignore[misc]
+        snap.revision = 2
     with pytest.raises(TypeError):
-        snap.flags["x"] = snap.flags["btn"]  # type: ignore[index]
+        snap.flags["x"] = snap.flags["btn"]
     with pytest.raises(dataclasses.FrozenInstanceError):
-        snap.flags["btn"].killed = True  # type: ignore[misc]
+        snap.flags["btn"].killed = True
 
 
 def test_objective_defaults_and_user_unit(build: Any) -> None:

@@ -38,10 +38,10 @@ def test_enums_are_lower_case_strings() -> None:
 def test_records_are_frozen_and_slotted() -> None:
     d = Decision("f", "a", 1, Reason.SPLIT, 1, 0, 0.5)
     with pytest.raises(dataclasses.FrozenInstanceError):
-        d.variant = "b"  # type: ignore[misc]
+        d.variant = "b"
     assert not hasattr(d, "__dict__")
     with pytest.raises(dataclasses.FrozenInstanceError):
-        ClientStats().batches_sent = 1  # type: ignore[misc]
+        ClientStats().batches_sent = 1
 
 
 def test_sdk_imports_nothing_heavy() -> None:
