@@ -169,7 +169,8 @@ def live_server(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
     sdk_key=None)`` -> a started server.
 
     Keys default to fresh random ones (give the same keys to servers sharing a database: each process
-    makes the stored settings keys exactly its own). ``db`` defaults to a new SQLite file in ``tmp_path``; all servers are stopped after the test.
+    makes the stored settings keys exactly its own).
+    ``db`` defaults to a new SQLite file in ``tmp_path``; all servers are stopped after the test.
     """
     started: list[LiveServer] = []
 
