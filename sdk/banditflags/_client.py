@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import atexit
 import collections
-import contextlib
 import json
 import logging
 import math
@@ -12,7 +10,6 @@ import os
 import random
 import threading
 import time
-import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, overload
@@ -20,11 +17,12 @@ from typing import Any, overload
 import httpx
 import mmh3
 
+from . import _lifecycle
 from ._config import ConfigSnapshot, FlagSnapshot, parse_config
-from ._events import EventProcessor, is_valid_reward
+from ._events import EventProcessor
+from ._inputs import reward_item, unit_key
 from ._models import ClientStats, Decision, ErrorType, Reason
 from ._sync import ConfigSync
-from ._token import TOKEN_PREFIX, parse_token
 from ._version import __version__
 
 __all__ = ["Client"]
@@ -32,17 +30,8 @@ __all__ = ["Client"]
 _hash = mmh3.hash
 _monotonic = time.monotonic
 _SDK = f"banditflags-python/{__version__}"
-_ATEXIT_TIMEOUT = 2.0
 
 
-def _unit_key(unit_id: object) -> str | None:
-    """The slow path of unit id normalisation: a non-empty str (subclasses copied to a plain str)
-    or an int other than bool as its decimal string; None for anything else (targeting key missing)."""
-    if isinstance(unit_id, str):
-        return str.__str__(unit_id) if unit_id else None
-    if isinstance(unit_id, int) and not isinstance(unit_id, bool):
-        return int.__repr__(unit_id)
-    return None
 
 
 def _rebadged(f: FlagSnapshot, arm: int, reason: Reason) -> Decision:
@@ -153,7 +142,7 @@ class Client:
         self._init_runtime()
         if bootstrap is not None:
             self._load_bootstrap(bootstrap)
-        _LIVE.add(self)
+        _lifecycle.register(self)
 
     def _init_runtime(self) -> None:
         # Per-process resources: rebuilt in a forked child.
@@ -217,7 +206,7 @@ class Client:
                 self._start()
             f = self._flags[flag]  # subscript beats .get(); a missing flag is the rare path
             if unit_id.__class__ is not str or not unit_id:
-                unit_id = _unit_key(unit_id)
+                unit_id = unit_key(unit_id)
                 if unit_id is None:
                     return default if default is not None else f.control_key
             if f.killed:
@@ -253,7 +242,7 @@ class Client:
                 return Decision(flag, None, default, Reason.ERROR, error_type=ErrorType.FLAG_NOT_FOUND,
                                 error_message=f"flag {flag!r} not in config revision {st.revision}")
             if unit_id.__class__ is not str or not unit_id:
-                unit_id = _unit_key(unit_id)
+                unit_id = unit_key(unit_id)
                 if unit_id is None:
                     return self._missing_key(f, default)
             if f.killed:
@@ -297,7 +286,7 @@ class Client:
         try:
             if not self._started:
                 self._start()
-            item = self._reward_item(flag_or_decision, unit_id, reward)
+            item = reward_item(self._flags, flag_or_decision, unit_id, reward)
             if item is None:
                 return self._reject()
             q = self._queue
@@ -309,34 +298,6 @@ class Client:
         except Exception:
             return self._reject()
 
-    def _reward_item(self, target: object, unit_id: object, reward: object) -> tuple[Any, ...] | None:
-        if not is_valid_reward(reward):
-            return None
-        r = float(reward)  # type: ignore[arg-type]
-        uid: str | None = None
-        if unit_id is not None:
-            uid = _unit_key(unit_id)
-            if uid is None:
-                return None
-        if isinstance(target, Decision):
-            token = parse_token(target.token)
-        elif isinstance(target, str) and target.startswith(TOKEN_PREFIX + ":"):
-            token = parse_token(target)
-            if token is None:
-                return None
-        elif isinstance(target, str):
-            f = self._flags.get(target)
-            if f is None or uid is None or (f.binary and r not in (0.0, 1.0)):
-                return None
-            return ("u", target, uid, r)
-        else:
-            return None
-        if token is None:
-            return None
-        f = self._flags.get(token.flag)
-        if f is None or token.arm >= len(f.keys) or (f.binary and r not in (0.0, 1.0)):
-            return None
-        return ("t", token.flag, token.version, token.arm, uid, r)
 
     def _reject(self) -> bool:
         with self._counter_lock:  # the rare path: exact counts under concurrent track() calls
@@ -451,7 +412,7 @@ class Client:
         except Exception as exc:
             self._logger.debug("banditflags: error while closing: %s", exc)
         finally:
-            _LIVE.discard(self)
+            _lifecycle.unregister(self)
 
     def __enter__(self) -> Client:
         return self
@@ -487,23 +448,3 @@ class Client:
 
     def __repr__(self) -> str:
         return f"<banditflags.Client {self._base_url!r} revision={self._state.revision}>"
-
-
-# The one piece of module state: weak references to live clients, for the fork and exit hooks.
-_LIVE: weakref.WeakSet[Client] = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for client in list(_LIVE):
-        with contextlib.suppress(Exception):  # never break the application's fork
-            client._after_fork_in_child()
-
-
-def _close_all_at_exit() -> None:
-    for client in list(_LIVE):
-        client.close(timeout=_ATEXIT_TIMEOUT)
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-atexit.register(_close_all_at_exit)

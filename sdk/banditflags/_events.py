@@ -384,12 +384,3 @@ class EventProcessor:
             m.event.set()
         self._waiting = []
 
-
-def is_valid_reward(reward: object) -> bool:
-    """Finite int or float, not bool (numpy floats subclass float and pass). Never raises."""
-    if not isinstance(reward, (int, float)) or isinstance(reward, bool):
-        return False
-    try:
-        return math.isfinite(reward)
-    except OverflowError:  # an int too large for a float
-        return False

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from banditflags._config import FlagSnapshot, parse_config
-from banditflags._events import MAX_ROWS_PER_BATCH, EventProcessor, FlushMarker, is_valid_reward
+from banditflags._events import MAX_ROWS_PER_BATCH, EventProcessor, FlushMarker
+from banditflags._inputs import is_valid_reward
 
 
 class Clock:

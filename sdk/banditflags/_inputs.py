@@ -1,0 +1,76 @@
+"""Normalisation and validation of what callers pass in: unit ids, rewards, ``track()`` targets.
+
+Nothing here raises on bad input: it answers ``None``/``False`` and the client turns that into a
+``targeting_key_missing`` decision or a rejected (counted) reward.
+
+>>> unit_key(42), unit_key(""), unit_key(True), unit_key("ü")
+('42', None, None, 'ü')
+>>> is_valid_reward(1), is_valid_reward(True), is_valid_reward(float("nan"))
+(True, False, False)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from ._config import FlagSnapshot
+from ._models import Decision
+from ._token import TOKEN_PREFIX, parse_token
+
+__all__ = ["is_valid_reward", "reward_item", "unit_key"]
+
+
+def unit_key(unit_id: object) -> str | None:
+    """The slow path of unit id normalisation: a non-empty str (subclasses copied to a plain str) or
+    an int other than bool as its decimal string; None for anything else (targeting key missing)."""
+    if isinstance(unit_id, str):
+        return str.__str__(unit_id) if unit_id else None
+    if isinstance(unit_id, int) and not isinstance(unit_id, bool):
+        return int.__repr__(unit_id)
+    return None
+
+
+def is_valid_reward(reward: object) -> bool:
+    """Finite int or float, not bool (numpy floats subclass float and pass). Never raises."""
+    if not isinstance(reward, (int, float)) or isinstance(reward, bool):
+        return False
+    try:
+        return math.isfinite(reward)
+    except OverflowError:  # an int too large for a float
+        return False
+
+
+def reward_item(flags: Mapping[str, FlagSnapshot], target: object, unit_id: object,
+                reward: object) -> tuple[Any, ...] | None:
+    """The buffer item for a ``track()`` call (see ``_events``), or None to reject the call.
+
+    Rejected: a non-finite or non-numeric reward, a binary flag's reward other than 0 or 1, a flag
+    the current config does not know, a malformed token, a bad unit id, a flag key without unit id.
+    """
+    if not is_valid_reward(reward):
+        return None
+    r = float(reward)  # type: ignore[arg-type]
+    uid: str | None = None
+    if unit_id is not None:
+        uid = unit_key(unit_id)
+        if uid is None:
+            return None
+    if isinstance(target, Decision):
+        token = parse_token(target.token)
+    elif isinstance(target, str) and target.startswith(TOKEN_PREFIX + ":"):
+        token = parse_token(target)
+    elif isinstance(target, str):
+        f = flags.get(target)
+        if f is None or uid is None or (f.binary and r not in (0.0, 1.0)):
+            return None
+        return ("u", target, uid, r)
+    else:
+        return None
+    if token is None:
+        return None
+    f = flags.get(token.flag)
+    if f is None or token.arm >= len(f.keys) or (f.binary and r not in (0.0, 1.0)):
+        return None
+    return ("t", token.flag, token.version, token.arm, uid, r)
