@@ -21,15 +21,26 @@ import mmh3
 from banditflags import Client
 
 CONFIG = {
-    "schema": 1, "revision": 1,
-    "flags": [{
-        "key": "checkout-button", "salt": "3f0c9a1e5d7b2a4c", "state": "running", "exploration": 1.0,
-        "version": 1, "control": "blue", "weights": [0.5, 0.3, 0.2],
-        "variants": [{"key": "blue", "value": "#00f"}, {"key": "green", "value": "#0f0"},
-                     {"key": "red", "value": "#f00"}],
-        "table": [[0, 5000], [1, 3000], [2, 2000]],
-        "objective": {"reward": "binary", "direction": "maximize", "unit": "decision"},
-    }],
+    "schema": 1,
+    "revision": 1,
+    "flags": [
+        {
+            "key": "checkout-button",
+            "salt": "3f0c9a1e5d7b2a4c",
+            "state": "running",
+            "exploration": 1.0,
+            "version": 1,
+            "control": "blue",
+            "weights": [0.5, 0.3, 0.2],
+            "variants": [
+                {"key": "blue", "value": "#00f"},
+                {"key": "green", "value": "#0f0"},
+                {"key": "red", "value": "#f00"},
+            ],
+            "table": [[0, 5000], [1, 3000], [2, 2000]],
+            "objective": {"reward": "binary", "direction": "maximize", "unit": "decision"},
+        }
+    ],
 }
 
 
@@ -60,8 +71,13 @@ def main() -> None:
     ids = [f"user-{i}" for i in range(n)]
     perf = time.perf_counter_ns
 
-    client = Client("http://bench", "bf_sdk_bench", transport=httpx.MockTransport(handler),
-                    flush_interval=1.0, max_queue=10_000_000)
+    client = Client(
+        "http://bench",
+        "bf_sdk_bench",
+        transport=httpx.MockTransport(handler),
+        flush_interval=1.0,
+        max_queue=10_000_000,
+    )
     assert client.wait_until_ready(5.0), "config did not load"
     variant = client.variant
     for u in ids * 100:  # warm up (and start the threads)

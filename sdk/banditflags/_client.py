@@ -32,8 +32,6 @@ _monotonic = time.monotonic
 _SDK = f"banditflags-python/{__version__}"
 
 
-
-
 def _rebadged(f: FlagSnapshot, arm: int, reason: Reason) -> Decision:
     return Decision(f.key, f.keys[arm], f.values[arm], reason, f.version, arm, f.propensities[arm])
 
@@ -108,12 +106,19 @@ class Client:
             raise ValueError("base_url must be a non-empty string")
         if not isinstance(sdk_key, str) or not sdk_key:
             raise ValueError("sdk_key must be a non-empty string")
-        for name, v in (("refresh_interval", refresh_interval), ("flush_interval", flush_interval),
-                        ("stale_after", stale_after), ("request_timeout", request_timeout)):
+        for name, v in (
+            ("refresh_interval", refresh_interval),
+            ("flush_interval", flush_interval),
+            ("stale_after", stale_after),
+            ("request_timeout", request_timeout),
+        ):
             if not v > 0:
                 raise ValueError(f"{name} must be positive")
-        for name, n in (("max_queue", max_queue), ("max_pending_batches", max_pending_batches),
-                        ("decision_memory_size", decision_memory_size)):
+        for name, n in (
+            ("max_queue", max_queue),
+            ("max_pending_batches", max_pending_batches),
+            ("decision_memory_size", decision_memory_size),
+        ):
             if n < 1:
                 raise ValueError(f"{name} must be >= 1")
         self._base_url = base_url.rstrip("/")
@@ -131,13 +136,24 @@ class Client:
         self._rejected = 0
         self._rejected_logged = False
         self._sync = ConfigSync(
-            f"{self._base_url}/v1/config", sdk_key, float(refresh_interval), self._publish, self._confirm,
-            self._logger, self._rng,
+            f"{self._base_url}/v1/config",
+            sdk_key,
+            float(refresh_interval),
+            self._publish,
+            self._confirm,
+            self._logger,
+            self._rng,
         )
         self._events = EventProcessor(
-            get_flags=lambda: self._flags, post=self._post_events, flush_interval=float(flush_interval),
-            max_queue=max_queue, max_pending_batches=max_pending_batches,
-            decision_memory_size=decision_memory_size, sdk=_SDK, logger=self._logger, rng=self._rng,
+            get_flags=lambda: self._flags,
+            post=self._post_events,
+            flush_interval=float(flush_interval),
+            max_queue=max_queue,
+            max_pending_batches=max_pending_batches,
+            decision_memory_size=decision_memory_size,
+            sdk=_SDK,
+            logger=self._logger,
+            rng=self._rng,
         )
         self._init_runtime()
         if bootstrap is not None:
@@ -154,8 +170,9 @@ class Client:
         if self._state.confirmed_at is not None:
             self._ready.set()
         self._config_thread: threading.Thread | None = None
-        self._http = httpx.Client(transport=self._transport, timeout=self._request_timeout,
-                                  headers={"User-Agent": _SDK})
+        self._http = httpx.Client(
+            transport=self._transport, timeout=self._request_timeout, headers={"User-Agent": _SDK}
+        )
         self._queue = self._events.queue
         self._note_dropped = self._events.note_dropped
         # The hot path checks this one bool; serverless and closed clients never start threads.
@@ -237,10 +254,22 @@ class Client:
             f = st.flags.get(flag)
             if f is None:
                 if st.revision is None:
-                    return Decision(flag, None, default, Reason.ERROR,
-                                    error_type=ErrorType.PROVIDER_NOT_READY, error_message="no config yet")
-                return Decision(flag, None, default, Reason.ERROR, error_type=ErrorType.FLAG_NOT_FOUND,
-                                error_message=f"flag {flag!r} not in config revision {st.revision}")
+                    return Decision(
+                        flag,
+                        None,
+                        default,
+                        Reason.ERROR,
+                        error_type=ErrorType.PROVIDER_NOT_READY,
+                        error_message="no config yet",
+                    )
+                return Decision(
+                    flag,
+                    None,
+                    default,
+                    Reason.ERROR,
+                    error_type=ErrorType.FLAG_NOT_FOUND,
+                    error_message=f"flag {flag!r} not in config revision {st.revision}",
+                )
             if unit_id.__class__ is not str or not unit_id:
                 unit_id = unit_key(unit_id)
                 if unit_id is None:
@@ -259,23 +288,46 @@ class Client:
                 return _rebadged(f, arm, Reason.STALE)
             return f.decisions[arm]  # prebuilt per arm: no allocation on the normal path
         except Exception as exc:
-            return Decision(str(flag), None, default, Reason.ERROR, error_type=ErrorType.GENERAL,
-                            error_message=f"{type(exc).__name__}: {exc}")
+            return Decision(
+                str(flag),
+                None,
+                default,
+                Reason.ERROR,
+                error_type=ErrorType.GENERAL,
+                error_message=f"{type(exc).__name__}: {exc}",
+            )
 
     @staticmethod
     def _missing_key(f: FlagSnapshot, default: Any) -> Decision:
         msg = "unit_id must be a non-empty str or an int"
         if default is not None:
-            return Decision(f.key, None, default, Reason.ERROR, f.version,
-                            error_type=ErrorType.TARGETING_KEY_MISSING, error_message=msg)
+            return Decision(
+                f.key,
+                None,
+                default,
+                Reason.ERROR,
+                f.version,
+                error_type=ErrorType.TARGETING_KEY_MISSING,
+                error_message=msg,
+            )
         c = f.control
-        return Decision(f.key, f.control_key, f.values[c], Reason.ERROR, f.version, c, f.propensities[c],
-                        ErrorType.TARGETING_KEY_MISSING, msg)
+        return Decision(
+            f.key,
+            f.control_key,
+            f.values[c],
+            Reason.ERROR,
+            f.version,
+            c,
+            f.propensities[c],
+            ErrorType.TARGETING_KEY_MISSING,
+            msg,
+        )
 
     # -- rewards --------------------------------------------------------------------------------
 
-    def track(self, flag_or_decision: str | Decision, unit_id: str | int | None = None,
-              reward: float = 1.0) -> bool:
+    def track(
+        self, flag_or_decision: str | Decision, unit_id: str | int | None = None, reward: float = 1.0
+    ) -> bool:
         """Record a reward. Never raises; returns False (and counts it) when the reward is rejected.
 
         ``flag_or_decision`` is a :class:`Decision`, a decision token (``decision.token``, possibly
@@ -298,7 +350,6 @@ class Client:
         except Exception:
             return self._reject()
 
-
     def _reject(self) -> bool:
         with self._counter_lock:  # the rare path: exact counts under concurrent track() calls
             self._rejected += 1
@@ -316,8 +367,12 @@ class Client:
             self._started = True
             if self._closed:
                 return
-            t = threading.Thread(target=self._sync.run, args=(lambda: self._http, self._stop,
-                                 self._request_timeout), name="banditflags-config", daemon=True)
+            t = threading.Thread(
+                target=self._sync.run,
+                args=(lambda: self._http, self._stop, self._request_timeout),
+                name="banditflags-config",
+                daemon=True,
+            )
             self._config_thread = t
             t.start()
             self._events.start()
@@ -353,9 +408,12 @@ class Client:
 
     def _post_events(self, body: dict[str, Any], timeout: float) -> int | None:
         try:
-            resp = self._http.post(f"{self._base_url}/v1/events", json=body,
-                                   headers={"Authorization": f"Bearer {self._sdk_key}"},
-                                   timeout=min(timeout, self._request_timeout))
+            resp = self._http.post(
+                f"{self._base_url}/v1/events",
+                json=body,
+                headers={"Authorization": f"Bearer {self._sdk_key}"},
+                timeout=min(timeout, self._request_timeout),
+            )
         except httpx.HTTPError:
             return None
         return resp.status_code

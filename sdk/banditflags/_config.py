@@ -121,8 +121,11 @@ def _parse_flag(raw: object, path: str) -> FlagSnapshot:
     _require(isinstance(raw, Mapping), path, "must be an object")
     assert isinstance(raw, Mapping)
     key = raw.get("key")
-    _require(isinstance(key, str) and FLAG_KEY_RE.match(key) is not None, f"{path}.key",
-             "must match ^[a-z0-9][a-z0-9_.-]{0,63}$")
+    _require(
+        isinstance(key, str) and FLAG_KEY_RE.match(key) is not None,
+        f"{path}.key",
+        "must match ^[a-z0-9][a-z0-9_.-]{0,63}$",
+    )
     assert isinstance(key, str)
     salt = raw.get("salt")
     _require(isinstance(salt, str), f"{path}.salt", "must be a string")
@@ -131,8 +134,11 @@ def _parse_flag(raw: object, path: str) -> FlagSnapshot:
     _require(state in STATES, f"{path}.state", "must be one of running, frozen, killed")
     assert isinstance(state, str)
     exploration = raw.get("exploration")
-    _require(_is_number(exploration) and 0.0 <= exploration <= 1.0,
-             f"{path}.exploration", "must be a number in [0, 1]")
+    _require(
+        _is_number(exploration) and 0.0 <= exploration <= 1.0,
+        f"{path}.exploration",
+        "must be a number in [0, 1]",
+    )
     assert _is_number(exploration)
     version = raw.get("version")
     _require(_is_int(version) and version >= 1, f"{path}.version", "must be an integer >= 1")
@@ -141,14 +147,18 @@ def _parse_flag(raw: object, path: str) -> FlagSnapshot:
     keys, values = _parse_variants(raw.get("variants"), f"{path}.variants")
     k = len(keys)
     control_key = raw.get("control")
-    _require(isinstance(control_key, str) and control_key in keys, f"{path}.control",
-             "must be one of the variant keys")
+    _require(
+        isinstance(control_key, str) and control_key in keys,
+        f"{path}.control",
+        "must be one of the variant keys",
+    )
     assert isinstance(control_key, str)
     control = keys.index(control_key)
 
     weights = raw.get("weights")
-    _require(isinstance(weights, list) and len(weights) == k, f"{path}.weights",
-             f"must be a list of {k} numbers")
+    _require(
+        isinstance(weights, list) and len(weights) == k, f"{path}.weights", f"must be a list of {k} numbers"
+    )
     assert isinstance(weights, list)
     for j, w in enumerate(weights):
         _require(_is_number(w) and w >= 0, f"{path}.weights[{j}]", "must be a non-negative number")
@@ -164,18 +174,36 @@ def _parse_flag(raw: object, path: str) -> FlagSnapshot:
     )
     disabled = Decision(key, control_key, values[control], Reason.DISABLED, version, control, 1.0)
     return FlagSnapshot(
-        key=key, salt=salt, prefix=salt + ".", state=state, killed=state == "killed",
-        exploration=float(exploration), version=version, keys=keys, values=values,
-        control=control, control_key=control_key, weights=tuple(float(w) for w in weights),
-        table=table, propensities=propensities, exposure_keys=exposure_keys, decisions=decisions,
-        disabled_decision=disabled, binary=binary, direction=direction, user_unit=user_unit,
+        key=key,
+        salt=salt,
+        prefix=salt + ".",
+        state=state,
+        killed=state == "killed",
+        exploration=float(exploration),
+        version=version,
+        keys=keys,
+        values=values,
+        control=control,
+        control_key=control_key,
+        weights=tuple(float(w) for w in weights),
+        table=table,
+        propensities=propensities,
+        exposure_keys=exposure_keys,
+        decisions=decisions,
+        disabled_decision=disabled,
+        binary=binary,
+        direction=direction,
+        user_unit=user_unit,
         credit_window=credit_window,
     )
 
 
 def _parse_variants(raw: object, path: str) -> tuple[tuple[str, ...], tuple[Any, ...]]:
-    _require(isinstance(raw, list) and 1 <= len(raw) <= MAX_VARIANTS, path,
-             f"must be a list of 1..{MAX_VARIANTS} variants")
+    _require(
+        isinstance(raw, list) and 1 <= len(raw) <= MAX_VARIANTS,
+        path,
+        f"must be a list of 1..{MAX_VARIANTS} variants",
+    )
     assert isinstance(raw, list)
     keys: list[str] = []
     values: list[Any] = []
@@ -184,8 +212,11 @@ def _parse_variants(raw: object, path: str) -> tuple[tuple[str, ...], tuple[Any,
         _require(isinstance(v, Mapping), vpath, "must be an object")
         assert isinstance(v, Mapping)
         vkey = v.get("key")
-        _require(isinstance(vkey, str) and VARIANT_KEY_RE.match(vkey) is not None, f"{vpath}.key",
-                 "must match ^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+        _require(
+            isinstance(vkey, str) and VARIANT_KEY_RE.match(vkey) is not None,
+            f"{vpath}.key",
+            "must match ^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+        )
         assert isinstance(vkey, str)
         _require(vkey not in keys, f"{vpath}.key", f"duplicate variant key {vkey!r}")
         _require("value" in v, f"{vpath}.value", "is required")
@@ -220,7 +251,10 @@ def _parse_objective(raw: object, path: str) -> tuple[bool, str, bool, float]:
     unit = raw.get("unit", "decision")
     _require(unit in ("decision", "user"), f"{path}.unit", "must be decision or user")
     window = raw.get("credit_window", DEFAULT_CREDIT_WINDOW)
-    _require(_is_number(window) and 0 < window <= MAX_CREDIT_WINDOW,
-             f"{path}.credit_window", f"must be a number of seconds in (0, {MAX_CREDIT_WINDOW}]")
+    _require(
+        _is_number(window) and 0 < window <= MAX_CREDIT_WINDOW,
+        f"{path}.credit_window",
+        f"must be a number of seconds in (0, {MAX_CREDIT_WINDOW}]",
+    )
     assert _is_number(window)
     return reward == "binary", str(direction), unit == "user", float(window)

@@ -383,4 +383,3 @@ class EventProcessor:
             m.ok = m.ok and (not self.pending or m.seq < self.pending[0].seq)
             m.event.set()
         self._waiting = []
-

@@ -42,8 +42,9 @@ def is_valid_reward(reward: object) -> bool:
         return False
 
 
-def reward_item(flags: Mapping[str, FlagSnapshot], target: object, unit_id: object,
-                reward: object) -> tuple[Any, ...] | None:
+def reward_item(
+    flags: Mapping[str, FlagSnapshot], target: object, unit_id: object, reward: object
+) -> tuple[Any, ...] | None:
     """The buffer item for a ``track()`` call (see ``_events``), or None to reject the call.
 
     Rejected: a non-finite or non-numeric reward, a binary flag's reward other than 0 or 1, a flag

@@ -23,8 +23,12 @@ def make_flag(key: str = "btn", **overrides: Any) -> dict[str, Any]:
         "control": "a",
         "weights": [0.5, 0.5],
         "table": [[0, 5000], [1, 5000]],
-        "objective": {"reward": "binary", "direction": "maximize", "unit": "decision",
-                      "credit_window": 86400},
+        "objective": {
+            "reward": "binary",
+            "direction": "maximize",
+            "unit": "decision",
+            "credit_window": 86400,
+        },
         "policy": "thompson",
     }
     flag.update(overrides)
@@ -32,8 +36,12 @@ def make_flag(key: str = "btn", **overrides: Any) -> dict[str, Any]:
 
 
 def make_config(*flags: dict[str, Any], revision: int = 1) -> dict[str, Any]:
-    return {"schema": 1, "revision": revision, "generated_at": "2026-11-27T23:10:00Z",
-            "flags": list(flags) if flags else [make_flag()]}
+    return {
+        "schema": 1,
+        "revision": revision,
+        "generated_at": "2026-11-27T23:10:00Z",
+        "flags": list(flags) if flags else [make_flag()],
+    }
 
 
 class FakeServer:

@@ -77,9 +77,16 @@ def test_client_variant_matches_vectors(build: Any) -> None:
     flags = []
     for i, c in enumerate(cases):
         arms = max(arm for arm, _ in c["table"]) + 1
-        flags.append(build.flag(
-            f"f{i}", salt=c["salt"], table=c["table"], weights=[1.0 / arms] * arms, control="v0",
-            variants=[{"key": f"v{j}", "value": j} for j in range(arms)]))
+        flags.append(
+            build.flag(
+                f"f{i}",
+                salt=c["salt"],
+                table=c["table"],
+                weights=[1.0 / arms] * arms,
+                control="v0",
+                variants=[{"key": f"v{j}", "value": j} for j in range(arms)],
+            )
+        )
     client = Client("http://bf.test", "k", background=False, bootstrap=build.config(*flags))
     for i, c in enumerate(cases):
         assert client.variant(f"f{i}", c["unit_id"]) == f"v{c['arm']}"

@@ -110,7 +110,8 @@ def test_general_error_never_raises(make_client: MakeClient) -> None:
 
 
 def test_killed_flag_serves_control_and_records_nothing(
-        make_client: MakeClient, server: Any, build: Any) -> None:
+    make_client: MakeClient, server: Any, build: Any
+) -> None:
     server.set_config(build.config(build.flag(state="killed", table=[[1, 10_000]])))
     client = make_client()
     assert client.wait_until_ready(5.0)
@@ -206,8 +207,7 @@ def test_exposures_are_aggregated_and_delivered(make_client: MakeClient, server:
 
 
 def test_track_variants_and_rejections(make_client: MakeClient, server: Any, build: Any) -> None:
-    server.set_config(build.config(
-        build.flag("bin"), build.flag("cont", objective={"reward": "continuous"})))
+    server.set_config(build.config(build.flag("bin"), build.flag("cont", objective={"reward": "continuous"})))
     client = make_client()
     assert client.wait_until_ready(5.0)
     d = client.decide("bin", "u1")
@@ -215,9 +215,19 @@ def test_track_variants_and_rejections(make_client: MakeClient, server: Any, bui
     assert client.track(d.token, reward=0)
     assert client.track("bin", "u1", reward=1)
     assert client.track("cont", 7, reward=-2.5)
-    for args in [("bin", "u1", 0.5), ("bin", "u1", True), ("cont", "u1", float("nan")), ("cont", "u1", "1"),
-                 ("cont", None, 1.0), ("cont", "", 1.0), ("nope", "u1", 1.0), ("bf1:nope:1:0", None, 1.0),
-                 ("bf1:bin:1:7", None, 1.0), ("bf1:garbage", None, 1.0), (42, "u1", 1.0)]:
+    for args in [
+        ("bin", "u1", 0.5),
+        ("bin", "u1", True),
+        ("cont", "u1", float("nan")),
+        ("cont", "u1", "1"),
+        ("cont", None, 1.0),
+        ("cont", "", 1.0),
+        ("nope", "u1", 1.0),
+        ("bf1:nope:1:0", None, 1.0),
+        ("bf1:bin:1:7", None, 1.0),
+        ("bf1:garbage", None, 1.0),
+        (42, "u1", 1.0),
+    ]:
         assert client.track(*args) is False, args
     assert client.track(Decision("bin", None, None, Reason.ERROR)) is False
     assert client.stats().rewards_rejected == 12
@@ -237,8 +247,14 @@ def test_track_by_token_from_another_process(make_client: MakeClient, server: An
     token = web.decide("btn", "u1").token
     assert token is not None
     # the worker never saw u1; the token alone names the exact arm and version
-    server.set_config(build.config(build.flag(objective={"reward": "continuous"}, version=2,
-                                              table=[[1, 10_000]], weights=[0.0, 1.0]), revision=2))
+    server.set_config(
+        build.config(
+            build.flag(
+                objective={"reward": "continuous"}, version=2, table=[[1, 10_000]], weights=[0.0, 1.0]
+            ),
+            revision=2,
+        )
+    )
     assert worker.refresh()
     assert worker.track(token, reward=3.0)
     assert worker.flush(5.0)
@@ -355,14 +371,25 @@ def test_constructor_validates_arguments() -> None:
         Client("http://x", "k", max_queue=0)
 
 
-_anything = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(), st.binary(),
-                      st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=3), st.integers(),
-                                                                           max_size=2))
+_anything = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(),
+    st.text(),
+    st.binary(),
+    st.lists(st.integers(), max_size=3),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(flag=st.one_of(st.sampled_from(["btn", "nope", ""]), _anything), unit=_anything, default=_anything,
-       reward=_anything)
+@given(
+    flag=st.one_of(st.sampled_from(["btn", "nope", ""]), _anything),
+    unit=_anything,
+    default=_anything,
+    reward=_anything,
+)
 def test_hot_path_never_raises(build: Any, flag: Any, unit: Any, default: Any, reward: Any) -> None:
     client = _shared_client(build)
     v = client.variant(flag, unit, default)
@@ -378,6 +405,7 @@ _SHARED: list[Client] = []
 
 def _shared_client(build: Any) -> Client:
     if not _SHARED:
-        _SHARED.append(Client("http://bf.test", "k", background=False, bootstrap=build.config(),
-                              max_queue=1000))
+        _SHARED.append(
+            Client("http://bf.test", "k", background=False, bootstrap=build.config(), max_queue=1000)
+        )
     return _SHARED[0]

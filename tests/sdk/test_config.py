@@ -48,10 +48,18 @@ def test_objective_defaults_and_user_unit(build: Any) -> None:
 
 
 def test_killed_state_and_single_variant(build: Any) -> None:
-    snap = parse_config(build.config(
-        build.flag("k", state="killed"),
-        build.flag("one", variants=[{"key": "only", "value": None}], control="only", weights=[1.0],
-                   table=[[0, 10_000]])))
+    snap = parse_config(
+        build.config(
+            build.flag("k", state="killed"),
+            build.flag(
+                "one",
+                variants=[{"key": "only", "value": None}],
+                control="only",
+                weights=[1.0],
+                table=[[0, 10_000]],
+            ),
+        )
+    )
     assert snap.flags["k"].killed
     assert snap.flags["one"].keys == ("only",)
 
@@ -65,6 +73,7 @@ def _mutate(path: list[Any], value: Any) -> Callable[[dict[str, Any]], None]:
             del target[path[-1]]
         else:
             target[path[-1]] = value
+
     return apply
 
 
@@ -90,8 +99,12 @@ BAD: list[tuple[str, list[Any], Any, str]] = [
     ("version 0", ["flags", 0, "version"], 0, "flags[0].version"),
     ("version str", ["flags", 0, "version"], "3", "flags[0].version"),
     ("variants empty", ["flags", 0, "variants"], [], "flags[0].variants"),
-    ("variants 101", ["flags", 0, "variants"], [{"key": f"v{i}", "value": i} for i in range(101)],
-     "flags[0].variants"),
+    (
+        "variants 101",
+        ["flags", 0, "variants"],
+        [{"key": f"v{i}", "value": i} for i in range(101)],
+        "flags[0].variants",
+    ),
     ("variant plain string", ["flags", 0, "variants", 1], "b", "flags[0].variants[1]"),
     ("variant key bad", ["flags", 0, "variants", 1, "key"], "-b", "flags[0].variants[1].key"),
     ("variant dup", ["flags", 0, "variants", 1, "key"], "a", "flags[0].variants[1].key"),

@@ -42,8 +42,9 @@ def make(build: Any, *flags: dict[str, Any], **kw: Any) -> Made:
     snap = parse_config(build.config(*flags) if flags else build.config())
     flags_map = dict(snap.flags)
     poster, clock = Poster(), Clock()
-    proc = EventProcessor(lambda: flags_map, poster, rng=random.Random(3), clock=clock, sleep=clock.sleep,
-                          **kw)
+    proc = EventProcessor(
+        lambda: flags_map, poster, rng=random.Random(3), clock=clock, sleep=clock.sleep, **kw
+    )
     return proc, poster, clock, flags_map
 
 
@@ -70,7 +71,8 @@ def test_aggregates_exposures_and_decision_rewards(build: Any) -> None:
 
 def test_reward_by_unit_uses_the_served_arm_then_bucketing(build: Any) -> None:
     proc, _poster, clock, flags = make(
-        build, build.flag(objective={"reward": "continuous", "credit_window": 100}))
+        build, build.flag(objective={"reward": "continuous", "credit_window": 100})
+    )
     f = flags["btn"]
     # the unit was served arm 1 under version 1 (not what bucketing would say now)
     proc.queue.append((("btn", 1, 1), "alice"))
@@ -89,8 +91,9 @@ def test_reward_by_unit_uses_the_served_arm_then_bucketing(build: Any) -> None:
 
 
 def test_user_unit_dedup_and_sum_sq_of_user_totals(build: Any) -> None:
-    proc, poster, clock, _flags = make(build, build.flag(
-        objective={"reward": "continuous", "unit": "user", "credit_window": 100}))
+    proc, poster, clock, _flags = make(
+        build, build.flag(objective={"reward": "continuous", "unit": "user", "credit_window": 100})
+    )
     key = ("btn", 1, 0)
     for _ in range(3):
         proc.queue.append((key, "alice"))  # counted once per credit window
@@ -210,8 +213,19 @@ def test_after_fork_forgets_unsent_state(build: Any) -> None:
     assert proc.flush_now(None) and poster.bodies == []
 
 
-@pytest.mark.parametrize(("value", "ok"), [(1, True), (0.5, True), (-3, True), (True, False),
-                                           (float("nan"), False), (float("inf"), False), ("1", False),
-                                           (None, False), (2**2000, False)])
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [
+        (1, True),
+        (0.5, True),
+        (-3, True),
+        (True, False),
+        (float("nan"), False),
+        (float("inf"), False),
+        ("1", False),
+        (None, False),
+        (2**2000, False),
+    ],
+)
 def test_is_valid_reward(value: object, ok: bool) -> None:
     assert is_valid_reward(value) is ok

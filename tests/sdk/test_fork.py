@@ -18,8 +18,13 @@ pytestmark = pytest.mark.skipif(not hasattr(os, "fork") or sys.platform == "win3
 
 
 def test_fork(server: Any) -> None:
-    client = Client("http://bf.test", "bf_sdk_test", transport=server.transport, refresh_interval=60.0,
-                    flush_interval=60.0)
+    client = Client(
+        "http://bf.test",
+        "bf_sdk_test",
+        transport=server.transport,
+        refresh_interval=60.0,
+        flush_interval=60.0,
+    )
     try:
         assert client.wait_until_ready(5.0)
         for i in range(10):

@@ -13,10 +13,18 @@ from banditflags import BanditflagsError, ClientStats, ConfigError, Decision, Er
 
 
 def test_public_surface_is_pinned() -> None:
-    assert sorted(banditflags.__all__) == sorted([
-        "Client", "Decision", "Reason", "ErrorType", "ClientStats", "BanditflagsError", "ConfigError",
-        "__version__",
-    ])
+    assert sorted(banditflags.__all__) == sorted(
+        [
+            "Client",
+            "Decision",
+            "Reason",
+            "ErrorType",
+            "ClientStats",
+            "BanditflagsError",
+            "ConfigError",
+            "__version__",
+        ]
+    )
     public = {name for name in vars(banditflags) if not name.startswith("_")}
     assert public == set(banditflags.__all__) - {"__version__"}
     assert banditflags.__version__ == "0.1.0"
@@ -31,7 +39,12 @@ def test_exception_hierarchy() -> None:
 def test_enums_are_lower_case_strings() -> None:
     assert [r.value for r in Reason] == ["split", "disabled", "default", "stale", "cached", "error"]
     assert [e.value for e in ErrorType] == [
-        "flag_not_found", "provider_not_ready", "targeting_key_missing", "parse_error", "general"]
+        "flag_not_found",
+        "provider_not_ready",
+        "targeting_key_missing",
+        "parse_error",
+        "general",
+    ]
     assert Reason.SPLIT == "split" and str(ErrorType.GENERAL) == "general"
 
 

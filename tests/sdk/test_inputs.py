@@ -21,10 +21,24 @@ class Color(enum.IntEnum):
     RED = 7
 
 
-@pytest.mark.parametrize(("value", "key"), [
-    ("u1", "u1"), ("", None), (0, "0"), (-12, "-12"), (10**25, str(10**25)), (True, None), (False, None),
-    (None, None), (1.0, None), (b"u1", None), (StrId("abc"), "abc"), (Color.RED, "7"), (["u"], None),
-])
+@pytest.mark.parametrize(
+    ("value", "key"),
+    [
+        ("u1", "u1"),
+        ("", None),
+        (0, "0"),
+        (-12, "-12"),
+        (10**25, str(10**25)),
+        (True, None),
+        (False, None),
+        (None, None),
+        (1.0, None),
+        (b"u1", None),
+        (StrId("abc"), "abc"),
+        (Color.RED, "7"),
+        (["u"], None),
+    ],
+)
 def test_unit_key(value: object, key: str | None) -> None:
     got = unit_key(value)
     assert got == key
@@ -41,8 +55,21 @@ def test_reward_item_shapes(build: object) -> None:
     assert reward_item(flags, "btn", None, 1.0) is None
 
 
-@pytest.mark.parametrize("module", ["_bucketing", "_client", "_config", "_events", "_exceptions", "_inputs",
-                                    "_lifecycle", "_models", "_sync", "_token"])
+@pytest.mark.parametrize(
+    "module",
+    [
+        "_bucketing",
+        "_client",
+        "_config",
+        "_events",
+        "_exceptions",
+        "_inputs",
+        "_lifecycle",
+        "_models",
+        "_sync",
+        "_token",
+    ],
+)
 def test_docstring_examples(module: str) -> None:
     mod = importlib.import_module(f"banditflags.{module}")
     result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)

@@ -30,8 +30,15 @@ class FakeWaiter:
 
 
 def make_sync(published: list[ConfigSnapshot], confirmed: list[int], interval: float = 1.0) -> ConfigSync:
-    return ConfigSync("http://bf.test/v1/config", "bf_sdk_test", interval, published.append,
-                      lambda: confirmed.append(1), logging.getLogger("test"), random.Random(7))
+    return ConfigSync(
+        "http://bf.test/v1/config",
+        "bf_sdk_test",
+        interval,
+        published.append,
+        lambda: confirmed.append(1),
+        logging.getLogger("test"),
+        random.Random(7),
+    )
 
 
 def test_etag_and_304(server: Any) -> None:
@@ -88,8 +95,9 @@ BAD_BODIES: list[tuple[str, Any]] = [
 
 
 @pytest.mark.parametrize(("name", "body"), BAD_BODIES, ids=[b[0] for b in BAD_BODIES])
-def test_bad_payload_keeps_last_good(server: Any, build: Any, name: str, body: Any,
-                                     caplog: pytest.LogCaptureFixture) -> None:
+def test_bad_payload_keeps_last_good(
+    server: Any, build: Any, name: str, body: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     published: list[ConfigSnapshot] = []
     sync = make_sync(published, [])
     http = httpx.Client(transport=server.transport)

@@ -26,9 +26,25 @@ def test_tokens_only_for_bucketed_decisions() -> None:
 
 
 def test_garbage() -> None:
-    for bad in ["", "bf1", "bf1:f:1", "bf1:f:1:0:0", "bf2:f:1:0", "bf1:F:1:0", "bf1:f:0:0", "bf1:f:-1:0",
-                "bf1:f:1:100", "bf1:f:1:x", "bf1:f:1:0\n", "bf1:f: 1:0", "bf1:f:١:0", None, 5, b"bf1:f:1:0",
-                "bf1:" + "a" * 200 + ":1:0"]:
+    for bad in [
+        "",
+        "bf1",
+        "bf1:f:1",
+        "bf1:f:1:0:0",
+        "bf2:f:1:0",
+        "bf1:F:1:0",
+        "bf1:f:0:0",
+        "bf1:f:-1:0",
+        "bf1:f:1:100",
+        "bf1:f:1:x",
+        "bf1:f:1:0\n",
+        "bf1:f: 1:0",
+        "bf1:f:١:0",
+        None,
+        5,
+        b"bf1:f:1:0",
+        "bf1:" + "a" * 200 + ":1:0",
+    ]:
         assert parse_token(bad) is None, bad
 
 
@@ -38,7 +54,8 @@ def test_parse_never_raises(value: object) -> None:
     assert result is None or isinstance(result, Token)
 
 
-@given(st.from_regex(r"[a-z0-9][a-z0-9_.-]{0,63}", fullmatch=True), st.integers(1, 10**12),
-       st.integers(0, 99))
+@given(
+    st.from_regex(r"[a-z0-9][a-z0-9_.-]{0,63}", fullmatch=True), st.integers(1, 10**12), st.integers(0, 99)
+)
 def test_round_trip_property(flag: str, version: int, arm: int) -> None:
     assert parse_token(make_token(flag, version, arm)) == (flag, version, arm)
