@@ -83,11 +83,8 @@ def test_a_thousand_flags_in_one_cycle(store: Store) -> None:
         for j, i in enumerate(range(1000))
     ]
     store.ingest(EventBatch("batch-big", rows, rewards))
-    started = time.monotonic()
     results = recompute_due(store, np.random.default_rng(0), now=time.time() + 5)
-    elapsed = time.monotonic() - started
-    assert len(results) == 1000 and all(r.written for r in results)
-    assert elapsed < 30, elapsed  # generous on a loaded CI box; the budget benchmark lives in bench/
+    assert len(results) == 1000 and all(r.written for r in results)  # timing: bench/bench_recompute.py
 
 
 def test_the_loop_recomputes_in_a_live_server(live_server: Any) -> None:
