@@ -10,7 +10,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from banditflags_server.api_common import ctx, read_json
-from banditflags_server.auth import requires
+from banditflags_server.auth import actor, requires
 from banditflags_server.errors import json_response
 from banditflags_server.validation import validate_events
 
@@ -22,6 +22,7 @@ async def post_events(request: Request) -> Response:
     """Validate, then add the batch up and record its id in one transaction; 202 only after the commit."""
     batch = validate_events(await read_json(request))
     result = await run_in_threadpool(ctx(request).store.ingest, batch)
+    request.app.state.reports.note(await actor(request), batch.sdk)  # "when SDKs last reported"
     if batch.dropped and not result.duplicate:
         log.info("an SDK (%s) reports %d dropped events", batch.sdk[:60] or "unknown", batch.dropped)
     return json_response(
