@@ -156,7 +156,7 @@ def reward_svg(
 
 
 def _num(v: float) -> str:
-    return f"{v:.0%}" if 0.0 <= v <= 1.0 else f"{v:.3g}"
+    return f"{v * 100:.3g}%" if 0.0 <= v <= 1.0 else f"{v:.3g}"
 
 
 def killed_spans(changes: Sequence[tuple[float, str]], now: float) -> list[tuple[float, float]]:

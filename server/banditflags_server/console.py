@@ -275,6 +275,12 @@ async def logout(request: Request, session: Session) -> Response:
 # -- flags list -------------------------------------------------------------------------------------
 
 
+def _served(flag: Flag, arm: int, weight: float) -> float:
+    if flag.state == "killed":
+        return 1.0 if arm == flag.control else 0.0
+    return weight
+
+
 def _leader(stats: list[dict[str, Any]]) -> tuple[str | None, float | None]:
     best = max((s for s in stats if s["p_best"] is not None), key=lambda s: s["p_best"], default=None)
     return (best["variant"], best["p_best"]) if best else (None, None)
@@ -290,6 +296,11 @@ def _row(flag: Flag, stats: list[dict[str, Any]]) -> dict[str, Any]:
         "exploration": flag.exploration,
         "variants": [
             {"key": v["key"], "weight": w, "control": i == flag.control}
+            for i, (v, w) in enumerate(zip(flag.variants, weights, strict=True))
+        ],
+        # What SDKs serve now: a killed flag sends everyone to the control whatever its table says.
+        "served": [
+            {"key": v["key"], "weight": _served(flag, i, w), "control": i == flag.control}
             for i, (v, w) in enumerate(zip(flag.variants, weights, strict=True))
         ],
         "control": flag.variants[flag.control]["key"],
@@ -380,6 +391,7 @@ def _detail(c: Context, key: str) -> dict[str, Any] | None:
             "key": v["key"],
             "value": compact(v["value"]),
             "weight": weights[i],
+            "served": _served(flag, i, weights[i]),
             "bandit_weight": flag.bandit_weights[i] if i < len(flag.bandit_weights) else None,
             "control": i == flag.control,
             "stats": stats[i],
@@ -699,14 +711,15 @@ async def new_post(request: Request, session: Session) -> Response:
 
     def work() -> None:
         spec = validate_new_flag(body, c.settings.recompute_interval)
-        actions.create_flag(c.store, spec, c.rng(), session.key_name, _reason(form))
+        if not errors:  # a field the form could not read is reported with the server's findings
+            actions.create_flag(c.store, spec, c.rng(), session.key_name, _reason(form))
 
-    if not errors:
-        try:
-            await run_in_threadpool(work)
+    try:
+        await run_in_threadpool(work)
+        if not errors:
             return _after(body["key"], "create")
-        except ApiError as exc:
-            errors = _form_errors(exc)
+    except ApiError as exc:
+        errors = {**_form_errors(exc), **errors}
     return render(request, "new.html", {"session": session, "form": form, "errors": errors}, 422)
 
 
