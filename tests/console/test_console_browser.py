@@ -48,7 +48,7 @@ def test_operator_flow(
     # Unauthenticated: the login page, which remembers where we were going.
     page.goto(server.url + "/console/flags/checkout-button")
     assert re.search(r"/console/login\?next=", page.url)
-    shot(page, "01-login")
+    shot(page, "00-login")
     page.fill("#key", server.admin_key)
     page.click("button:has-text('Sign in')")
     page.wait_for_load_state()
@@ -68,7 +68,7 @@ def test_operator_flow(
     assert "line 2" in page.inner_text("[data-error-for=variants]")
     assert "number" in page.inner_text("[data-error-for=exploration]")
     assert page.input_value("#variants") == "blue = #00f\nblue"  # what was typed is kept
-    shot(page, "02-create-errors")
+    shot(page, "01-create-errors")
     assert admin.get("/v1/flags").json()["flags"] == []
     page.fill("#key", "checkout-button")
     page.fill("#description", "Colour of the checkout button")
@@ -84,7 +84,7 @@ def test_operator_flow(
     page.click("nav >> text=Flags")
     row = page.locator("tr[data-flag='checkout-button']")
     assert row.count() == 1 and "running" in row.inner_text()
-    shot(page, "03-flags-list")
+    shot(page, "02-flags-list")
 
     # The SDK got the new flag through the stream.
     assert poll(lambda: sdk.variant("checkout-button", "u0") is not None, 5.0)
@@ -97,7 +97,7 @@ def test_operator_flow(
     page.wait_for_selector("[data-testid=done]")
     flag = admin.get("/v1/flags/checkout-button").json()
     assert flag["exploration"] == 0.4 and flag["weights"][0] > 0.5
-    shot(page, "04-throttled")
+    shot(page, "03-throttled")
 
     # A unit that is not on the control arm now.
     unit = next(f"user-{i}" for i in range(10_000) if sdk.variant("checkout-button", f"user-{i}") != "blue")
@@ -110,16 +110,21 @@ def test_operator_flow(
     text = dialog.inner_text()
     assert "serves the control variant “blue” to every unit" in text and "un-killing returns" in text
     dialog.locator("input[name=reason]").fill("checkout errors up 4x")
-    shot(page, "05-kill-confirmation", full_page=False)
+    shot(page, "04-kill-confirmation", full_page=False)
     dialog.locator("button:has-text('Kill checkout-button')").click()
     page.wait_for_selector("[data-testid=killed-banner]")
     # The server has committed the kill (the page says so): the running client obeys within a second.
     assert poll(lambda: sdk.variant("checkout-button", unit) == "blue", 1.0), "the SDK did not obey the kill"
     assert sdk.decide("checkout-button", unit).reason.value == "disabled"
-    shot(page, "06-killed")
+    shot(page, "05-killed")
     audit = page.locator("[data-testid=audit]").inner_text()
     assert "kill" in audit and "env-admin" in audit and "checkout errors up 4x" in audit
     assert server.admin_key not in page.content()
+    page.goto(server.url + "/console/")
+    killed_row = page.locator("tr[data-flag='checkout-button']").inner_text()
+    assert "killed" in killed_row and "everyone → blue" in killed_row
+    shot(page, "06-flags-list-killed")
+    page.goto(server.url + "/console/flags/checkout-button")
 
     # Un-kill: every unit returns to the arm it had.
     page.click("button:has-text('Un-kill…')")
