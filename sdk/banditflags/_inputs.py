@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from ._config import FlagSnapshot
-from ._models import Decision
-from ._token import TOKEN_PREFIX, parse_token
+from ._models import TOKEN_REASONS, Decision
+from ._token import TOKEN_PREFIX, Token, parse_token
 
 __all__ = ["is_valid_reward", "reward_item", "unit_key"]
 
@@ -58,8 +58,14 @@ def reward_item(
         uid = unit_key(unit_id)
         if uid is None:
             return None
+    token: Token | None
     if isinstance(target, Decision):
-        token = parse_token(target.token)
+        # Its fields, not its token: no formatting and parsing on this path, and trace ids that
+        # do not parse (a hand-made Decision) do not stop the reward.
+        v, a = target.version, target.arm
+        if target.reason not in TOKEN_REASONS or type(v) is not int or v < 1 or type(a) is not int or a < 0:
+            return None
+        token = Token(target.flag, v, a)
     elif isinstance(target, str) and target.startswith(TOKEN_PREFIX + ":"):
         token = parse_token(target)
     elif isinstance(target, str):
