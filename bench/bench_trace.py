@@ -24,11 +24,11 @@ from collections.abc import Sequence
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import compare, config, transport  # noqa: E402
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider  # noqa: E402
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult  # noqa: E402
+from _common import compare, config, transport
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 
-from banditflags import Client  # noqa: E402
+from banditflags import Client
 
 
 class NullExporter(SpanExporter):
@@ -82,7 +82,9 @@ def main() -> None:
     untraced = compare(
         {
             "decide(), provider installed, no recording span": timer(lambda u: decide("checkout-button", u)),
-            "variant(), provider installed, no recording span": timer(lambda u: variant("checkout-button", u)),
+            "variant(), provider installed, no recording span": timer(
+                lambda u: variant("checkout-button", u)
+            ),
             "decide(), telemetry off": timer(lambda u: decide_off("checkout-button", u)),
         },
         args.batches,
