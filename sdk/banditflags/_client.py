@@ -74,6 +74,13 @@ class Client:
     ``variant``, ``decide`` and ``track`` never raise and never block; see :class:`Decision` and
     :class:`Reason` for what a decision says when something is wrong.
 
+    OpenTelemetry (docs/telemetry.md): ``telemetry="span"`` (default) adds a ``feature_flag.evaluation``
+    child span to decisions made inside a recording span, ``"event"`` emits the log-based event
+    instead, ``"off"`` nothing; ``tracer_provider`` / ``logger_provider`` / ``meter_provider``
+    default to the global ones. ``telemetry_context_id`` is ``"hashed"`` (keyed with
+    ``telemetry_context_id_key``, by default the sdk key), ``"raw"`` or ``"none"``;
+    ``flag_set_id`` (``feature_flag.set.id``) defaults to the server's origin.
+
     >>> import httpx
     >>> config = {"schema": 1, "revision": 1, "flags": [{
     ...     "key": "checkout-button", "salt": "3f0c", "state": "running", "exploration": 1.0,

@@ -403,3 +403,28 @@ def test_metrics_count_failures_and_drops_and_survive_close(
     assert _points(otel, "banditflags.flush.failures")[()] >= failures
     # a decision dropped with a full buffer is counted as dropped, not as a decision
     assert sum(_points(otel, "banditflags.decisions").values()) == 5
+
+
+@pytest.mark.parametrize(
+    "module", ["banditflags._telemetry", "banditflags._metrics", "banditflags_server.metrics"]
+)
+def test_docstring_examples(module: str) -> None:
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0
+
+
+def test_token_parse_cache_is_bounded_and_skips_traced_tokens() -> None:
+    from banditflags import _token
+
+    plain = "bf1:btn:3:1"
+    assert _token.parse_token(plain) is _token.parse_token(plain)  # parsed once
+    traced = "bf1:btn:3:1:4bf92f3577b34da6a3ce929d0e0e4736:00f067aa0ba902b7"
+    assert _token.parse_token(traced) == ("btn", 3, 1, "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7")
+    assert traced not in _token._parsed  # unique per decision: would only churn the cache
+    assert _token.parse_token("bf1:btn:3:1:" + "0" * 32 + ":00f067aa0ba902b7") is None
+    for i in range(1, _token._PARSED_MAX + 10):
+        _token.parse_token(f"bf1:btn:{i}:0")
+    assert len(_token._parsed) <= _token._PARSED_MAX
