@@ -95,7 +95,7 @@ def test_preloaded_workers_follow_the_server_and_count_exactly(
     env = env_for(
         server,
         BANDITFLAGS_REFRESH_INTERVAL="0.2",
-        BANDITFLAGS_FLUSH_INTERVAL="0.3",
+        BANDITFLAGS_FLUSH_INTERVAL="1.0",
         BANDITFLAGS_STARTUP_TIMEOUT="0.3",
     )
     args = [python, "-m", "gunicorn", "--preload", "-w", "2", "-b", f"127.0.0.1:{port}"]
@@ -120,6 +120,8 @@ def test_preloaded_workers_follow_the_server_and_count_exactly(
     assert {a["variant"] for a in first} == {"blue", "green"}
     for a in first[::4]:
         app.convert(a["token"])
+    # every worker keeps flushing on its own: the server catches up without any exit
+    wait(lambda: flags.periods("checkout-button") == app.expected(), 30.0, "the workers' periodic flushes")
 
     flags.patch("checkout-button", {"state": "killed"})
     app.until_every_worker(pids, lambda a: a["reason"] == "disabled" and a["variant"] == "blue", "the kill")
