@@ -40,7 +40,13 @@ client.wait_until_ready(timeout=float(os.environ.get("BANDITFLAGS_STARTUP_TIMEOU
 def checkout(user_id: str) -> dict[str, Any]:
     """Decide the checkout button for one user (say, while rendering an e-mail)."""
     d = client.decide(FLAG, user_id, default="blue")
-    return {"variant": d.variant, "reason": d.reason.value, "version": d.version, "token": d.token, "pid": os.getpid()}
+    return {
+        "variant": d.variant,
+        "reason": d.reason.value,
+        "version": d.version,
+        "token": d.token,
+        "pid": os.getpid(),
+    }
 
 
 @app.task(name="banditflags_example.convert")

@@ -25,7 +25,9 @@ class Flags:
         self.server = server
         self.admin = server.client("admin")
 
-    def create(self, key: str = "checkout-button", weights: tuple[float, ...] = (0.5, 0.5), **extra: Any) -> Any:
+    def create(
+        self, key: str = "checkout-button", weights: tuple[float, ...] = (0.5, 0.5), **extra: Any
+    ) -> Any:
         variants = [{"key": "blue", "value": "#00f"}, {"key": "green", "value": "#0f0"}]
         body = {
             "key": key,
@@ -85,7 +87,9 @@ class Proc:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-                raise AssertionError(f"did not stop within {timeout} s after SIGTERM:\n{self.log()}") from None
+                raise AssertionError(
+                    f"did not stop within {timeout} s after SIGTERM:\n{self.log()}"
+                ) from None
         return self.proc.returncode
 
 

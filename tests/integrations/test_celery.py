@@ -114,7 +114,9 @@ def test_prefork_children_follow_the_server_and_count_exactly(
             "checkout-button", {"state": "running", "policy": {"name": "fixed", "weights": [0, 1]}}
         )
         v2 = changed["version"]
-        tasks.until_every_child(pids, lambda a: a["version"] == v2 and a["reason"] == "split", "the new weights")
+        tasks.until_every_child(
+            pids, lambda a: a["version"] == v2 and a["reason"] == "split", "the new weights"
+        )
         after = tasks.batch(100)
         assert all(a["variant"] == "green" for a in after)
         tasks.convert([a["token"] for a in after[::5]])

@@ -21,7 +21,6 @@ from typing import Any
 import httpx
 import pytest
 
-
 pytest.importorskip("gunicorn")
 pytest.importorskip("flask")
 
@@ -128,7 +127,9 @@ def test_preloaded_workers_follow_the_server_and_count_exactly(
     killed = app.batch(50)
     assert all(a["reason"] == "disabled" and a["token"] is None for a in killed)
 
-    changed = flags.patch("checkout-button", {"state": "running", "policy": {"name": "fixed", "weights": [0, 1]}})
+    changed = flags.patch(
+        "checkout-button", {"state": "running", "policy": {"name": "fixed", "weights": [0, 1]}}
+    )
     v2 = changed["version"]
     assert changed["weights"] == [0.0, 1.0] and v2 > first[0]["version"]
     app.until_every_worker(pids, lambda a: a["version"] == v2 and a["reason"] == "split", "the new weights")
