@@ -198,8 +198,6 @@ class BanditflagsProvider(AbstractProvider):
                 self._initialized = True
             if emit:
                 self.emit_provider_ready(ProviderEventDetails(metadata={"revision": event.revision or 0}))
-            if event.flags_changed and emit:
-                self._emit_changed(event)
         elif event.kind == "changed":
             self._emit_changed(event)
         elif event.kind == "stale":
