@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 import sys
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -55,10 +56,12 @@ class Tasks:
 
     def until_every_child(self, pids: set[int], pred: Callable[[dict[str, Any]], bool], what: str) -> None:
         done: set[int] = set()
-        for _ in range(60):  # at most 960 tasks
+        deadline = time.monotonic() + 60.0  # bounded in time, and so in count
+        while time.monotonic() < deadline:
             done.update(a["pid"] for a in self.batch(16) if pred(a))
             if done >= pids:
                 return
+            time.sleep(0.05)
         raise AssertionError(f"children {sorted(pids - done)} never served {what}")
 
     def convert(self, tokens: list[str]) -> None:

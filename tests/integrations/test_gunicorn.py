@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import socket
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -64,12 +65,14 @@ class Traffic:
     def until_every_worker(self, pids: set[int], pred: Callable[[dict[str, Any]], bool], what: str) -> None:
         """Send batches until every worker answered with ``pred`` true (bounded in count and time)."""
         done: set[int] = set()
-        for _ in range(100):  # at most 1,600 requests
+        deadline = time.monotonic() + 60.0  # bounded in time, and so in count
+        while time.monotonic() < deadline:
             for a in self.batch(16):
                 if pred(a):
                     done.add(a["pid"])
             if done >= pids:
                 return
+            time.sleep(0.05)
         raise AssertionError(f"workers {sorted(pids - done)} never served {what}")
 
     def convert(self, token: str) -> None:

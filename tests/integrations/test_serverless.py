@@ -167,7 +167,7 @@ def users(a: int, b: int) -> list[str]:
 
 
 def test_cold_warm_slow_raising_and_late_invocations(
-    flags: Any, proxy: Proxy, env_for: Any, functions: list[Function]
+    flags: Any, proxy: Proxy, env_for: Any, functions: list[Function], wait: Any
 ) -> None:
     flags.create("checkout-button", (0.5, 0.5))
     env = env_for(flags.server, BANDITFLAGS_URL=proxy.url, FN_TTL="600")
@@ -183,7 +183,7 @@ def test_cold_warm_slow_raising_and_late_invocations(
     proxy.events_delay = 2.0
     fn.invoke({"users": users(10, 20)}, remaining_ms=1000)
     proxy.events_delay = 0.0
-    assert exposures(flags) == 20
+    wait(lambda: exposures(flags) == 20, 30.0, "the late batch to land on the server")
     nxt = fn.invoke({"users": users(20, 25)})["result"]
     assert nxt["previous_flush_ok"] is False and nxt["pending_batches"] == 1  # kept for this invocation
     assert exposures(flags) == 25  # re-sent with the same batch_id: counted once, not twice
