@@ -22,6 +22,7 @@ from ._config import ConfigSnapshot, FlagSnapshot, parse_config
 from ._events import EventProcessor
 from ._inputs import reward_item, unit_key
 from ._models import ClientStats, Decision, ErrorType, Reason
+from ._notify import Listener, Notifier
 from ._sync import ConfigSync
 from ._telemetry import ContextIdMode, Mode, Telemetry, trace_module
 from ._version import __version__
@@ -172,6 +173,7 @@ class Client:
             set_id=flag_set_id if flag_set_id is not None else _origin(self._base_url),
         )
         self._tel_forced = self._tel.forced
+        self._notifier = Notifier(self._logger)
         self._sync = ConfigSync(
             f"{self._base_url}/v1/config",
             sdk_key,
@@ -203,6 +205,7 @@ class Client:
 
     def _init_runtime(self) -> None:
         # Per-process resources: rebuilt in a forked child.
+        self._pid = os.getpid()
         self._start_lock = threading.Lock()
         self._counter_lock = threading.Lock()
         self._sync_lock = threading.Lock()  # serialises synchronous refresh() calls
@@ -240,14 +243,31 @@ class Client:
 
     def _publish(self, snapshot: ConfigSnapshot) -> None:
         now = _monotonic()
+        old = self._state.flags
         self._set_state(_State(dict(snapshot.flags), snapshot.revision, False, now + self._stale_after, now))
         self._ready.set()
+        self._notifier.published(old, snapshot.flags, snapshot.revision)
 
     def _confirm(self) -> None:
         now = _monotonic()
         stale_at = now + self._stale_after
         self._set_state(replace(self._state, cached=False, stale_at=stale_at, confirmed_at=now))
         self._ready.set()
+        self._notifier.confirmed()
+
+    def _after_fetch(self, ok: bool) -> None:
+        if not ok:
+            self._notifier.fetch_failed(_monotonic() >= self._state.stale_at)
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener(event)`` on config lifecycle events (:class:`ConfigEvent`: ``ready``,
+        ``changed``, ``stale``). It runs on the sync thread (or in ``refresh()``), never on a decision;
+        keep it short. Staleness is noticed after a failed fetch, so at the poll interval's pace."""
+        self._notifier.add(listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        """Stop calling ``listener``."""
+        self._notifier.remove(listener)
 
     # -- decisions (hot path: no locks, no I/O, no logging, nothing raised) ----------------------
 
@@ -463,7 +483,7 @@ class Client:
                 return
             t = threading.Thread(
                 target=self._sync.run,
-                args=(lambda: self._http, self._stop, self._request_timeout),
+                args=(lambda: self._http, self._stop, self._request_timeout, self._after_fetch),
                 name="banditflags-config",
                 daemon=True,
             )
@@ -494,9 +514,11 @@ class Client:
             if self._closed or not self._sync_lock.acquire(timeout=timeout):
                 return False
             try:
-                return self._sync.fetch(self._http, min(timeout, self._request_timeout))
+                ok = self._sync.fetch(self._http, min(timeout, self._request_timeout))
             finally:
                 self._sync_lock.release()
+            self._after_fetch(ok)
+            return ok
         except Exception:
             return False
 
@@ -577,7 +599,20 @@ class Client:
         # The parent's threads do not exist here, its locks may be held forever, and its unsent
         # events are the parent's to send. Keep the snapshot so the child answers at once.
         self._events.after_fork_in_child()
+        self._notifier.after_fork_in_child()
+        self._rng.seed()  # else every worker jitters its polls and retries in lockstep
         self._init_runtime()
+
+    def after_fork(self) -> None:
+        """Re-initialise in a forked child whose server did not run Python's fork hooks.
+
+        CPython's ``os.fork()`` (gunicorn, celery/billiard, multiprocessing) already does this through
+        ``os.register_at_fork``. uWSGI forks from C: enable ``py-call-osafterfork`` or call this from a
+        ``@uwsgidecorators.postfork`` function. A no-op in the process that created (or already
+        re-initialised) the client, so calling it twice never drops events.
+        """
+        if self._pid != os.getpid() and not self._closed:
+            self._after_fork_in_child()
 
     # -- introspection --------------------------------------------------------------------------
 
