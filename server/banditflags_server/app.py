@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from banditflags_server import api_config, api_events, api_flags, api_health
+from banditflags_server import api_config, api_events, api_flags, api_health, metrics, otel
 from banditflags_server.api_common import Context
 from banditflags_server.auth import KeyRing
 from banditflags_server.errors import ApiError
@@ -24,7 +24,7 @@ from banditflags_server.store import Store
 
 log = logging.getLogger("banditflags_server")
 
-routes = [*api_health.routes, *api_config.routes, *api_events.routes, *api_flags.routes]
+routes = [*api_health.routes, *api_config.routes, *api_events.routes, *api_flags.routes, *metrics.routes]
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:
@@ -80,4 +80,5 @@ def create_app(settings: Settings, store: Store | None = None) -> Starlette:
         routes=routes,
         exception_handlers={ApiError: _api_error, HTTPException: _http_error, Exception: _internal},
         lifespan=lifespan,
+        middleware=otel.middleware(),  # empty unless BANDITFLAGS_OTEL_TRACES is set
     )
