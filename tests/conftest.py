@@ -29,6 +29,13 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import settings
+
+# CI replays the same examples every run (a red build means a real regression, not a new random draw);
+# local runs keep exploring. Failures found locally are kept in .hypothesis/ and replayed first.
+settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+settings.register_profile("dev", deadline=None)
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 

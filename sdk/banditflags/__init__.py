@@ -11,6 +11,7 @@ True
 from ._client import Client
 from ._exceptions import BanditflagsError, ConfigError
 from ._models import ClientStats, Decision, ErrorType, Reason
+from ._notify import ConfigEvent
 from ._version import __version__
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "Client",
     "ClientStats",
     "ConfigError",
+    "ConfigEvent",
     "Decision",
     "ErrorType",
     "Reason",

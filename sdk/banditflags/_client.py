@@ -17,18 +17,32 @@ from typing import Any, overload
 import httpx
 import mmh3
 
-from . import _lifecycle
+from . import _lifecycle, _metrics
 from ._config import ConfigSnapshot, FlagSnapshot, parse_config
 from ._events import EventProcessor
 from ._inputs import reward_item, unit_key
 from ._models import ClientStats, Decision, ErrorType, Reason
+from ._notify import Listener, Notifier
 from ._sync import ConfigSync
+from ._telemetry import ContextIdMode, Mode, Telemetry, trace_module
 from ._version import __version__
 
 __all__ = ["Client"]
 
+
+def _origin(base_url: str) -> str:
+    """``scheme://host[:port]`` of the server: the default ``feature_flag.set.id`` (no path, no userinfo)."""
+    try:
+        u = httpx.URL(base_url)
+        host = f"[{u.host}]" if ":" in u.host else u.host
+        return f"{u.scheme}://{host}" + (f":{u.port}" if u.port is not None else "")
+    except Exception:
+        return ""
+
+
 _hash = mmh3.hash
 _monotonic = time.monotonic
+_otel = trace_module  # its _TRACER_PROVIDER is None until a real tracer provider is installed
 _SDK = f"banditflags-python/{__version__}"
 
 
@@ -60,6 +74,13 @@ class Client:
 
     ``variant``, ``decide`` and ``track`` never raise and never block; see :class:`Decision` and
     :class:`Reason` for what a decision says when something is wrong.
+
+    OpenTelemetry (docs/telemetry.md): ``telemetry="span"`` (default) adds a ``feature_flag.evaluation``
+    child span to decisions made inside a recording span, ``"event"`` emits the log-based event
+    instead, ``"off"`` nothing; ``tracer_provider`` / ``logger_provider`` / ``meter_provider``
+    default to the global ones. ``telemetry_context_id`` is ``"hashed"`` (keyed with
+    ``telemetry_context_id_key``, by default the sdk key), ``"raw"`` or ``"none"``;
+    ``flag_set_id`` (``feature_flag.set.id``) defaults to the server's origin.
 
     >>> import httpx
     >>> config = {"schema": 1, "revision": 1, "flags": [{
@@ -101,6 +122,13 @@ class Client:
         decision_memory_size: int = 100_000,
         transport: httpx.BaseTransport | None = None,
         logger: logging.Logger | None = None,
+        telemetry: Mode = "span",
+        tracer_provider: Any = None,
+        logger_provider: Any = None,
+        meter_provider: Any = None,
+        telemetry_context_id: ContextIdMode = "hashed",
+        telemetry_context_id_key: str | bytes | None = None,
+        flag_set_id: str | None = None,
         streaming: bool = True,
     ) -> None:
         if not isinstance(base_url, str) or not base_url:
@@ -138,6 +166,17 @@ class Client:
         self._flags: dict[str, FlagSnapshot] = _EMPTY_STATE.flags
         self._rejected = 0
         self._rejected_logged = False
+        cid_key = telemetry_context_id_key if telemetry_context_id_key is not None else sdk_key
+        self._tel = Telemetry(
+            mode=telemetry,
+            tracer_provider=tracer_provider,
+            logger_provider=logger_provider,
+            context_id=telemetry_context_id,
+            context_id_key=cid_key.encode("utf-8") if isinstance(cid_key, str) else bytes(cid_key),
+            set_id=flag_set_id if flag_set_id is not None else _origin(self._base_url),
+        )
+        self._tel_forced = self._tel.forced
+        self._notifier = Notifier(self._logger)
         self._sync = ConfigSync(
             f"{self._base_url}/v1/config",
             sdk_key,
@@ -158,14 +197,19 @@ class Client:
             sdk=_SDK,
             logger=self._logger,
             rng=self._rng,
+            reason_now=self._exposure_reason,
+            sync_info=self._sync_info,
         )
         self._init_runtime()
         if bootstrap is not None:
             self._load_bootstrap(bootstrap)
         _lifecycle.register(self)
+        if telemetry != "off":
+            _metrics.register(self, meter_provider)
 
     def _init_runtime(self) -> None:
         # Per-process resources: rebuilt in a forked child.
+        self._pid = os.getpid()
         self._start_lock = threading.Lock()
         self._counter_lock = threading.Lock()
         self._sync_lock = threading.Lock()  # serialises synchronous refresh() calls
@@ -208,14 +252,31 @@ class Client:
 
     def _publish(self, snapshot: ConfigSnapshot) -> None:
         now = _monotonic()
+        old = self._state.flags
         self._set_state(_State(dict(snapshot.flags), snapshot.revision, False, now + self._stale_after, now))
         self._ready.set()
+        self._notifier.published(old, snapshot.flags, snapshot.revision)
 
     def _confirm(self) -> None:
         now = _monotonic()
         stale_at = now + self._stale_after
         self._set_state(replace(self._state, cached=False, stale_at=stale_at, confirmed_at=now))
         self._ready.set()
+        self._notifier.confirmed()
+
+    def _after_fetch(self, ok: bool) -> None:
+        if not ok:
+            self._notifier.fetch_failed(_monotonic() >= self._state.stale_at)
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener(event)`` on config lifecycle events (:class:`ConfigEvent`: ``ready``,
+        ``changed``, ``stale``). It runs on the sync thread (or in ``refresh()``), never on a decision;
+        keep it short. Staleness is noticed after a failed fetch, so at the poll interval's pace."""
+        self._notifier.add(listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        """Stop calling ``listener``."""
+        self._notifier.remove(listener)
 
     # -- decisions (hot path: no locks, no I/O, no logging, nothing raised) ----------------------
 
@@ -230,12 +291,20 @@ class Client:
         try:
             if not self._started:  # lazy start, whatever the outcome: a not-ready client must sync
                 self._start()
+            # One global read while no tracer provider is installed (see _telemetry).
+            if (_otel._TRACER_PROVIDER is not None or self._tel_forced) and self._tel.active():
+                d = self._traced_decide(flag, unit_id, default)
+                return d.variant if d.variant is not None else default
             f = self._flags[flag]  # subscript beats .get(); a missing flag is the rare path
             if unit_id.__class__ is not str or not unit_id:
                 unit_id = unit_key(unit_id)
                 if unit_id is None:
+                    self._note(
+                        flag, None if default is not None else f.control_key, "error", "targeting_key_missing"
+                    )
                     return default if default is not None else f.control_key
             if f.killed:
+                self._note(flag, f.control_key, "disabled", "")
                 return f.control_key
             # The same steps as decide(), inlined on purpose: a shared helper call costs ~15% here.
             arm = f.table[(_hash(f.prefix + unit_id, 0, False) * 10_000) >> 32]
@@ -246,7 +315,18 @@ class Client:
                 self._note_dropped()
             return f.keys[arm]
         except Exception:  # KeyError (unknown flag) included: never raise into the caller
+            self._note(flag, None, "error", "")
             return default
+
+    def _note(self, flag: object, variant: str | None, reason: str, error_type: str) -> None:
+        # A decision that records no exposure (error, killed flag), counted by the worker for the
+        # decisions metric. Off the normal path; must never raise.
+        try:
+            q = self._queue
+            if len(q) < self._max_queue:
+                q.append(("d", flag, variant, reason, error_type))
+        except Exception:
+            pass
 
     def decide(self, flag: str, unit_id: str | int | None, default: Any = None) -> Decision:
         """Bucket ``unit_id`` into ``flag`` and say how and why.
@@ -256,7 +336,20 @@ class Client:
         no exposure recorded), ``error`` with ``error_type`` ``flag_not_found`` / ``provider_not_ready``
         (caller's default), ``targeting_key_missing`` (caller's default, else the control arm) or
         ``general`` (unexpected failure, caller's default).
+
+        Inside a recording OpenTelemetry span the decision gets its own child span (see
+        ``telemetry=``) and the returned Decision carries that span's ``trace_id`` and ``span_id``.
         """
+        if (_otel._TRACER_PROVIDER is not None or self._tel_forced) and self._tel.active():
+            return self._traced_decide(flag, unit_id, default)
+        return self._decide(flag, unit_id, default)
+
+    def _traced_decide(self, flag: str, unit_id: str | int | None, default: Any) -> Decision:
+        d = self._decide(flag, unit_id, default)
+        uid = unit_id if unit_id.__class__ is str else unit_key(unit_id)
+        return self._tel.decision(d, self._flags.get(d.flag), uid)
+
+    def _decide(self, flag: str, unit_id: str | int | None, default: Any) -> Decision:
         try:
             if not self._started:
                 self._start()
@@ -264,6 +357,7 @@ class Client:
             f = st.flags.get(flag)
             if f is None:
                 if st.revision is None:
+                    self._note(flag, None, "error", "provider_not_ready")
                     return Decision(
                         flag,
                         None,
@@ -272,6 +366,7 @@ class Client:
                         error_type=ErrorType.PROVIDER_NOT_READY,
                         error_message="no config yet",
                     )
+                self._note(flag, None, "error", "flag_not_found")
                 return Decision(
                     flag,
                     None,
@@ -283,8 +378,11 @@ class Client:
             if unit_id.__class__ is not str or not unit_id:
                 unit_id = unit_key(unit_id)
                 if unit_id is None:
-                    return self._missing_key(f, default)
+                    d = self._missing_key(f, default)
+                    self._note(f.key, d.variant, "error", "targeting_key_missing")
+                    return d
             if f.killed:
+                self._note(f.key, f.control_key, "disabled", "")
                 return f.disabled_decision
             arm = f.table[(_hash(f.prefix + unit_id, 0, False) * 10_000) >> 32]
             q = self._queue
@@ -298,6 +396,7 @@ class Client:
                 return _rebadged(f, arm, Reason.STALE)
             return f.decisions[arm]  # prebuilt per arm: no allocation on the normal path
         except Exception as exc:
+            self._note(flag, None, "error", "general")
             return Decision(
                 str(flag),
                 None,
@@ -306,6 +405,18 @@ class Client:
                 error_type=ErrorType.GENERAL,
                 error_message=f"{type(exc).__name__}: {exc}",
             )
+
+    def _exposure_reason(self) -> str:
+        # The reason of the exposures the worker drains now (for the decisions metric).
+        st = self._state
+        if st.cached:
+            return "cached"
+        return "stale" if _monotonic() >= st.stale_at else "split"
+
+    def _sync_info(self) -> tuple[int | None, float | None]:
+        # What each events batch reports to the server: config revision and age (staleness metric).
+        st = self._state
+        return st.revision, None if st.confirmed_at is None else _monotonic() - st.confirmed_at
 
     @staticmethod
     def _missing_key(f: FlagSnapshot, default: Any) -> Decision:
@@ -356,6 +467,8 @@ class Client:
                 self._note_dropped()
                 return False
             q.append(item)
+            if _otel._TRACER_PROVIDER is not None or self._tel_forced:
+                self._tel.reward(self._flags, flag_or_decision, item[-1])
             return True
         except Exception:
             return self._reject()
@@ -379,7 +492,7 @@ class Client:
                 return
             t = threading.Thread(
                 target=self._sync.run,
-                args=(lambda: self._http, self._stop, self._request_timeout),
+                args=(lambda: self._http, self._stop, self._request_timeout, self._after_fetch),
                 name="banditflags-config",
                 daemon=True,
             )
@@ -419,9 +532,11 @@ class Client:
             if self._closed or not self._sync_lock.acquire(timeout=timeout):
                 return False
             try:
-                return self._sync.fetch(self._http, min(timeout, self._request_timeout))
+                ok = self._sync.fetch(self._http, min(timeout, self._request_timeout))
             finally:
                 self._sync_lock.release()
+            self._after_fetch(ok)
+            return ok
         except Exception:
             return False
 
@@ -496,6 +611,7 @@ class Client:
             self._logger.debug("banditflags: error while closing: %s", exc)
         finally:
             _lifecycle.unregister(self)
+            _metrics.retire(self)
 
     def __enter__(self) -> Client:
         return self
@@ -508,7 +624,20 @@ class Client:
         # events are the parent's to send. Keep the snapshot so the child answers at once.
         self._events.after_fork_in_child()
         self._sync.after_fork()
+        self._notifier.after_fork_in_child()
+        self._rng.seed()  # else every worker jitters its polls and retries in lockstep
         self._init_runtime()
+
+    def after_fork(self) -> None:
+        """Re-initialise in a forked child whose server did not run Python's fork hooks.
+
+        CPython's ``os.fork()`` (gunicorn, celery/billiard, multiprocessing) already does this through
+        ``os.register_at_fork``. uWSGI forks from C: enable ``py-call-osafterfork`` or call this from a
+        ``@uwsgidecorators.postfork`` function. A no-op in the process that created (or already
+        re-initialised) the client, so calling it twice never drops events.
+        """
+        if self._pid != os.getpid() and not self._closed:
+            self._after_fork_in_child()
 
     # -- introspection --------------------------------------------------------------------------
 

@@ -69,6 +69,7 @@ class FlagSnapshot:
     direction: str
     user_unit: bool
     credit_window: float
+    policy: str | None = None  # the bandit policy's name, informational (telemetry)
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +196,15 @@ def _parse_flag(raw: object, path: str) -> FlagSnapshot:
         direction=direction,
         user_unit=user_unit,
         credit_window=credit_window,
+        policy=_policy_name(raw.get("policy")),
     )
+
+
+def _policy_name(raw: object) -> str | None:
+    # Informational only, so a malformed value is ignored rather than rejecting the config.
+    if isinstance(raw, Mapping):
+        raw = raw.get("name")
+    return raw if isinstance(raw, str) and 0 < len(raw) <= 64 else None
 
 
 def _parse_variants(raw: object, path: str) -> tuple[tuple[str, ...], tuple[Any, ...]]:

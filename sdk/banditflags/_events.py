@@ -16,7 +16,13 @@ Buffer items (positional tuples keep the hot path cheap):
 - exposure: ``((flag, version, arm), unit_id)``
 - reward by token: ``("t", flag, version, arm, unit_id | None, reward)``
 - reward by unit: ``("u", flag, unit_id, reward)``
+- a decision that records no exposure (error, killed flag): ``("d", flag, variant, reason, error_type)``,
+  only counted for the decisions metric
 - a :class:`FlushMarker` from ``flush()``.
+
+The worker also keeps cumulative counters for the OpenTelemetry metrics (``_metrics``), so that
+nothing is counted on the hot path: :attr:`EventProcessor.decision_counts` and
+:attr:`EventProcessor.reward_totals`.
 
 >>> import collections
 >>> proc = EventProcessor(lambda: {}, lambda body, timeout: 202, flush_interval=1.0)
@@ -51,6 +57,7 @@ __all__ = ["Batch", "EventProcessor", "FlushMarker"]
 
 DRAIN_INTERVAL = 0.1
 MAX_ROWS_PER_BATCH = 10_000
+MAX_METRIC_SERIES = 10_000  # distinct (flag, variant, reason, error) counted; the rest go to "_other"
 SEND_BACKOFF_BASE = 0.5
 SEND_BACKOFF_CAP = 60.0
 _RETRYABLE = frozenset({408, 429})
@@ -108,6 +115,8 @@ class EventProcessor:
     rng: random.Random = field(default_factory=random.Random)
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
+    reason_now: Callable[[], str] | None = None  # the reason of exposures drained now (metrics)
+    sync_info: Callable[[], tuple[int | None, float | None]] | None = None  # (config revision, age)
 
     def __post_init__(self) -> None:
         self.queue: collections.deque[Any] = collections.deque()
@@ -119,6 +128,10 @@ class EventProcessor:
         self.batches_dropped = 0
         self.dropped = 0  # events lost: buffer full or reward not attributable
         self.last_error: str | None = None
+        # Cumulative, for metrics: (flag, variant, reason, error_type) -> decisions, and
+        # (flag, variant) -> [reward count, reward sum]. Kept across fork (counters never go down).
+        self.decision_counts: dict[tuple[str, str, str, str], int] = {}
+        self.reward_totals: dict[tuple[str, str], list[float]] = {}
         self._reset_runtime()
 
     def _reset_runtime(self) -> None:
@@ -218,6 +231,7 @@ class EventProcessor:
         flags = self.get_flags()
         now = self.clock()
         markers: list[FlushMarker] = []
+        seen: dict[Key, int] = {}
         while q:
             try:
                 item = pop()
@@ -226,12 +240,33 @@ class EventProcessor:
             if item.__class__ is FlushMarker:
                 markers.append(item)
             elif len(item) == 2:
-                self._exposure(item[0], item[1], flags, now)
+                key = item[0]
+                seen[key] = seen.get(key, 0) + 1
+                self._exposure(key, item[1], flags, now)
             elif item[0] == "t":
                 self._reward_token(item, flags, now)
+            elif item[0] == "d":
+                self._count_decision(str(item[1])[:64], item[2] or "", item[3], item[4] or "", flags, 1)
             else:
                 self._reward_unit(item, flags, now)
+        if seen:
+            reason = self.reason_now() if self.reason_now is not None else "split"
+            for (flag, _, arm), n in seen.items():
+                f = flags.get(flag)
+                variant = f.keys[arm] if f is not None and arm < len(f.keys) else str(arm)
+                self._count_decision(flag, variant, reason, "", flags, n)
         return markers
+
+    def _count_decision(
+        self, flag: str, variant: str, reason: str, error_type: str, flags: Mapping[str, FlagSnapshot], n: int
+    ) -> None:
+        if reason == "error" and not error_type:  # variant() does not tell flag_not_found apart
+            error_type = "flag_not_found" if flags else "provider_not_ready"
+        key = (flag, variant, reason, error_type)
+        counts = self.decision_counts
+        if key not in counts and len(counts) >= MAX_METRIC_SERIES:
+            key = ("_other", "", reason, error_type)  # unknown flag keys must not grow memory
+        counts[key] = counts.get(key, 0) + n
 
     def _register(self, markers: list[FlushMarker]) -> None:
         # Called right after the cut that follows the drain: everything recorded before a marker is
@@ -314,6 +349,16 @@ class EventProcessor:
             ("rewards", {"flag": f, "version": v, "arm": a, "count": int(r[0]), "sum": r[1], "sum_sq": r[2]})
             for (f, v, a), r in self.rewards.items()
         )
+        flags = self.get_flags()
+        totals = self.reward_totals
+        for (f, _, a), r in self.rewards.items():
+            fs = flags.get(f)
+            tkey = (f, fs.keys[a] if fs is not None and a < len(fs.keys) else str(a))
+            t = totals.get(tkey)
+            if t is None:
+                t = totals[tkey] = [0, 0.0]
+            t[0] += r[0]
+            t[1] += r[1]
         self.exposures = {}
         self.rewards = {}
         self._dropped_reported += dropped
@@ -329,6 +374,12 @@ class EventProcessor:
                 "rewards": [r for kind, r in chunk if kind == "rewards"],
                 "dropped": dropped if start == 0 else 0,
             }
+            if self.sync_info is not None:
+                revision, age = self.sync_info()
+                if revision is not None:
+                    body["config_revision"] = revision
+                if age is not None:
+                    body["config_age"] = round(age, 3)
             self.pending.append(Batch(self._seq, body))
         while len(self.pending) > self.max_pending_batches:
             self._drop_batch(self.pending.popleft(), "too many pending batches")

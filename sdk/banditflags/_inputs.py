@@ -16,8 +16,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from ._config import FlagSnapshot
-from ._models import Decision
+from ._models import TOKEN_REASONS, Decision
 from ._token import TOKEN_PREFIX, parse_token
+
+_PREFIX = TOKEN_PREFIX + ":"
 
 __all__ = ["is_valid_reward", "reward_item", "unit_key"]
 
@@ -50,28 +52,40 @@ def reward_item(
     Rejected: a non-finite or non-numeric reward, a binary flag's reward other than 0 or 1, a flag
     the current config does not know, a malformed token, a bad unit id, a flag key without unit id.
     """
-    if not is_valid_reward(reward):
+    if reward.__class__ is float:  # the common case, checked inline: finite (inf - inf is nan)
+        if reward - reward != 0.0:
+            return None
+        r: float = reward
+    elif is_valid_reward(reward):
+        r = float(reward)  # type: ignore[arg-type]
+    else:
         return None
-    r = float(reward)  # type: ignore[arg-type]
     uid: str | None = None
     if unit_id is not None:
-        uid = unit_key(unit_id)
+        uid = unit_id if unit_id.__class__ is str and unit_id else unit_key(unit_id)
         if uid is None:
             return None
     if isinstance(target, Decision):
-        token = parse_token(target.token)
-    elif isinstance(target, str) and target.startswith(TOKEN_PREFIX + ":"):
+        # Its fields, not its token: no formatting and parsing on this path, and trace ids that
+        # do not parse (a hand-made Decision) do not stop the reward.
+        flag, version, arm = target.flag, target.version, target.arm
+        if target.reason not in TOKEN_REASONS or type(version) is not int or version < 1:
+            return None
+        if type(arm) is not int or arm < 0:
+            return None
+    elif isinstance(target, str) and target.startswith(_PREFIX):
         token = parse_token(target)
+        if token is None:
+            return None
+        flag, version, arm = token[0], token[1], token[2]
     elif isinstance(target, str):
         f = flags.get(target)
-        if f is None or uid is None or (f.binary and r not in (0.0, 1.0)):
+        if f is None or uid is None or (f.binary and r != 0.0 and r != 1.0):
             return None
         return ("u", target, uid, r)
     else:
         return None
-    if token is None:
+    f = flags.get(flag)
+    if f is None or arm >= len(f.keys) or (f.binary and r != 0.0 and r != 1.0):
         return None
-    f = flags.get(token.flag)
-    if f is None or token.arm >= len(f.keys) or (f.binary and r not in (0.0, 1.0)):
-        return None
-    return ("t", token.flag, token.version, token.arm, uid, r)
+    return ("t", flag, version, arm, uid, r)

@@ -8,7 +8,7 @@ from typing import Any
 
 from ._token import make_token
 
-__all__ = ["ClientStats", "Decision", "ErrorType", "Reason"]
+__all__ = ["TOKEN_REASONS", "ClientStats", "Decision", "ErrorType", "Reason"]
 
 
 class Reason(str, enum.Enum):
@@ -46,7 +46,7 @@ class ErrorType(str, enum.Enum):
         return self.value
 
 
-_TOKEN_REASONS = frozenset({Reason.SPLIT, Reason.STALE, Reason.CACHED})
+TOKEN_REASONS = frozenset({Reason.SPLIT, Reason.STALE, Reason.CACHED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +56,8 @@ class Decision:
     ``variant`` is the served variant's key (``None`` when the caller's default was returned),
     ``value`` its JSON value (or the default), ``version`` the allocation version, ``arm`` the arm
     index and ``propensity`` the probability the unit had of landing on that arm (the arm's share of
-    the table; ``1.0`` for a killed flag's control arm).
+    the table; ``1.0`` for a killed flag's control arm). ``trace_id`` and ``span_id`` (hex) name the
+    decision's ``feature_flag.evaluation`` span when it was made inside a recording trace.
 
     >>> d = Decision("checkout-button", "green", "#0f0", Reason.SPLIT, 3, 1, 0.5)
     >>> d.token
@@ -74,17 +75,20 @@ class Decision:
     propensity: float | None = None
     error_type: ErrorType | None = None
     error_message: str | None = None
+    trace_id: str | None = None  # W3C ids (hex) of the decision's feature_flag.evaluation span
+    span_id: str | None = None
 
     @property
     def token(self) -> str | None:
         """A compact string naming (flag, version, arm), for crediting a reward from elsewhere.
 
         ``None`` unless the unit was bucketed (reason ``split``, ``stale`` or ``cached``): killed
-        flags and errors record no exposure, so there is nothing to credit.
+        flags and errors record no exposure, so there is nothing to credit. A decision made inside a
+        recording trace adds its span's trace and span ids, for ``track()`` to link the reward to it.
         """
-        if self.reason not in _TOKEN_REASONS or self.version is None or self.arm is None:
+        if self.reason not in TOKEN_REASONS or self.version is None or self.arm is None:
             return None
-        return make_token(self.flag, self.version, self.arm)
+        return make_token(self.flag, self.version, self.arm, self.trace_id, self.span_id)
 
 
 @dataclass(frozen=True, slots=True)

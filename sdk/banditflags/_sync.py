@@ -214,9 +214,15 @@ class ConfigSync:
         self.failures += 1
         return backoff_delay(self.failures, self.refresh_interval, self.max_backoff, self._rng)
 
-    def run(self, get_http: Callable[[], httpx.Client], stop: Waiter, timeout: float) -> None:
-        """Poll until ``stop`` is set, pausing while the stream is connected. Never raises: this is the
-        body of a daemon thread."""
+    def run(
+        self,
+        get_http: Callable[[], httpx.Client],
+        stop: Waiter,
+        timeout: float,
+        on_result: Callable[[bool], None] | None = None,
+    ) -> None:
+        """Poll until ``stop`` is set, calling ``on_result(ok)`` after each fetch and pausing while the
+        stream is connected. Never raises: this is the body of a daemon thread."""
         while not stop.is_set():
             if self.stream_connected:
                 # The stream delivers changes; wake when it drops (poll at once) or at close.
@@ -225,6 +231,8 @@ class ConfigSync:
                 continue
             try:
                 ok = self.fetch(get_http(), timeout)
+                if on_result is not None:
+                    on_result(ok)
             except Exception as exc:  # defensive: a bug here must not kill the thread
                 ok = self._failed(f"config sync error: {type(exc).__name__}: {exc}")
             if stop.wait(self.next_delay(ok)):

@@ -5,10 +5,20 @@ observed in another process (a webhook, a worker): hand ``decision.token`` over,
 ``client.track(token, reward=...)`` there. Flag keys never contain ``:`` (they match
 ``^[a-z0-9][a-z0-9_.-]{0,63}$``), so the format needs no escaping.
 
+A decision made inside a recording OpenTelemetry trace also carries the W3C trace id (32 hex digits)
+and span id (16 hex digits) of its ``feature_flag.evaluation`` span, so that ``track()`` can link the
+reward to the decision across requests and processes. Tokens without them (``bf1:flag:version:arm``,
+the original format) stay valid.
+
 >>> make_token("checkout-button", 3, 1)
 'bf1:checkout-button:3:1'
 >>> parse_token("bf1:checkout-button:3:1")
-Token(flag='checkout-button', version=3, arm=1)
+Token(flag='checkout-button', version=3, arm=1, trace_id=None, span_id=None)
+>>> t = make_token("btn", 3, 1, "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7")
+>>> t
+'bf1:btn:3:1:4bf92f3577b34da6a3ce929d0e0e4736:00f067aa0ba902b7'
+>>> parse_token(t).span_id
+'00f067aa0ba902b7'
 >>> parse_token("garbage") is None
 True
 """
@@ -21,28 +31,51 @@ from typing import NamedTuple
 __all__ = ["TOKEN_PREFIX", "Token", "make_token", "parse_token"]
 
 TOKEN_PREFIX = "bf1"
+MAX_TOKEN_LENGTH = 160
 
 # Anchored with \Z so a trailing newline is garbage too; digits are ASCII only (int() would accept
-# other scripts' digits and surrounding whitespace).
-_TOKEN_RE = re.compile(r"bf1:([a-z0-9][a-z0-9_.-]{0,63}):([1-9][0-9]{0,17}):([0-9]{1,3})\Z")
+# other scripts' digits and surrounding whitespace). Trace ids are lower-case hex, as W3C writes them.
+_TOKEN_RE = re.compile(
+    r"bf1:([a-z0-9][a-z0-9_.-]{0,63}):([1-9][0-9]{0,17}):([0-9]{1,3})(?::([0-9a-f]{32}):([0-9a-f]{16}))?\Z"
+)
+_ZERO_TRACE = "0" * 32
+_ZERO_SPAN = "0" * 16
 
 
 class Token(NamedTuple):
-    """The parsed form of a decision token."""
+    """The parsed form of a decision token (``trace_id``/``span_id``: hex, or None)."""
 
     flag: str
     version: int
     arm: int
+    trace_id: str | None = None
+    span_id: str | None = None
 
 
-def make_token(flag: str, version: int, arm: int) -> str:
-    """Return the token string for a decision."""
+def make_token(
+    flag: str, version: int, arm: int, trace_id: str | None = None, span_id: str | None = None
+) -> str:
+    """Return the token string for a decision (with the decision span's ids when both are given)."""
+    if trace_id and span_id:
+        return f"{TOKEN_PREFIX}:{flag}:{version}:{arm}:{trace_id}:{span_id}"
     return f"{TOKEN_PREFIX}:{flag}:{version}:{arm}"
+
+
+# Tokens without trace ids are few (flags x versions x arms) and come back all the time: remember the
+# parsed ones so that track(token) skips the regex. Bounded; cleared when full.
+_parsed: dict[str, Token] = {}
+_PARSED_MAX = 4096
+_new_token = tuple.__new__  # a NamedTuple's own __new__ is a Python function: 3x slower
 
 
 def parse_token(token: object) -> Token | None:
     """Parse a token; return ``None`` for anything that is not a well-formed token. Never raises."""
-    if type(token) is not str or len(token) > 100:
+    if type(token) is not str:
+        return None
+    hit = _parsed.get(token)
+    if hit is not None:
+        return hit
+    if len(token) > MAX_TOKEN_LENGTH:
         return None
     m = _TOKEN_RE.match(token)
     if m is None:
@@ -50,4 +83,13 @@ def parse_token(token: object) -> Token | None:
     arm = int(m.group(3))
     if arm >= 100:  # a flag has at most 100 variants
         return None
-    return Token(m.group(1), int(m.group(2)), arm)
+    flag, version, _, trace_id, span_id = m.groups()
+    if trace_id is not None:
+        if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:  # W3C: all-zero ids are invalid
+            return None
+        return _new_token(Token, (flag, int(version), arm, trace_id, span_id))
+    parsed: Token = _new_token(Token, (flag, int(version), arm, None, None))
+    if len(_parsed) >= _PARSED_MAX:
+        _parsed.clear()
+    _parsed[token] = parsed
+    return parsed

@@ -371,6 +371,6 @@ def served_weights(bandit_weights: Sequence[float], exploration: float, baseline
     total = math.fsum(w)
     if total <= 0:
         raise ValueError("bandit_weights must have a positive sum")
-    out = [e * x / total for x in w]
+    out = [e * (x / total) for x in w]  # normalise first: e * x can underflow for subnormal x
     out[int(baseline)] += 1.0 - e
     return out

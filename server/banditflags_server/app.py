@@ -15,7 +15,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 
-from banditflags_server import api_config, api_events, api_flags, api_health, console, stream
+from banditflags_server import api_config, api_events, api_flags, api_health, console, metrics, otel, stream
 from banditflags_server.api_common import Context
 from banditflags_server.auth import KeyRing
 from banditflags_server.errors import ApiError
@@ -31,6 +31,7 @@ routes = [
     *api_config.routes,
     *api_events.routes,
     *api_flags.routes,
+    *metrics.routes,
     *stream.routes,
     *console.routes,
 ]
@@ -100,7 +101,8 @@ def create_app(settings: Settings, store: Store | None = None) -> Starlette:
     app = Starlette(
         routes=routes,
         exception_handlers={ApiError: _api_error, HTTPException: _http_error, Exception: _internal},
-        middleware=[Middleware(stream.PokeOnWrite, hub=hub)],
+        # otel's is empty unless BANDITFLAGS_OTEL_TRACES is set.
+        middleware=[*otel.middleware(), Middleware(stream.PokeOnWrite, hub=hub)],
         lifespan=lifespan,
     )
     app.state.streams = hub

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from banditflags_server import allocation as alloc_mod
+from banditflags_server import metrics
 from banditflags_server.audit import entry_for_patch
 from banditflags_server.bandit import PolicyParams, compute_weights
 from banditflags_server.store import Allocation, Flag, Periods, RecomputeWrite, Store
@@ -295,7 +296,9 @@ async def recompute_loop(store: Store, tick: float, stop: asyncio.Event, seed: A
     last_prune = 0.0
     while not stop.is_set():
         try:
-            await asyncio.to_thread(recompute_due, store, rng)
+            t0 = time.perf_counter()
+            results = await asyncio.to_thread(recompute_due, store, rng)
+            metrics.record_recompute(results, time.perf_counter() - t0)
             if time.time() - last_prune > 3600:
                 last_prune = time.time()
                 await asyncio.to_thread(store.prune_batches, last_prune - BATCH_RETENTION)

@@ -30,3 +30,49 @@ def test_quickstart_runs_against_a_live_server(live_server: Any) -> None:
     assert "flushed: True" in result.stdout
     assert "weights after one recompute" in result.stdout
     assert server.admin_key not in result.stdout
+
+
+def test_otel_example_prints_a_trace_with_decision_and_reward(live_server: Any) -> None:
+    import json
+
+    server = live_server()
+    env = dict(
+        os.environ,
+        BANDITFLAGS_URL=server.url,
+        BANDITFLAGS_ADMIN_KEY=server.admin_key,
+        BANDITFLAGS_SDK_KEY=server.sdk_key,
+    )
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "otel_tracing.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "flushed: True" in result.stdout
+    # the console exporter prints one JSON object per span
+    decoder, spans, i = json.JSONDecoder(), {}, 0
+    out = result.stdout
+    while (i := out.find("{", i)) != -1:
+        span, end = decoder.raw_decode(out, i)
+        spans[span["name"]] = span
+        i = end
+    decision, checkout, purchase = (
+        spans["feature_flag.evaluation"],
+        spans["GET /checkout"],
+        spans["POST /purchase"],
+    )
+    assert decision["parent_id"] == checkout["context"]["span_id"]
+    assert decision["attributes"]["feature_flag.key"] == "checkout-button"
+    assert decision["attributes"]["feature_flag.result.reason"] == "split"
+    (event,) = purchase["events"]
+    assert event["name"] == "banditflags.reward" and event["attributes"]["banditflags.reward"] == 1.0
+    (link,) = purchase["links"]
+    assert link["context"]["span_id"] == decision["context"]["span_id"]
+    assert link["context"]["trace_id"] == decision["context"]["trace_id"] != purchase["context"]["trace_id"]
+    token_ids = result.stdout.split("token=")[1].split()[0].split(":")[4:]
+    assert ["0x" + token_ids[0], "0x" + token_ids[1]] == [
+        decision["context"]["trace_id"],
+        decision["context"]["span_id"],
+    ]

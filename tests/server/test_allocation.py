@@ -169,7 +169,7 @@ def test_served_weights(w: list[float], e: float, data: st.DataObject) -> None:
     assert math.isclose(sum(out), 1.0, rel_tol=1e-9)
     assert all(x >= 0 for x in out)
     for i, x in enumerate(out):
-        expected = e * w[i] / total + (1 - e if i == baseline else 0.0)
+        expected = e * (w[i] / total) + (1 - e if i == baseline else 0.0)
         assert math.isclose(x, expected, rel_tol=1e-9, abs_tol=1e-12)
     assert out[baseline] >= 1 - e - 1e-12
     if e == 0:

@@ -1,0 +1,309 @@
+"""OpenTelemetry decision spans and events, and reward correlation (opentelemetry-api only).
+
+The client asks one cheap question per decision: is telemetry possibly on? With the default
+``telemetry="span"`` and no tracer provider installed (``opentelemetry.trace.set_tracer_provider``
+never called, none passed to the client) the answer costs one global read and nothing else runs.
+Otherwise :meth:`Telemetry.active` asks whether the current span is recording; only then does a
+decision make a child span ``feature_flag.evaluation`` with the current semantic-convention
+attributes (DESIGN.md §7; never the deprecated ``feature_flag.variant`` / ``feature_flag.provider_name``
+/ ``feature_flag.evaluation.reason``):
+
+=================================  ==========================================================
+``feature_flag.key``               the flag key
+``feature_flag.result.variant``    the served variant key (absent when the caller's default was returned)
+``feature_flag.result.reason``     ``split``, ``disabled``, ``stale``, ``cached``, ``error``
+``feature_flag.provider.name``     ``banditflags``
+``feature_flag.version``           the allocation version, as a string
+``feature_flag.set.id``            the client's ``flag_set_id`` (default: the server's origin URL)
+``feature_flag.context.id``        the unit id, keyed-hashed by default; raw only if opted in; or absent
+``error.type``                     on errors: ``flag_not_found``, ``provider_not_ready``, ...
+``feature_flag.error.message``     on errors: a short message (never the unit id)
+``banditflags.propensity``         the unit's probability of landing on the served arm
+``banditflags.policy``             the flag's bandit policy (``thompson``, ``fixed``, ...)
+``banditflags.exploration``        the flag's exploration throttle in [0, 1]
+=================================  ==========================================================
+
+``telemetry="event"`` emits the same attributes as the log-based event ``feature_flag.evaluation``
+through the OpenTelemetry logs API instead (its log record carries the active trace and span ids),
+for every decision while a logger provider is installed. ``telemetry="off"`` emits nothing.
+
+Rewards: ``track()`` inside a recording span adds a ``banditflags.reward`` event to that span and, when
+the decision's span ids are known (a :class:`Decision` or a token made inside a trace), a link to the
+decision span, so an APM shows which decision earned which reward, across requests and processes.
+
+Nothing here raises into the caller: every entry point catches and returns a neutral answer.
+
+>>> t = Telemetry(mode="span", tracer_provider=None, logger_provider=None, context_id="hashed",
+...               context_id_key=b"k", set_id="http://flags:8080")
+>>> t.active()            # no tracer provider installed, no span: nothing to do
+False
+>>> len(t.context_id("user-42")), t.context_id("user-42") == t.context_id("user-42")
+(32, True)
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from opentelemetry import trace as _trace
+from opentelemetry._logs import LogRecord, get_logger
+from opentelemetry._logs import _internal as _logs_internal
+from opentelemetry.context import get_current
+from opentelemetry.trace import SpanContext, Status, StatusCode, TraceFlags
+from opentelemetry.util.types import AttributeValue
+
+from ._config import FlagSnapshot
+from ._models import Decision
+from ._token import TOKEN_PREFIX, parse_token
+from ._version import __version__
+
+__all__ = [
+    "EVENT_NAME",
+    "PROVIDER_NAME",
+    "REWARD_EVENT",
+    "SPAN_NAME",
+    "ContextIdMode",
+    "Mode",
+    "Telemetry",
+    "tracer_provider_installed",
+]
+
+Mode = Literal["span", "event", "off"]
+ContextIdMode = Literal["hashed", "raw", "none"]
+MODES: tuple[str, ...] = ("span", "event", "off")
+CONTEXT_ID_MODES: tuple[str, ...] = ("hashed", "raw", "none")
+
+PROVIDER_NAME = "banditflags"
+SPAN_NAME = "feature_flag.evaluation"
+EVENT_NAME = "feature_flag.evaluation"
+REWARD_EVENT = "banditflags.reward"
+_ATTR_CACHE_MAX = 4096
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+
+# The module whose ``_TRACER_PROVIDER`` global is None until a real provider is installed: the client's
+# hot path reads it directly (one load, a few ns) instead of calling get_current_span (~100 ns).
+trace_module = _trace
+
+
+def tracer_provider_installed() -> bool:
+    """True once ``opentelemetry.trace.set_tracer_provider`` has been called in this process."""
+    return _trace._TRACER_PROVIDER is not None
+
+
+def _current_span_getter() -> Any:
+    """A fast ``() -> Span | None`` for the current span.
+
+    The public ``get_current_span()`` goes through three Python calls; with the default contextvars
+    runtime context the same answer is one ``ContextVar.get`` and one dict lookup. Falls back to the
+    public API if the runtime context is anything else.
+    """
+    try:
+        from opentelemetry import context as _ctx
+        from opentelemetry.trace.propagation import _SPAN_KEY
+
+        var = getattr(_ctx._RUNTIME_CONTEXT, "_current_context", None)
+        if isinstance(var, contextvars.ContextVar):
+            get = var.get
+            key = _SPAN_KEY
+
+            def current() -> Any:
+                return get().get(key)
+
+            return current
+    except Exception:  # a different API layout: use the public, slower path
+        pass
+    return _trace.get_current_span
+
+
+class Telemetry:
+    """Per-client decision telemetry. Built by :class:`banditflags.Client`; not used directly.
+
+    ``tracer_provider`` / ``logger_provider``: use these instead of the global ones (tests, or an
+    application that keeps several providers). ``context_id``: ``"hashed"`` (default: a keyed BLAKE2b
+    of the unit id with ``context_id_key``, stable across the processes sharing the key, not
+    reversible without it), ``"raw"`` (the unit id itself: only if it is not personal data) or
+    ``"none"``.
+    """
+
+    def __init__(
+        self,
+        *,
+        mode: Mode,
+        tracer_provider: Any,
+        logger_provider: Any,
+        context_id: ContextIdMode,
+        context_id_key: bytes,
+        set_id: str | None,
+    ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"telemetry must be one of {', '.join(MODES)}")
+        if context_id not in CONTEXT_ID_MODES:
+            raise ValueError(f"telemetry_context_id must be one of {', '.join(CONTEXT_ID_MODES)}")
+        self.mode = mode
+        self._context_id_mode = context_id
+        # Keyed BLAKE2b, copied per call: cheaper than building a keyed hash from scratch.
+        self._cid_hash = hashlib.blake2b(
+            digest_size=16, key=hashlib.blake2b(context_id_key, digest_size=32).digest()
+        )
+        self._set_id = set_id
+        self._logger_provider = logger_provider
+        # Checked by the hot path when no global tracer provider is installed: an explicit provider,
+        # or event mode (which depends on the logs provider instead), must be checked every time.
+        self.forced = (mode == "span" and tracer_provider is not None) or mode == "event"
+        self._tracer = _trace.get_tracer("banditflags", __version__, tracer_provider=tracer_provider)
+        self._logger = get_logger("banditflags", __version__, logger_provider=logger_provider)
+        self._current = _current_span_getter()
+        self._attr_cache: dict[tuple[Any, ...], tuple[FlagSnapshot | None, dict[str, AttributeValue]]] = {}
+        self.errors = 0  # telemetry failures swallowed (visible in tests and debugging)
+
+    # -- the gate ------------------------------------------------------------------------------
+
+    def active(self) -> bool:
+        """Should this decision be recorded? Span mode: the current span is recording. Event mode: a
+        logger provider is installed. Never raises."""
+        try:
+            if self.mode == "span":
+                span = self._current()
+                return span is not None and span.is_recording()
+            if self.mode == "event":
+                return self._logger_provider is not None or _logs_internal._LOGGER_PROVIDER is not None
+        except Exception:
+            self.errors += 1
+        return False
+
+    def span_recording(self) -> Any:
+        """The current span if it is recording, else None (for rewards). Never raises."""
+        try:
+            span = self._current()
+            if span is not None and span.is_recording():
+                return span
+        except Exception:
+            self.errors += 1
+        return None
+
+    # -- decisions -----------------------------------------------------------------------------
+
+    def context_id(self, unit_id: str) -> str:
+        """The value of ``feature_flag.context.id`` for a unit, per the client's setting."""
+        if self._context_id_mode == "raw":
+            return unit_id
+        h = self._cid_hash.copy()
+        h.update(unit_id.encode("utf-8"))
+        return h.hexdigest()
+
+    def attributes(
+        self, d: Decision, f: FlagSnapshot | None, unit_id: str | None
+    ) -> dict[str, AttributeValue]:
+        """The semantic-convention attributes of a decision (cached per flag snapshot, arm and reason)."""
+        ck = (d.flag, d.version, d.arm, d.reason, d.variant)
+        hit = self._attr_cache.get(ck) if d.error_type is None else None
+        if hit is not None and hit[0] is f:
+            attrs = hit[1]
+        else:
+            attrs = {
+                "feature_flag.key": d.flag,
+                "feature_flag.provider.name": PROVIDER_NAME,
+                "feature_flag.result.reason": d.reason.value,
+            }
+            if d.variant is not None:
+                attrs["feature_flag.result.variant"] = d.variant
+            if d.version is not None:
+                attrs["feature_flag.version"] = str(d.version)
+            if self._set_id:
+                attrs["feature_flag.set.id"] = self._set_id
+            if d.propensity is not None:
+                attrs["banditflags.propensity"] = d.propensity
+            if f is not None:
+                if f.policy is not None:
+                    attrs["banditflags.policy"] = f.policy
+                attrs["banditflags.exploration"] = f.exploration
+            if d.error_type is not None:
+                attrs["error.type"] = d.error_type.value
+                if d.error_message:
+                    attrs["feature_flag.error.message"] = d.error_message
+            else:
+                if len(self._attr_cache) >= _ATTR_CACHE_MAX:
+                    self._attr_cache.clear()
+                self._attr_cache[ck] = (f, attrs)
+        if unit_id and self._context_id_mode != "none":
+            attrs = dict(attrs)
+            attrs["feature_flag.context.id"] = self.context_id(unit_id)
+        return attrs
+
+    def decision(self, d: Decision, f: FlagSnapshot | None, unit_id: str | None) -> Decision:
+        """Record a decision (span or event) and return it with the span's trace ids. Never raises."""
+        try:
+            attrs = self.attributes(d, f, unit_id)
+            sc: SpanContext | None
+            if self.mode == "span":
+                span = self._tracer.start_span(SPAN_NAME, attributes=attrs)
+                if d.error_type is not None:
+                    span.set_status(Status(StatusCode.ERROR))
+                span.end()
+                sc = span.get_span_context()
+            elif self.mode == "event":
+                ctx = get_current()
+                self._logger.emit(LogRecord(event_name=EVENT_NAME, attributes=attrs, context=ctx))
+                cur = self._current()
+                sc = cur.get_span_context() if cur is not None else None
+            else:
+                return d
+            if sc is None or not sc.is_valid:
+                return d
+            return Decision(
+                d.flag,
+                d.variant,
+                d.value,
+                d.reason,
+                d.version,
+                d.arm,
+                d.propensity,
+                d.error_type,
+                d.error_message,
+                sc.trace_id.to_bytes(16, "big").hex(),
+                sc.span_id.to_bytes(8, "big").hex(),
+            )
+        except Exception:
+            self.errors += 1
+            return d
+
+    # -- rewards -------------------------------------------------------------------------------
+
+    def reward(self, flags: Mapping[str, FlagSnapshot], target: object, reward: float) -> None:
+        """Put an accepted reward on the current recording span, linked to its decision's span."""
+        try:
+            span = self.span_recording()
+            if span is None:
+                return
+            trace_id = span_id = variant = None
+            version: int | None = None
+            if isinstance(target, Decision):
+                flag = target.flag
+                variant, version = target.variant, target.version
+                trace_id, span_id = target.trace_id, target.span_id
+            elif isinstance(target, str) and target.startswith(TOKEN_PREFIX + ":"):
+                tok = parse_token(target)
+                if tok is None:
+                    return
+                flag, version, trace_id, span_id = tok.flag, tok.version, tok.trace_id, tok.span_id
+                fs = flags.get(flag)
+                if fs is not None and tok.arm < len(fs.keys):
+                    variant = fs.keys[tok.arm]
+            elif isinstance(target, str):
+                flag = target
+            else:
+                return
+            attrs: dict[str, AttributeValue] = {"feature_flag.key": flag, "banditflags.reward": float(reward)}
+            if variant is not None:
+                attrs["feature_flag.result.variant"] = variant
+            if version is not None:
+                attrs["feature_flag.version"] = str(version)
+            span.add_event(REWARD_EVENT, attrs)
+            if trace_id and span_id:
+                decision_span = SpanContext(int(trace_id, 16), int(span_id, 16), True, _SAMPLED)
+                span.add_link(decision_span, {"feature_flag.key": flag, "banditflags.link": "decision"})
+        except Exception:
+            self.errors += 1
