@@ -129,6 +129,7 @@ class Client:
         telemetry_context_id: ContextIdMode = "hashed",
         telemetry_context_id_key: str | bytes | None = None,
         flag_set_id: str | None = None,
+        streaming: bool = True,
     ) -> None:
         if not isinstance(base_url, str) or not base_url:
             raise ValueError("base_url must be a non-empty string")
@@ -154,6 +155,8 @@ class Client:
         self._stale_after = float(stale_after)
         self._request_timeout = float(request_timeout)
         self._background = background
+        # The push stream (/v1/stream) in background mode; polling every refresh_interval otherwise.
+        self._streaming = bool(streaming) and background
         self._max_queue = max_queue
         self._transport = transport
         self._logger = logger or logging.getLogger("banditflags")
@@ -182,6 +185,7 @@ class Client:
             self._confirm,
             self._logger,
             self._rng,
+            stream_url=f"{self._base_url}/v1/stream" if self._streaming else None,
         )
         self._events = EventProcessor(
             get_flags=lambda: self._flags,
@@ -214,7 +218,12 @@ class Client:
         if self._state.confirmed_at is not None:
             self._ready.set()
         self._config_thread: threading.Thread | None = None
+        self._stream_thread: threading.Thread | None = None
         self._http = httpx.Client(
+            transport=self._transport, timeout=self._request_timeout, headers={"User-Agent": _SDK}
+        )
+        # Its own connection pool: a long-lived stream never competes with event delivery.
+        self._stream_http = httpx.Client(
             transport=self._transport, timeout=self._request_timeout, headers={"User-Agent": _SDK}
         )
         self._queue = self._events.queue
@@ -489,6 +498,15 @@ class Client:
             )
             self._config_thread = t
             t.start()
+            if self._streaming:
+                st = threading.Thread(
+                    target=self._sync.run_stream,
+                    args=(lambda: self._stream_http, self._stop, self._request_timeout),
+                    name="banditflags-stream",
+                    daemon=True,
+                )
+                self._stream_thread = st
+                st.start()
             self._events.start()
 
     def start(self) -> None:
@@ -568,12 +586,17 @@ class Client:
         try:
             deadline = _monotonic() + timeout
             self._stop.set()
+            self._sync.interrupt()
             ev = self._events
             ev.stop.set()
             ev.wake.set()
             for t in (ev.thread, self._config_thread):
                 if t is not None and t is not threading.current_thread():
                     t.join(max(0.0, deadline - _monotonic()))
+            st = self._stream_thread
+            if st is not None and st is not threading.current_thread():
+                # Interrupted above; a daemon, so a read that ignores the interrupt cannot hold us.
+                st.join(min(0.5, max(0.0, deadline - _monotonic())))
             if ev.lock.acquire(timeout=max(0.0, deadline - _monotonic())):
                 try:
                     ev.flush_now(deadline)
@@ -583,6 +606,7 @@ class Client:
             self._started = True
             self._queue = collections.deque(maxlen=0)  # appends become no-ops
             self._http.close()
+            self._stream_http.close()
         except Exception as exc:
             self._logger.debug("banditflags: error while closing: %s", exc)
         finally:
@@ -599,6 +623,7 @@ class Client:
         # The parent's threads do not exist here, its locks may be held forever, and its unsent
         # events are the parent's to send. Keep the snapshot so the child answers at once.
         self._events.after_fork_in_child()
+        self._sync.after_fork()
         self._notifier.after_fork_in_child()
         self._rng.seed()  # else every worker jitters its polls and retries in lockstep
         self._init_runtime()
@@ -632,6 +657,9 @@ class Client:
             config_age_seconds=None if st.confirmed_at is None else _monotonic() - st.confirmed_at,
             config_errors=self._sync.errors,
             last_error=ev.last_error or self._sync.last_error,
+            stream_connected=self._sync.stream_connected,
+            stream_connects=self._sync.stream_connects,
+            stream_events=self._sync.stream_events,
         )
 
     def __repr__(self) -> str:

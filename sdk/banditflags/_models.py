@@ -115,3 +115,7 @@ class ClientStats:
     config_age_seconds: float | None = None
     config_errors: int = 0
     last_error: str | None = None
+    #: The push stream (``/v1/stream``): open now; connections made; config events applied from it.
+    stream_connected: bool = False
+    stream_connects: int = 0
+    stream_events: int = 0

@@ -1,9 +1,13 @@
-"""Config synchronisation: ``GET /v1/config`` with ETags, jittered polling and capped backoff.
+"""Config synchronisation: the ``/v1/stream`` push stream, and ``GET /v1/config`` with ETags, jittered
+polling and capped backoff as the fallback.
 
-:class:`ConfigSync` holds the protocol logic and no thread of its own; the client runs
-:meth:`ConfigSync.run` on a daemon thread (background mode) or calls :meth:`ConfigSync.fetch`
-directly (``Client.refresh``, serverless mode). A payload that fails validation is counted and logged
-once; it never replaces the last good snapshot.
+:class:`ConfigSync` holds the protocol logic and no thread of its own. In background mode the client
+runs :meth:`ConfigSync.run_stream` on one daemon thread (server-sent events: every ``config`` event
+carries the whole config, so a change is applied without another request) and :meth:`ConfigSync.run`
+on another, which polls only while the stream is down: at start, when the server has no stream (404),
+when a proxy refuses it, or while it reconnects with backoff. ``Client.refresh`` and serverless mode
+call :meth:`ConfigSync.fetch` directly. A payload that fails validation is counted and logged once; it
+never replaces the last good snapshot.
 
 >>> import random
 >>> rng = random.Random(1)
@@ -13,8 +17,13 @@ once; it never replaces the last good snapshot.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import random
+import socket
+import threading
+import time
 from collections.abc import Callable
 from typing import Protocol
 
@@ -22,10 +31,19 @@ import httpx
 
 from ._config import ConfigSnapshot, parse_config
 from ._exceptions import ConfigError
+from ._sse import parse_sse
 
 __all__ = ["ConfigSync", "Waiter", "backoff_delay", "jittered"]
 
 MAX_BACKOFF = 60.0
+#: Stream reconnection: 1 s doubling to 30 s (jittered); 5 min when the server has no stream at all.
+STREAM_BACKOFF = 1.0
+STREAM_MAX_BACKOFF = 30.0
+STREAM_UNSUPPORTED_BACKOFF = 300.0
+#: With no byte for this long the stream is taken as dead (the server sends a keep-alive every 15 s).
+STREAM_READ_TIMEOUT = 60.0
+#: A connection that lived this long was healthy: its drop restarts the backoff from the beginning.
+STREAM_HEALTHY_AFTER = 30.0
 
 
 class Waiter(Protocol):
@@ -76,8 +94,10 @@ class ConfigSync:
         logger: logging.Logger,
         rng: random.Random,
         max_backoff: float = MAX_BACKOFF,
+        stream_url: str | None = None,
     ) -> None:
         self.url = url
+        self.stream_url = stream_url
         self._auth = f"Bearer {sdk_key}"  # never logged
         self.refresh_interval = refresh_interval
         self._publish = publish
@@ -91,10 +111,71 @@ class ConfigSync:
         self.bad_payloads = 0
         self.last_error: str | None = None
         self._last_logged: str | None = None
+        # Stream state (read by stats(); written by the stream thread).
+        self.stream_connected = False
+        self.stream_connects = 0
+        self.stream_events = 0  # config events applied from the stream
+        self.stream_errors = 0
+        self._stream_logged: str | None = None
+        self._init_runtime()
+
+    def _init_runtime(self) -> None:
+        # Per-process: rebuilt after fork() (a lock held by a parent thread would never be released).
+        self._lock = threading.Lock()  # orders publishes and confirms from the two threads
+        self._generation = 0  # bumped by every publish
+        self.revision: int | None = None
+        self._wake = threading.Event()  # wakes the poll loop when the stream drops, or at close
+        self._response: httpx.Response | None = None
+        self.stream_connected = False
+
+    def after_fork(self) -> None:
+        """Reset the per-process state in a forked child (the parent's threads do not exist there)."""
+        revision = self.revision
+        self._init_runtime()
+        self.revision = revision
+
+    def interrupt(self) -> None:
+        """Wake the poll loop and end the open stream (called by ``close()`` after setting stop)."""
+        self._wake.set()
+        resp = self._response
+        if resp is None:
+            return
+        # A read blocked in another thread wakes up only when its socket is shut down (closing the
+        # response or the pool does not wake it). Best effort: the stream thread is a daemon anyway.
+        with contextlib.suppress(Exception):
+            stream = resp.extensions.get("network_stream")
+            sock = stream.get_extra_info("socket") if stream is not None else None
+            if sock is not None:
+                sock.shutdown(socket.SHUT_RDWR)
+                return
+        with contextlib.suppress(Exception):
+            resp.close()
+
+    def _accept(self, snapshot: ConfigSnapshot, generation: int) -> bool:
+        """Publish ``snapshot`` unless it lost a race: a response to a request made before the last
+        publish, carrying an older revision, is stale. (A response to a request made after it is the
+        server's word, even with a lower revision: the server's database may have been replaced.)"""
+        with self._lock:
+            if (
+                generation != self._generation
+                and self.revision is not None
+                and snapshot.revision is not None
+                and snapshot.revision < self.revision
+            ):
+                return False
+            self._generation += 1
+            self.revision = snapshot.revision
+            self._publish(snapshot)
+            return True
+
+    def _confirmed(self) -> None:
+        with self._lock:
+            self._confirm()
 
     def fetch(self, http: httpx.Client, timeout: float) -> bool:
         """One conditional GET. True when the server answered with a valid config or a 304."""
         headers = {"Authorization": self._auth, "Accept": "application/json"}
+        generation = self._generation
         if self.etag is not None:
             headers["If-None-Match"] = self.etag
         try:
@@ -102,7 +183,7 @@ class ConfigSync:
         except httpx.HTTPError as exc:
             return self._failed(f"GET /v1/config failed: {type(exc).__name__}: {exc}")
         if resp.status_code == 304 and self.etag is not None:
-            self._confirm()
+            self._confirmed()
             return True
         if resp.status_code != 200:
             return self._failed(f"GET /v1/config answered HTTP {resp.status_code}")
@@ -111,8 +192,8 @@ class ConfigSync:
         except (ValueError, ConfigError) as exc:  # json errors are ValueErrors
             self.bad_payloads += 1
             return self._failed(f"rejected config payload (kept the last good one): {exc}")
-        self._publish(snapshot)
-        self.etag = resp.headers.get("etag")
+        if self._accept(snapshot, generation):
+            self.etag = resp.headers.get("etag")
         return True
 
     def _failed(self, message: str) -> bool:
@@ -140,9 +221,14 @@ class ConfigSync:
         timeout: float,
         on_result: Callable[[bool], None] | None = None,
     ) -> None:
-        """Poll until ``stop`` is set, calling ``on_result(ok)`` after each fetch. Never raises: this
-        is the body of a daemon thread."""
+        """Poll until ``stop`` is set, calling ``on_result(ok)`` after each fetch and pausing while the
+        stream is connected. Never raises: this is the body of a daemon thread."""
         while not stop.is_set():
+            if self.stream_connected:
+                # The stream delivers changes; wake when it drops (poll at once) or at close.
+                self._wake.wait(self.refresh_interval)
+                self._wake.clear()
+                continue
             try:
                 ok = self.fetch(get_http(), timeout)
                 if on_result is not None:
@@ -151,3 +237,83 @@ class ConfigSync:
                 ok = self._failed(f"config sync error: {type(exc).__name__}: {exc}")
             if stop.wait(self.next_delay(ok)):
                 return
+
+    # -- the stream -----------------------------------------------------------------------------------
+
+    def run_stream(self, get_http: Callable[[], httpx.Client], stop: Waiter, timeout: float) -> None:
+        """Hold ``GET /v1/stream`` open and apply its events, reconnecting with backoff until ``stop``.
+        Never raises: this is the body of a daemon thread."""
+        failures = 0
+        while not stop.is_set():
+            started = time.monotonic()
+            unsupported = False
+            try:
+                unsupported = self._stream_once(get_http(), stop, timeout)
+            except Exception as exc:  # network errors, a server that died, a bug: reconnect later
+                if stop.is_set():
+                    return  # interrupted by close(): not a failure
+                self._stream_failed(f"stream: {type(exc).__name__}: {exc}")
+            finally:
+                self._response = None
+                if self.stream_connected:
+                    self.stream_connected = False
+                    self._wake.set()  # the poll loop fetches at once: nothing is missed meanwhile
+            if stop.is_set():
+                return
+            failures = 1 if time.monotonic() - started > STREAM_HEALTHY_AFTER else failures + 1
+            cap = STREAM_UNSUPPORTED_BACKOFF if unsupported else STREAM_MAX_BACKOFF
+            base = cap if unsupported else STREAM_BACKOFF
+            if stop.wait(backoff_delay(failures, base, cap, self._rng)):
+                return
+
+    def _stream_once(self, http: httpx.Client, stop: Waiter, timeout: float) -> bool:
+        """One connection; returns True when the server has no stream endpoint (404, 405, 501)."""
+        assert self.stream_url is not None
+        headers = {"Authorization": self._auth, "Accept": "text/event-stream", "Cache-Control": "no-cache"}
+        if self.revision is not None:
+            headers["Last-Event-ID"] = str(self.revision)
+        limits = httpx.Timeout(timeout, read=STREAM_READ_TIMEOUT)
+        with http.stream("GET", self.stream_url, headers=headers, timeout=limits) as resp:
+            self._response = resp
+            if stop.is_set():
+                return False
+            if resp.status_code != 200:
+                self._stream_failed(f"GET /v1/stream answered HTTP {resp.status_code}; polling /v1/config")
+                return resp.status_code in (404, 405, 501)
+            self.stream_connected = True
+            self.stream_connects += 1
+            if self._stream_logged is not None:
+                self._stream_logged = None
+                self._logger.info("banditflags: config stream connected again")
+            generation = self._generation
+            for event in parse_sse(resp.iter_lines()):
+                if stop.is_set():
+                    return False
+                if event.type == "comment":
+                    # A keep-alive or "up to date": the connection is alive and the config current.
+                    self._confirmed()
+                elif event.type == "config":
+                    generation = self._apply_event(event.data, generation)
+        return False
+
+    def _apply_event(self, data: str, generation: int) -> int:
+        try:
+            snapshot = parse_config(json.loads(data))
+        except (ValueError, ConfigError) as exc:
+            self.bad_payloads += 1
+            self._failed(f"rejected config event (kept the last good one): {exc}")
+            return generation
+        if self._accept(snapshot, generation):
+            self.stream_events += 1
+            if snapshot.revision is not None:
+                self.etag = f'"{snapshot.revision}"'
+        # Later events of this connection are newer than this one, whatever the poller did meanwhile.
+        return self._generation
+
+    def _stream_failed(self, message: str) -> None:
+        self.stream_errors += 1
+        self.last_error = message
+        # Logged once until the stream connects again: the client keeps working by polling.
+        if self._stream_logged is None:
+            self._stream_logged = message
+            self._logger.warning("banditflags: %s", message)

@@ -12,7 +12,7 @@ from starlette.routing import Route
 
 from banditflags_server import metrics
 from banditflags_server.api_common import ctx, read_json
-from banditflags_server.auth import requires
+from banditflags_server.auth import actor, requires
 from banditflags_server.errors import json_response
 from banditflags_server.validation import validate_events
 
@@ -33,6 +33,7 @@ async def post_events(request: Request) -> Response:
         await run_in_threadpool(names.reload, c.store)
     served = c.config_cache[0] if c.config_cache is not None else None  # no extra query per batch
     metrics.record_ingest(batch, result, report, names.names, served, time.perf_counter() - t0)
+    request.app.state.reports.note(await actor(request), batch.sdk)  # "when SDKs last reported"
     if batch.dropped and not result.duplicate:
         log.info("an SDK (%s) reports %d dropped events", batch.sdk[:60] or "unknown", batch.dropped)
     return json_response(

@@ -11,13 +11,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from banditflags_server import actions
+from banditflags_server import audit as audit_mod
 from banditflags_server import recompute as rc
 from banditflags_server.api_common import ctx, flag_key, iso, read_json
-from banditflags_server.auth import requires
+from banditflags_server.auth import actor, requires
 from banditflags_server.bandit import arm_estimates
-from banditflags_server.errors import ApiError, conflict, json_response, not_found
-from banditflags_server.store import Flag, FlagExists, FlagLimit, Periods, Store
-from banditflags_server.validation import validate_new_flag, validate_patch
+from banditflags_server.errors import ApiError, ValidationError, conflict, json_response, not_found
+from banditflags_server.store import Flag, Periods, Store
+from banditflags_server.validation import parse_json, validate_new_flag
 
 
 def _num(x: Any) -> float | None:
@@ -119,17 +121,13 @@ async def list_flags(request: Request) -> Response:
 async def create_flag(request: Request) -> Response:
     """``POST /v1/flags`` → 201 with the flag; 409 if the key is taken."""
     c = ctx(request)
-    spec = validate_new_flag(await read_json(request), c.settings.recompute_interval)
+    body, reason = actions.take_reason(await read_json(request))
+    spec = validate_new_flag(body, c.settings.recompute_interval)
+    who = await actor(request)
 
     def work() -> dict[str, Any]:
         rng = c.rng()
-        flag, first = rc.new_flag(spec, rng, time.time())
-        try:
-            c.store.create_flag(flag, first)
-        except FlagExists:
-            raise conflict(f"flag {spec.key!r} exists already", field="key") from None
-        except FlagLimit:
-            raise conflict("the server holds the maximum number of flags") from None
+        actions.create_flag(c.store, spec, rng, who, reason)
         return _get(c.store, spec.key, rng)
 
     body = await run_in_threadpool(work)
@@ -145,23 +143,17 @@ async def get_flag(request: Request) -> Response:
 
 @requires("admin")
 async def patch_flag(request: Request) -> Response:
-    """``PATCH /v1/flags/{key}``: controls, policy, description, interval; all validated before writing."""
+    """``PATCH /v1/flags/{key}``: controls, policy, description, interval; all validated before writing.
+
+    An optional ``reason`` goes to the audit log with the acting key's name."""
     c = ctx(request)
     key = flag_key(request)
-    body = await read_json(request)
+    body, reason = actions.take_reason(await read_json(request))
+    who = await actor(request)
 
     def work() -> dict[str, Any]:
-        flag = c.store.get_flag(key)
-        if flag is None:
-            raise not_found(f"flag {key!r}")
-        patch = validate_patch(body, current_policy=flag.policy, objective=flag.objective, k=flag.k)
         rng = c.rng()
-        try:
-            updated = rc.apply_patch(c.store, key, patch, rng)
-        except rc.FlagNotFound:
-            raise not_found(f"flag {key!r}") from None
-        except rc.Conflict:
-            raise conflict("the flag is being changed concurrently; try again") from None
+        updated = actions.patch_flag(c.store, key, body, rng, who, reason)
         return _full(c.store, updated, rng)
 
     return json_response(await run_in_threadpool(work))
@@ -169,11 +161,53 @@ async def patch_flag(request: Request) -> Response:
 
 @requires("admin")
 async def delete_flag(request: Request) -> Response:
-    """``DELETE /v1/flags/{key}`` → 204; removes its allocations and stats too."""
+    """``DELETE /v1/flags/{key}`` → 204; removes its allocations and stats too (the audit log stays).
+
+    The optional reason comes as ``?reason=...`` or as a JSON body ``{"reason": "..."}``."""
     key = flag_key(request)
-    if not await run_in_threadpool(ctx(request).store.delete_flag, key):
-        raise not_found(f"flag {key!r}")
+    reason = request.query_params.get("reason", "")
+    raw = await request.body()
+    if raw.strip():
+        if len(raw) > ctx(request).settings.max_body:
+            raise ApiError(413, "the body is too large")
+        body = parse_json(raw)
+        if not isinstance(body, dict) or set(body) - {"reason"}:
+            raise ValidationError([(None, 'the body may only be {"reason": "..."}')])
+        _, reason = actions.take_reason(body)
+    problem = audit_mod.validate_reason(reason)
+    if problem is not None:
+        raise ValidationError([("reason", problem)])
+    who = await actor(request)
+    await run_in_threadpool(actions.delete_flag, ctx(request).store, key, who, reason.strip())
     return Response(status_code=204)
+
+
+@requires("admin")
+async def audit(request: Request) -> Response:
+    """``GET /v1/flags/{key}/audit``: the flag's audit entries, newest first (``?limit=``, ``?before=``
+    an entry id to page back). Kept after the flag is deleted."""
+    c = ctx(request)
+    key = flag_key(request)
+    limit = _int_param(request, "limit", 100, 1, 1000)
+    before = request.query_params.get("before")
+    before_id = _int_param(request, "before", 0, 1, 2**62) if before is not None else None
+
+    def work() -> dict[str, Any]:
+        found = audit_mod.entries(c.store.engine, key, limit=limit, before_id=before_id)
+        if not found and before_id is None and c.store.get_flag(key) is None:
+            raise not_found(f"flag {key!r}")
+        return {"key": key, "entries": [e.to_json(iso) for e in found]}
+
+    return json_response(await run_in_threadpool(work))
+
+
+def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise ValidationError([(name, f"must be an integer in {low}..{high}")])
+    return int(raw)
 
 
 @requires("admin")
@@ -257,6 +291,7 @@ routes = [
     Route("/v1/flags/{key}", delete_flag, methods=["DELETE"]),
     Route("/v1/flags/{key}/history", history, methods=["GET"]),
     Route("/v1/flags/{key}/stats", stats, methods=["GET"]),
+    Route("/v1/flags/{key}/audit", audit, methods=["GET"]),
     Route("/v1/flags/{key}/recompute", recompute_now, methods=["POST"]),
 ]
 

@@ -11,20 +11,30 @@ from collections.abc import AsyncIterator
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 
-from banditflags_server import api_config, api_events, api_flags, api_health, metrics, otel
+from banditflags_server import api_config, api_events, api_flags, api_health, console, metrics, otel, stream
 from banditflags_server.api_common import Context
 from banditflags_server.auth import KeyRing
 from banditflags_server.errors import ApiError
 from banditflags_server.recompute import recompute_loop
+from banditflags_server.reports import ReportTracker, flush_loop
 from banditflags_server.settings import Settings
 from banditflags_server.store import Store
 
 log = logging.getLogger("banditflags_server")
 
-routes = [*api_health.routes, *api_config.routes, *api_events.routes, *api_flags.routes, *metrics.routes]
+routes = [
+    *api_health.routes,
+    *api_config.routes,
+    *api_events.routes,
+    *api_flags.routes,
+    *metrics.routes,
+    *stream.routes,
+    *console.routes,
+]
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:
@@ -34,6 +44,8 @@ async def _api_error(request: Request, exc: Exception) -> Response:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
+    if console.is_console(request):
+        return console.error_page(request, exc.status_code, str(exc.detail))
     if exc.status_code == 404:
         err = ApiError(404, "no such endpoint")
     elif exc.status_code == 405:
@@ -51,7 +63,12 @@ async def _internal(request: Request, exc: Exception) -> Response:
 
 def create_app(settings: Settings, store: Store | None = None) -> Starlette:
     """Build the app. The lifespan opens ``settings.db`` (unless a ``store`` is given), registers the
-    settings' keys, and runs the recompute loop until shutdown; it closes the store at the end."""
+    settings' keys, and runs the recompute loop, the stream's revision watcher and the sdk report
+    writer until shutdown; it closes the store at the end."""
+    hub = stream.StreamHub(
+        poll=settings.stream_poll, heartbeat=settings.stream_heartbeat, max_streams=settings.max_streams
+    )
+    reports = ReportTracker()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -64,21 +81,30 @@ def create_app(settings: Settings, store: Store | None = None) -> Starlette:
             app.state.ctx = Context(settings=settings, store=st)
             app.state.keys = ring
             stop = asyncio.Event()
-            task = None
+            hub.reset()
+            tasks = [
+                asyncio.create_task(hub.run(app.state.ctx, stop)),
+                asyncio.create_task(flush_loop(reports, st.engine, stop)),
+            ]
             if settings.recompute_loop:
-                task = asyncio.create_task(recompute_loop(st, settings.recompute_tick, stop))
+                tasks.append(asyncio.create_task(recompute_loop(st, settings.recompute_tick, stop)))
             try:
                 yield
             finally:
                 stop.set()
-                if task is not None:
+                hub.close()
+                for task in tasks:
                     await task
         finally:
             await run_in_threadpool(st.close)
 
-    return Starlette(
+    app = Starlette(
         routes=routes,
         exception_handlers={ApiError: _api_error, HTTPException: _http_error, Exception: _internal},
+        # otel's is empty unless BANDITFLAGS_OTEL_TRACES is set.
+        middleware=[*otel.middleware(), Middleware(stream.PokeOnWrite, hub=hub)],
         lifespan=lifespan,
-        middleware=otel.middleware(),  # empty unless BANDITFLAGS_OTEL_TRACES is set
     )
+    app.state.streams = hub
+    app.state.reports = reports
+    return app

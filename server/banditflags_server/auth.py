@@ -21,18 +21,29 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 class KeyRing:
-    """sha256 -> kind, cached; falls back to the store for hashes it has not seen."""
+    """sha256 -> kind, cached; falls back to the store for hashes it has not seen. The key's name
+    (for the audit log) is looked up once per key and cached too."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
         self.known: dict[str, str] = {}
+        self.names: dict[str, str] = {}
 
     def load(self) -> None:
         """Read every stored key hash (blocking)."""
         self.known = self.store.all_keys()
 
+    async def name(self, digest: str) -> str:
+        """The stored name of a known key (``env-admin``, ``admin-initial``, ...); never the key."""
+        name = self.names.get(digest)
+        if name is None:
+            found = await run_in_threadpool(self.store.key_identity, digest)
+            name = found[1] if found is not None else "unknown"
+            self.names[digest] = name
+        return name
+
     async def kind(self, request: Request) -> str:
-        """The kind of the request's key; 401 if missing or unknown."""
+        """The kind of the request's key; 401 if missing or unknown. Sets ``request.state.key_hash``."""
         header = request.headers.get("authorization", "")
         scheme, _, key = header.partition(" ")
         key = key.strip()
@@ -49,7 +60,17 @@ class KeyRing:
             if kind is None:
                 raise ApiError(401, "unknown key", headers={"WWW-Authenticate": "Bearer"})
             self.known[digest] = kind
+        request.state.key_hash = digest
         return kind
+
+
+async def actor(request: Request) -> str:
+    """The name of the key that authorised ``request`` (after :func:`requires` let it through)."""
+    digest: str | None = getattr(request.state, "key_hash", None)
+    if digest is None:
+        return "unknown"
+    ring: KeyRing = request.app.state.keys
+    return await ring.name(digest)
 
 
 def requires(kind: str) -> Callable[[Endpoint], Endpoint]:

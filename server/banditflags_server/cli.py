@@ -1,7 +1,8 @@
-"""The ``banditflags`` command: ``serve`` runs the sync server, ``demo`` a bandit learning live.
+"""The ``banditflags`` command: ``serve`` runs the sync server, ``demo`` a bandit learning live,
+``flags ...`` manages flags on a running server (:mod:`banditflags_server.cli_flags`).
 
 Exit codes: 0 ok, 1 runtime failure (e.g. the database cannot be opened), 2 usage error (bad options or
-settings, or the server extra not installed).
+settings, or the server extra not installed); ``flags`` adds 3 (no such flag) and 4 (input rejected).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from banditflags_server import __version__
+from banditflags_server import __version__, cli_flags
 
 SERVER_MODULES = ("numpy", "starlette", "uvicorn", "sqlalchemy")
 MISSING_EXTRA = (
@@ -70,6 +71,7 @@ def build_parser(demo: ModuleType | None = None) -> argparse.ArgumentParser:
     demo_parser = sub.add_parser("demo", help="watch a bandit learn through the real SDK and server")
     if demo is not None and hasattr(demo, "add_arguments"):
         demo.add_arguments(demo_parser)
+    cli_flags.add_parser(sub)
     return parser
 
 
@@ -112,6 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "serve":
         return _serve(args)
+    if args.command == "flags":
+        return cli_flags.run(args)
     if args.command == "demo":
         if demo is None:
             print("banditflags demo: the demo is not available in this installation", file=sys.stderr)

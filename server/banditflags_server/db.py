@@ -92,13 +92,57 @@ batches = sa.Table(
 )
 
 
+#: Every operator change of a flag or its controls (issue 5): who (the key's *name*, never the key),
+#: when, before and after (JSON of the changed fields), an optional reason. No foreign key: the trail
+#: outlives a deleted flag.
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("flag", sa.String(64), nullable=False, index=True),
+    sa.Column("at", sa.Double, nullable=False),
+    sa.Column("actor", sa.String(64), nullable=False),
+    sa.Column("action", sa.String(16), nullable=False),
+    sa.Column("before", sa.Text, nullable=True),  # JSON object or null
+    sa.Column("after", sa.Text, nullable=True),
+    sa.Column("reason", sa.Text, nullable=False),
+)
+
+#: Console sessions. ``sid_sha256`` is the sha256 of the cookie value; ``key_sha256`` the admin key
+#: that logged in (a rotated or deleted key ends its sessions); ``csrf`` the form token.
+console_sessions = sa.Table(
+    "console_sessions",
+    metadata,
+    sa.Column("sid_sha256", sa.String(64), primary_key=True),
+    sa.Column("key_sha256", sa.String(64), nullable=False),
+    sa.Column("key_name", sa.String(64), nullable=False),
+    sa.Column("csrf", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Column("expires_at", sa.Double, nullable=False),
+)
+
+#: When each sdk key (by name) last delivered an event batch, written every few seconds per process.
+sdk_reports = sa.Table(
+    "sdk_reports",
+    metadata,
+    sa.Column("key_name", sa.String(64), primary_key=True),
+    sa.Column("last_batch_at", sa.Double, nullable=False),
+    sa.Column("sdk", sa.String(200), nullable=False),
+    sa.Column("batches", sa.BigInteger, nullable=False),
+)
+
+
 def _migration_1(conn: Connection) -> None:
     metadata.create_all(conn, tables=[api_keys, flags, allocations, arm_stats, batches])
     conn.execute(sa.insert(meta).values(key="revision", value=0))
 
 
+def _migration_2(conn: Connection) -> None:
+    metadata.create_all(conn, tables=[audit_log, console_sessions, sdk_reports])
+
+
 #: Numbered migrations: index i brings the schema from version i to i + 1. Append only.
-MIGRATIONS: list[Callable[[Connection], None]] = [_migration_1]
+MIGRATIONS: list[Callable[[Connection], None]] = [_migration_1, _migration_2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

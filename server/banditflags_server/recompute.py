@@ -22,6 +22,7 @@ import numpy as np
 
 from banditflags_server import allocation as alloc_mod
 from banditflags_server import metrics
+from banditflags_server.audit import entry_for_patch
 from banditflags_server.bandit import PolicyParams, compute_weights
 from banditflags_server.store import Allocation, Flag, Periods, RecomputeWrite, Store
 from banditflags_server.validation import FlagPatch, NewFlag
@@ -166,12 +167,21 @@ def new_flag(spec: NewFlag, rng: np.random.Generator, now: float) -> tuple[Flag,
     return flag, first
 
 
-def apply_patch(store: Store, key: str, patch: FlagPatch, rng: np.random.Generator) -> Flag:
+def apply_patch(
+    store: Store,
+    key: str,
+    patch: FlagPatch,
+    rng: np.random.Generator,
+    *,
+    actor: str | None = None,
+    reason: str = "",
+) -> Flag:
     """Apply an operator change; recompute the served weights at once if it touches them.
 
     A new policy recomputes the bandit weights from all stats (without the max_step limit: the operator
     asked for it); exploration and baseline changes reuse the current bandit weights. ``state`` never
-    touches the table. Retries when a concurrent writer changed the flag meanwhile.
+    touches the table. Retries when a concurrent writer changed the flag meanwhile. With an ``actor``
+    (a key name) the change is written to the audit log in the same transaction.
     """
     for _ in range(10):
         flag = store.get_flag(key)
@@ -190,14 +200,32 @@ def apply_patch(store: Store, key: str, patch: FlagPatch, rng: np.random.Generat
                 )
                 bandit = [float(w) for w in compute_weights(periods.n, periods.s, periods.ss, params, rng)]
                 changes["bandit_weights"] = bandit
-            reason = next(r for r in ("policy", "exploration", "baseline") if r in changes)
-            alloc = plan(trial, flag.allocation, bandit, baseline_index(trial, periods), reason, now)
-        if store.update_flag(flag, changes, alloc, now=now):
+            why = next(r for r in ("policy", "exploration", "baseline") if r in changes)
+            alloc = plan(trial, flag.allocation, bandit, baseline_index(trial, periods), why, now)
+        entry = None
+        if actor is not None:
+            entry = entry_for_patch(key, actor, _audited(flag), changes, reason, now=now)
+            if entry is not None and alloc is not None and entry.before is not None and entry.after:
+                entry.before.update(weights=flag.allocation.weights, version=flag.version)
+                entry.after.update(weights=alloc.weights, version=alloc.version)
+        if store.update_flag(flag, changes, alloc, now=now, audit=entry):
             got = store.get_flag(key)
             if got is None:
                 raise FlagNotFound(key)
             return got
     raise Conflict(key)
+
+
+def _audited(flag: Flag) -> dict[str, Any]:
+    """The fields of a flag an operator can change, as the audit log compares them."""
+    return {
+        "state": flag.state,
+        "exploration": flag.exploration,
+        "baseline": flag.baseline,
+        "policy": flag.policy,
+        "description": flag.description,
+        "recompute_interval": flag.recompute_interval,
+    }
 
 
 def _compute(

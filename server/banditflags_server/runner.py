@@ -19,6 +19,7 @@ import uvicorn
 from banditflags_server.app import create_app
 from banditflags_server.settings import Settings
 from banditflags_server.store import Store
+from banditflags_server.stream import Server
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -82,7 +83,7 @@ def serve(settings: Settings, out: TextIO | None = None) -> None:
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _terminated)
     try:
-        uvicorn.Server(config).run(sockets=[sock])
+        Server(config).run(sockets=[sock])
     except _Terminated:
         pass
     finally:
@@ -124,7 +125,7 @@ class ServerThread:
         self.sdk_key = settings.sdk_keys[0]
         self.startup_timeout = startup_timeout
         self.url = ""
-        self._server: uvicorn.Server | None = None
+        self._server: Server | None = None
         self._thread: threading.Thread | None = None
         self._sock: socket.socket | None = None
 
@@ -136,7 +137,7 @@ class ServerThread:
         config = uvicorn.Config(
             app, log_level=self.settings.log_level, lifespan="on", timeout_graceful_shutdown=5
         )
-        self._server = uvicorn.Server(config)
+        self._server = Server(config)
         sock = self._sock
         server = self._server
         self._thread = threading.Thread(

@@ -69,6 +69,11 @@ class Settings:
     max_body: int = MAX_BODY
     #: Run the background recompute loop (tests and tools may switch it off).
     recompute_loop: bool = True
+    #: ``/v1/stream``: seconds between revision reads while streams are open, between keep-alive
+    #: comments, and the most streams one process holds open (0: the stream always answers 503).
+    stream_poll: float = 0.1
+    stream_heartbeat: float = 15.0
+    max_streams: int = 10_000
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -78,6 +83,12 @@ class Settings:
             raise SettingsError("recompute_interval: must be 1..86400 seconds")
         if not 0.01 <= float(self.recompute_tick) <= 3600.0:
             raise SettingsError("recompute_tick: must be 0.01..3600 seconds")
+        if not 0.01 <= float(self.stream_poll) <= 60.0:
+            raise SettingsError("stream_poll: must be 0.01..60 seconds")
+        if not 0.05 <= float(self.stream_heartbeat) <= 3600.0:
+            raise SettingsError("stream_heartbeat: must be 0.05..3600 seconds")
+        if not isinstance(self.max_streams, int) or not 0 <= self.max_streams <= 1_000_000:
+            raise SettingsError("max_streams: must be an integer in 0..1000000")
         if self.log_level not in _LOG_LEVELS:
             raise SettingsError(f"log_level: must be one of {', '.join(_LOG_LEVELS)}")
         if not self.host:
@@ -106,6 +117,13 @@ class Settings:
             values["recompute_interval"] = _number(
                 env["BANDITFLAGS_RECOMPUTE_INTERVAL"], "BANDITFLAGS_RECOMPUTE_INTERVAL", float
             )
+        for name, attr, kind in (
+            ("BANDITFLAGS_STREAM_POLL", "stream_poll", float),
+            ("BANDITFLAGS_STREAM_HEARTBEAT", "stream_heartbeat", float),
+            ("BANDITFLAGS_MAX_STREAMS", "max_streams", int),
+        ):
+            if env.get(name):
+                values[attr] = _number(env[name], name, kind)
         if env.get("BANDITFLAGS_LOG_LEVEL"):
             values["log_level"] = env["BANDITFLAGS_LOG_LEVEL"].lower()
         values["admin_keys"] = _split_keys(env.get("BANDITFLAGS_ADMIN_KEY"))

@@ -23,7 +23,9 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from banditflags_server import audit as audit_mod
 from banditflags_server import db
+from banditflags_server.audit import AuditEntry
 from banditflags_server.db import allocations, api_keys, arm_stats, batches, flags, meta
 from banditflags_server.errors import ValidationError
 from banditflags_server.validation import EventBatch
@@ -260,6 +262,14 @@ class Store:
             kind = conn.execute(sa.select(api_keys.c.kind).where(api_keys.c.sha256 == key_hash)).scalar()
         return None if kind is None else str(kind)
 
+    def key_identity(self, key_hash: str) -> tuple[str, str] | None:
+        """``(kind, name)`` of the key with this sha256, or None. The name is what the audit log shows."""
+        with db.read_tx(self.engine) as conn:
+            row = conn.execute(
+                sa.select(api_keys.c.kind, api_keys.c.name).where(api_keys.c.sha256 == key_hash)
+            ).first()
+        return None if row is None else (str(row[0]), str(row[1]))
+
     def all_keys(self) -> dict[str, str]:
         """sha256 -> kind for every stored key."""
         with db.read_tx(self.engine) as conn:
@@ -308,8 +318,11 @@ class Store:
 
     # -- flags --------------------------------------------------------------------------------------
 
-    def create_flag(self, flag: Flag, alloc: Allocation, max_flags: int = MAX_FLAGS) -> None:
-        """Insert a flag with its first allocation; raises :class:`FlagExists` or :class:`FlagLimit`."""
+    def create_flag(
+        self, flag: Flag, alloc: Allocation, max_flags: int = MAX_FLAGS, *, audit: AuditEntry | None = None
+    ) -> None:
+        """Insert a flag with its first allocation (and ``audit``, in the same transaction); raises
+        :class:`FlagExists` or :class:`FlagLimit`."""
         try:
             with db.write_tx(self.engine) as conn:
                 if conn.execute(sa.select(flags.c.key).where(flags.c.key == flag.key)).first():
@@ -319,6 +332,8 @@ class Store:
                     raise FlagLimit()
                 conn.execute(sa.insert(flags).values(**_flag_values(flag)))
                 conn.execute(sa.insert(allocations).values(**_alloc_values(flag.key, alloc)))
+                if audit is not None:
+                    audit_mod.insert(conn, audit)
                 _bump_revision(conn)
         except IntegrityError:
             raise FlagExists(flag.key) from None  # lost a race with a concurrent create
@@ -356,20 +371,28 @@ class Store:
             out.append(f)
         return out
 
-    def delete_flag(self, key: str) -> bool:
-        """Delete a flag, its allocations and stats; False if it did not exist."""
+    def delete_flag(self, key: str, *, audit: AuditEntry | None = None) -> bool:
+        """Delete a flag, its allocations and stats (recording ``audit``); False if it did not exist."""
         with db.write_tx(self.engine) as conn:
             conn.execute(sa.delete(arm_stats).where(arm_stats.c.flag == key))
             conn.execute(sa.delete(allocations).where(allocations.c.flag == key))
             gone = conn.execute(sa.delete(flags).where(flags.c.key == key)).rowcount
             if gone:
+                if audit is not None:
+                    audit_mod.insert(conn, audit)
                 _bump_revision(conn)
         return bool(gone)
 
     def update_flag(
-        self, flag: Flag, changes: dict[str, Any], alloc: Allocation | None, *, now: float
+        self,
+        flag: Flag,
+        changes: dict[str, Any],
+        alloc: Allocation | None,
+        *,
+        now: float,
+        audit: AuditEntry | None = None,
     ) -> bool:
-        """Write ``changes`` (column -> Python value) and maybe a new allocation version.
+        """Write ``changes`` (column -> Python value), maybe a new allocation version, and ``audit``.
 
         Compare-and-set on ``flag.row_version``: returns False (nothing written) if the row changed since
         ``flag`` was read, so the caller re-reads and retries.
@@ -393,6 +416,8 @@ class Store:
                     return False
                 if alloc is not None:
                     conn.execute(sa.insert(allocations).values(**_alloc_values(flag.key, alloc)))
+                if audit is not None:
+                    audit_mod.insert(conn, audit)
                 _bump_revision(conn)
         except IntegrityError:
             return False

@@ -35,7 +35,8 @@ def test_constructor_does_no_io_and_starts_no_thread(make_client: MakeClient, se
     d = client.decide("btn", "u1")
     assert d.reason == Reason.ERROR and d.error_type == ErrorType.PROVIDER_NOT_READY
     assert client.variant("btn", "u1", "fallback") == "fallback"
-    assert len(bf_threads()) == len(before) + 2  # the first call started the sync, even unanswered
+    # The first call started the sync (config poll, push stream, events), even unanswered.
+    assert len(bf_threads()) == len(before) + 3
     server.down = False
     assert client.wait_until_ready(10.0)
     assert client.decide("btn", "u1").reason == Reason.SPLIT
@@ -52,7 +53,7 @@ def test_threads_start_lazily_on_any_call(make_client: MakeClient, call: str) ->
         client.track("nope", "u1", 1)
     else:
         getattr(client, call)()
-    assert len(bf_threads()) == before + 2
+    assert len(bf_threads()) == before + 3  # config poll, push stream, events
     assert client.wait_until_ready(5.0)
 
 

@@ -61,7 +61,7 @@ def test_fork(server: Any) -> None:
         assert report["reason"] == Reason.SPLIT.value and report["variant"] in ("a", "b")
         # its own flush delivered exactly its own 5 exposures, none of the parent's 10
         assert report["flushed"] is True and report["exposures"] == 5
-        assert report["threads"] == 2  # restarted lazily in the child
+        assert report["threads"] == 3  # poll, stream and events: restarted lazily in the child
         # the parent still owns and sends its 10 exposures, once
         assert client.flush(5.0)
         assert sum(server.exposures().values()) == 10

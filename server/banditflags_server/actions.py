@@ -1,0 +1,93 @@
+"""Operator actions shared by the HTTP API, the console and (through the API) the CLI.
+
+Each action validates, writes the change and its audit entry in one transaction, and raises
+:class:`~banditflags_server.errors.ApiError` (404, 409, 422) for what the caller must be told. All
+functions block: call them from a worker thread in async code.
+
+>>> take_reason({"state": "killed", "reason": "pager"})
+({'state': 'killed'}, 'pager')
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from banditflags_server import recompute as rc
+from banditflags_server.audit import SUMMARY_FIELDS, AuditEntry, validate_reason
+from banditflags_server.errors import ValidationError, conflict, not_found
+from banditflags_server.store import Flag, FlagExists, FlagLimit, Store
+from banditflags_server.validation import NewFlag, validate_patch
+
+
+def take_reason(body: Any) -> tuple[Any, str]:
+    """Split the optional ``reason`` off a request body; 422 naming ``reason`` if it is not a string
+    of at most 500 characters. Bodies that are not objects are returned as they are (the validator
+    rejects them)."""
+    if not isinstance(body, dict) or "reason" not in body:
+        return body, ""
+    rest = {k: v for k, v in body.items() if k != "reason"}
+    problem = validate_reason(body["reason"])
+    if problem is not None:
+        raise ValidationError([("reason", problem)])
+    reason: str = body["reason"]
+    return rest, reason.strip()
+
+
+def summary(flag: Flag) -> dict[str, Any]:
+    """What the audit log records of a whole flag (creation, deletion)."""
+    values = {
+        "state": flag.state,
+        "exploration": flag.exploration,
+        "baseline": flag.baseline,
+        "policy": flag.policy,
+        "variants": [v["key"] for v in flag.variants],
+        "control": flag.variants[flag.control]["key"],
+        "objective": flag.objective,
+        "description": flag.description,
+        "recompute_interval": flag.recompute_interval,
+    }
+    return {name: values[name] for name in SUMMARY_FIELDS}
+
+
+def create_flag(store: Store, spec: NewFlag, rng: np.random.Generator, actor: str, reason: str = "") -> None:
+    """Create the flag of a validated spec; 409 if the key is taken or the store is full."""
+    now = time.time()
+    flag, first = rc.new_flag(spec, rng, now)
+    after = summary(flag)
+    after["weights"] = first.weights
+    entry = AuditEntry(flag.key, now, actor, "create", None, after, reason)
+    try:
+        store.create_flag(flag, first, audit=entry)
+    except FlagExists:
+        raise conflict(f"flag {spec.key!r} exists already", field="key") from None
+    except FlagLimit:
+        raise conflict("the server holds the maximum number of flags") from None
+
+
+def patch_flag(
+    store: Store, key: str, body: Any, rng: np.random.Generator, actor: str, reason: str = ""
+) -> Flag:
+    """Validate a PATCH body against the flag and apply it (with its audit entry); 404, 409 or 422."""
+    flag = store.get_flag(key)
+    if flag is None:
+        raise not_found(f"flag {key!r}")
+    patch = validate_patch(body, current_policy=flag.policy, objective=flag.objective, k=flag.k)
+    try:
+        return rc.apply_patch(store, key, patch, rng, actor=actor, reason=reason)
+    except rc.FlagNotFound:
+        raise not_found(f"flag {key!r}") from None
+    except rc.Conflict:
+        raise conflict("the flag is being changed concurrently; try again") from None
+
+
+def delete_flag(store: Store, key: str, actor: str, reason: str = "") -> None:
+    """Delete a flag, recording what it was; 404 if there is none."""
+    flag = store.get_flag(key)
+    if flag is None:
+        raise not_found(f"flag {key!r}")
+    entry = AuditEntry(key, time.time(), actor, "delete", summary(flag), None, reason)
+    if not store.delete_flag(key, audit=entry):
+        raise not_found(f"flag {key!r}")

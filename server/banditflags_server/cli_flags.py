@@ -1,0 +1,410 @@
+"""``banditflags flags ...``: the operator's actions from a terminal, through the HTTP API.
+
+Needs only httpx (an SDK dependency), not the server extra. The server and key come from
+``--url``/``BANDITFLAGS_URL`` (default ``http://127.0.0.1:8080``) and ``--admin-key``/
+``BANDITFLAGS_ADMIN_KEY``. Every change accepts ``--reason``, which goes to the audit log.
+
+Exit codes, for scripts:
+
+====  ====================================================================================
+0     done (or nothing to do: the flag already was in that state)
+1     server or network error (unreachable, timeout, 5xx, an answer that is not the API's)
+2     usage: bad options, no admin key, or the key is unknown or not an admin key (401/403)
+3     not found: no such flag (404)
+4     rejected input: the server refused the values (400, 409, 413, 415, 422); nothing changed
+====  ====================================================================================
+
+>>> print(table(["KEY", "N"], [["a", "1"], ["bb", "22"]], right={1}))
+KEY   N
+a     1
+bb   22
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import httpx
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+OK, FAILED, USAGE, NOT_FOUND, REJECTED = 0, 1, 2, 3, 4
+
+
+class CliError(Exception):
+    """A failure with its exit code; the message is printed to stderr."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# -- output -----------------------------------------------------------------------------------------
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int] | None = None) -> str:
+    """A plain-text table: columns padded to their widest cell; ``right`` aligns columns right."""
+    right = right or set()
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+
+    def line(cells: Sequence[str]) -> str:
+        parts = [
+            c.rjust(w) if i in right else c.ljust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ]
+        return "  ".join(parts).rstrip()
+
+    return "\n".join([line(headers), *(line(r) for r in rows)])
+
+
+def _pct(x: Any, digits: int = 1) -> str:
+    return "-" if x is None else f"{float(x) * 100:.{digits}f}%"
+
+
+def _num(x: Any) -> str:
+    return "-" if x is None else f"{float(x):.4g}"
+
+
+def _split(flag: dict[str, Any]) -> str:
+    weights = flag.get("weights") or []
+    return " ".join(f"{v['key']}={_pct(w, 0)}" for v, w in zip(flag["variants"], weights, strict=False))
+
+
+def _leader(flag: dict[str, Any]) -> tuple[str, str]:
+    stats = [s for s in flag.get("stats") or [] if s.get("p_best") is not None]
+    if not stats:
+        return "-", "-"
+    best = max(stats, key=lambda s: s["p_best"])
+    return best["variant"], _pct(best["p_best"])
+
+
+# -- HTTP -------------------------------------------------------------------------------------------
+
+
+class Api:
+    """The admin API with exit-code-aware errors."""
+
+    def __init__(self, url: str, key: str, timeout: float) -> None:
+        self.url = url.rstrip("/")
+        self.http = httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {key}"}, timeout=timeout
+        )
+
+    def call(self, method: str, path: str, body: Any = None, params: dict[str, str] | None = None) -> Any:
+        """One request; raises :class:`CliError` with the right exit code on anything but 2xx."""
+        try:
+            resp = self.http.request(method, path, json=body, params=params)
+        except httpx.HTTPError as exc:
+            raise CliError(FAILED, f"cannot reach {self.url}: {type(exc).__name__}: {exc}") from None
+        if resp.status_code == 204:
+            return None
+        try:
+            data = resp.json()
+        except ValueError:
+            data = None
+        if 200 <= resp.status_code < 300 and data is not None:
+            return data
+        err = data.get("error", {}) if isinstance(data, dict) else {}
+        message = err.get("message") or f"HTTP {resp.status_code}"
+        if resp.status_code in (401, 403):
+            raise CliError(USAGE, f"the server refused the key: {message}")
+        if resp.status_code == 404:
+            raise CliError(NOT_FOUND, message)
+        if resp.status_code in (400, 409, 413, 415, 422):
+            problems = err.get("errors") or []
+            lines = [f"  {p.get('field') or '-'}: {p.get('message')}" for p in problems]
+            raise CliError(REJECTED, "\n".join([f"rejected: {message}", *lines[1:]]))
+        raise CliError(FAILED, f"server error: {message}")
+
+
+# -- commands ---------------------------------------------------------------------------------------
+
+
+def _list(api: Api, args: argparse.Namespace, out: TextIO) -> int:
+    data = api.call("GET", "/v1/flags", params={"stats": "true"})
+    flags = [f for f in data["flags"] if not args.state or f["state"] == args.state]
+    if args.json:
+        print(json.dumps({"flags": flags}, indent=2), file=out)
+        return OK
+    if not flags:
+        print("no flags", file=out)
+        return OK
+    rows = []
+    for f in flags:
+        leader, p_best = _leader(f)
+        exposures = sum(s["n"] for s in f.get("stats") or [])
+        rows.append(
+            [
+                f["key"],
+                f["state"],
+                _pct(f["exploration"], 0),
+                _split(f),
+                f"{exposures:,}",
+                leader,
+                p_best,
+                str(f["version"]),
+            ]
+        )
+    headers = ["KEY", "STATE", "EXPLORE", "SPLIT", "EXPOSURES", "LEADER", "P(BEST)", "VERSION"]
+    print(table(headers, rows, right={2, 4, 6, 7}), file=out)
+    return OK
+
+
+def _show(api: Api, args: argparse.Namespace, out: TextIO) -> int:
+    flag = api.call("GET", f"/v1/flags/{args.key}")
+    audit = api.call("GET", f"/v1/flags/{args.key}/audit", params={"limit": "5"})
+    if args.json:
+        print(json.dumps({**flag, "audit": audit["entries"]}, indent=2), file=out)
+        return OK
+    p = flag["policy"]
+    print(f"{flag['key']}  [{flag['state']}]  version {flag['version']}", file=out)
+    if flag.get("description"):
+        print(f"  {flag['description']}", file=out)
+    print(
+        f"  control {flag['control']} · policy {p['name']} · exploration {_pct(flag['exploration'], 0)}"
+        f" · baseline {flag['baseline']} · recompute every {flag['recompute_interval']:g} s",
+        file=out,
+    )
+    rows = []
+    for i, (v, s) in enumerate(zip(flag["variants"], flag["stats"], strict=True)):
+        ci = "-" if s["ci_low"] is None else f"{_num(s['ci_low'])}..{_num(s['ci_high'])}"
+        weight = flag["weights"][i] if flag.get("weights") else None
+        name = v["key"] + (" (control)" if v["key"] == flag["control"] else "")
+        rows.append([name, f"{s['n']:,}", _num(s["mean"]), ci, _pct(s["p_best"]), _pct(weight)])
+    print("", file=out)
+    print(
+        table(["VARIANT", "N", "MEAN", "95% CI", "P(BEST)", "WEIGHT"], rows, right={1, 2, 3, 4, 5}), file=out
+    )
+    if audit["entries"]:
+        print("\nrecent changes:", file=out)
+        for e in audit["entries"]:
+            change = ", ".join(
+                f"{k} {json.dumps((e.get('before') or {}).get(k))} -> {json.dumps(v)}"
+                for k, v in (e.get("after") or {}).items()
+                if k not in ("weights", "version") and e["action"] not in ("create", "delete")
+            )
+            reason = f' "{e["reason"]}"' if e.get("reason") else ""
+            print(f"  {e['at']}  {e['actor']:<16} {e['action']:<8} {change}{reason}", file=out)
+    return OK
+
+
+def _read_spec(args: argparse.Namespace) -> dict[str, Any]:
+    if args.file:
+        try:
+            raw = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
+            given = json.loads(raw)
+        except (OSError, ValueError) as exc:
+            raise CliError(USAGE, f"--file: {exc}") from None
+        if not isinstance(given, dict):
+            raise CliError(USAGE, "--file: must hold a JSON object")
+        given.setdefault("key", args.key)
+        return given
+    if not args.variant:
+        raise CliError(USAGE, "give the variants (--variant NAME, twice or more) or --file spec.json")
+    spec: dict[str, Any] = {"key": args.key, "variants": []}
+    for v in args.variant:
+        name, sep, value = v.partition("=")
+        if not sep:
+            spec["variants"].append(v)
+            continue
+        try:
+            parsed: Any = json.loads(value)
+        except ValueError:
+            parsed = value
+        spec["variants"].append({"key": name, "value": parsed})
+    if args.control:
+        spec["control"] = args.control
+    spec["objective"] = {"reward": args.reward, "direction": args.direction, "unit": args.unit}
+    policy: dict[str, Any] = {"name": args.policy}
+    for item in args.param or []:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise CliError(USAGE, f"--param {item!r}: expected NAME=VALUE")
+        try:
+            policy[name] = json.loads(value)
+        except ValueError:
+            policy[name] = value
+    spec["policy"] = policy
+    if args.exploration is not None:
+        spec["exploration"] = _exploration(args.exploration)
+    if args.description:
+        spec["description"] = args.description
+    return spec
+
+
+def _create(api: Api, args: argparse.Namespace, out: TextIO) -> int:
+    spec = _read_spec(args)
+    if args.reason:
+        spec["reason"] = args.reason
+    flag = api.call("POST", "/v1/flags", spec)
+    if args.json:
+        print(json.dumps(flag, indent=2), file=out)
+    else:
+        print(f"{flag['key']}: created ({flag['state']}), split {_split(flag)}", file=out)
+    return OK
+
+
+def _exploration(raw: str) -> float:
+    text = raw.strip()
+    try:
+        value = float(text[:-1]) / 100.0 if text.endswith("%") else float(text)
+    except ValueError:
+        raise CliError(USAGE, f"exploration {raw!r}: expected a number in [0, 1] or a percentage") from None
+    return value
+
+
+WHAT = {
+    "killed": "every SDK serves the control variant {control!r} to every unit",
+    "frozen": "the current split is kept and exposures are still counted; weights stop changing",
+    "running": "the bandit learns and updates the weights again",
+}
+
+
+def _set_state(api: Api, args: argparse.Namespace, out: TextIO, state: str | None) -> int:
+    before = api.call("GET", f"/v1/flags/{args.key}")
+    if state is None:  # unkill: back to the state before the kill, unless told
+        if before["state"] != "killed":
+            print(f"{args.key}: not killed ({before['state']}); nothing to do", file=out)
+            return OK
+        state = args.to or _pre_kill_state(api, args.key)
+    if before["state"] == state:
+        print(f"{args.key}: already {state}; nothing to do", file=out)
+        return OK
+    body: dict[str, Any] = {"state": state}
+    if args.reason:
+        body["reason"] = args.reason
+    flag = api.call("PATCH", f"/v1/flags/{args.key}", body)
+    if args.json:
+        print(json.dumps(flag, indent=2), file=out)
+        return OK
+    what = WHAT[state].format(control=flag["control"])
+    print(f"{args.key}: {flag['state']} (was {before['state']}): {what}", file=out)
+    return OK
+
+
+def _pre_kill_state(api: Api, key: str) -> str:
+    entries: list[dict[str, Any]] = api.call("GET", f"/v1/flags/{key}/audit", params={"limit": "100"})[
+        "entries"
+    ]
+    for e in entries:
+        if e["action"] == "kill":
+            was = (e.get("before") or {}).get("state")
+            return "frozen" if was == "frozen" else "running"
+    return "running"
+
+
+def _throttle(api: Api, args: argparse.Namespace, out: TextIO) -> int:
+    value = _exploration(args.exploration)
+    before = api.call("GET", f"/v1/flags/{args.key}")
+    body: dict[str, Any] = {"exploration": value}
+    if args.reason:
+        body["reason"] = args.reason
+    flag = api.call("PATCH", f"/v1/flags/{args.key}", body)
+    if args.json:
+        print(json.dumps(flag, indent=2), file=out)
+        return OK
+    print(
+        f"{args.key}: exploration {_pct(before['exploration'], 0)} -> {_pct(flag['exploration'], 0)}; "
+        f"split {_split(before)} -> {_split(flag)} (version {flag['version']})",
+        file=out,
+    )
+    return OK
+
+
+# -- parser -----------------------------------------------------------------------------------------
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register ``flags`` and its actions on the main parser."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--url", help=f"server URL (env BANDITFLAGS_URL, default {DEFAULT_URL})")
+    common.add_argument("--admin-key", help="admin key (env BANDITFLAGS_ADMIN_KEY; prefer the environment)")
+    common.add_argument("--timeout", type=float, default=10.0, help="seconds per request (default 10)")
+    common.add_argument("--json", action="store_true", help="print the server's JSON instead of a table")
+    change = argparse.ArgumentParser(add_help=False)
+    change.add_argument("--reason", help="why (recorded in the audit log with the key's name)")
+
+    p = sub.add_parser(
+        "flags",
+        help="list, show, create, kill, unkill, freeze, resume, throttle flags",
+        description="Manage flags on a running server. Exit codes: 0 ok, 1 server or network error, "
+        "2 usage (or the key is refused), 3 no such flag, 4 the server rejected the input.",
+    )
+    acts = p.add_subparsers(dest="action", metavar="ACTION")
+    lp = acts.add_parser("list", parents=[common], help="every flag: state, exploration, split, leader")
+    lp.add_argument("--state", choices=["running", "frozen", "killed"], help="only flags in this state")
+    sp = acts.add_parser("show", parents=[common], help="one flag: variants, estimates, recent changes")
+    sp.add_argument("key")
+    cp = acts.add_parser("create", parents=[common, change], help="create a flag")
+    cp.add_argument("key")
+    cp.add_argument("--variant", action="append", help="NAME or NAME=VALUE (JSON or text); repeat")
+    cp.add_argument("--control", help="the control variant (default: the first)")
+    cp.add_argument("--reward", choices=["binary", "continuous"], default="binary")
+    cp.add_argument("--direction", choices=["maximize", "minimize"], default="maximize")
+    cp.add_argument("--unit", choices=["decision", "user"], default="decision")
+    cp.add_argument(
+        "--policy", default="thompson", help="thompson, top_two_thompson, ucb1, epsilon_greedy, fixed"
+    )
+    cp.add_argument("--param", action="append", help="policy parameter NAME=VALUE (JSON), e.g. floor=0.02")
+    cp.add_argument("--exploration", help="0..1 or a percentage (default 1)")
+    cp.add_argument("--description")
+    cp.add_argument("--file", help="the whole JSON body of POST /v1/flags (- for stdin)")
+    for name, help_text in (
+        ("kill", "serve the control variant to everyone, now"),
+        ("unkill", "serve the kept table again (back to the state before the kill)"),
+        ("freeze", "keep the current split; stop changing weights"),
+        ("resume", "let the bandit change weights again"),
+    ):
+        ap = acts.add_parser(name, parents=[common, change], help=help_text)
+        ap.add_argument("key")
+        if name == "unkill":
+            ap.add_argument(
+                "--to", choices=["running", "frozen"], help="the state after (default: before the kill)"
+            )
+    tp = acts.add_parser("throttle", parents=[common, change], help="set the exploration share")
+    tp.add_argument("key")
+    tp.add_argument("exploration", help="0..1 or a percentage, e.g. 0.2 or 20%%")
+
+
+def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """Run ``banditflags flags ACTION``; returns the exit code."""
+    out = sys.stdout if out is None else out
+    err = sys.stderr if err is None else err
+    if not getattr(args, "action", None):
+        print(
+            "banditflags flags: give an action (list, show, create, kill, unkill, freeze, resume, throttle)",
+            file=err,
+        )
+        return USAGE
+    url = args.url or os.environ.get("BANDITFLAGS_URL") or DEFAULT_URL
+    key = args.admin_key or os.environ.get("BANDITFLAGS_ADMIN_KEY", "").split(",")[0].strip()
+    if not key:
+        print("banditflags flags: no admin key (set BANDITFLAGS_ADMIN_KEY or pass --admin-key)", file=err)
+        return USAGE
+    if not url.startswith(("http://", "https://")):
+        print(f"banditflags flags: --url must start with http:// or https://, got {url!r}", file=err)
+        return USAGE
+    api = Api(url, key, args.timeout)
+    try:
+        if args.action == "list":
+            return _list(api, args, out)
+        if args.action == "show":
+            return _show(api, args, out)
+        if args.action == "create":
+            return _create(api, args, out)
+        if args.action == "throttle":
+            return _throttle(api, args, out)
+        state = {"kill": "killed", "freeze": "frozen", "resume": "running", "unkill": None}[args.action]
+        return _set_state(api, args, out, state)
+    except CliError as exc:
+        print(f"banditflags flags {args.action}: {exc}", file=err)
+        return exc.code
+    finally:
+        api.http.close()

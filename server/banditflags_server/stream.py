@@ -1,0 +1,213 @@
+"""``GET /v1/stream``: server-sent events that push the config to SDKs on every revision change.
+
+Each server process runs one watcher task (:meth:`StreamHub.run`) that reads the store's revision every
+``stream_poll`` seconds while at least one stream is open (one cheap ``SELECT`` on the ``meta`` row), and
+at once after a write made through this process (:class:`PokeOnWrite`). On a change it builds the config
+body once (the same cached bytes ``GET /v1/config`` serves) and wakes every open stream, which sends it
+as one event::
+
+    event: config
+    id: 42
+    data: {"schema":1,"revision":42,"generated_at":"...","flags":[...]}
+
+Because the watcher reads the database, a change made through *another* process or replica sharing the
+database reaches this process's streams within one poll interval. A stream starts with the current
+config (or with a ``: up to date`` comment when the client's ``Last-Event-ID`` names the current
+revision) and sends a ``: keep-alive`` comment every ``stream_heartbeat`` seconds, so proxies keep the
+connection open and clients can tell a silent server from a dead one.
+
+On shutdown :class:`Server` (the uvicorn server the runner uses) closes every stream first, so that
+uvicorn's graceful shutdown is not held up by connections that never end.
+
+>>> event_bytes(7, b'{"revision":7}')
+b'event: config\\nid: 7\\ndata: {"revision":7}\\n\\n'
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import uvicorn
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from banditflags_server.api_common import Context, ctx
+from banditflags_server.api_config import config_bytes
+from banditflags_server.auth import requires
+from banditflags_server.errors import ApiError
+
+log = logging.getLogger("banditflags_server.stream")
+
+KEEP_ALIVE = b": keep-alive\n\n"
+UP_TO_DATE = b": up to date\n\n"
+#: Reconnection delay hint for browsers' EventSource (the Python SDK has its own backoff).
+RETRY = b"retry: 2000\n\n"
+
+
+def event_bytes(revision: int, body: bytes) -> bytes:
+    """One SSE ``config`` event. The body is compact JSON: it has no raw newline, so one ``data:`` line."""
+    return b"event: config\nid: %d\ndata: %s\n\n" % (revision, body)
+
+
+class StreamHub:
+    """The process's open streams and the watcher that feeds them.
+
+    >>> hub = StreamHub(poll=0.1, heartbeat=15.0, max_streams=10)
+    >>> hub.open_streams, hub.latest
+    (0, None)
+    """
+
+    def __init__(self, *, poll: float, heartbeat: float, max_streams: int) -> None:
+        self.poll = poll
+        self.heartbeat = heartbeat
+        self.max_streams = max_streams
+        self.open_streams = 0
+        self.latest: tuple[int, bytes] | None = None
+        self.closing = False
+        self.events_sent = 0
+        self._changed = asyncio.Event()
+        self._poke = asyncio.Event()
+        self._failing = False
+
+    def reset(self) -> None:
+        """Fresh events for the running event loop (at the start of the app's lifespan)."""
+        self._changed = asyncio.Event()
+        self._poke = asyncio.Event()
+        self.closing = False
+
+    def poke(self) -> None:
+        """Check the revision now (after a write through this process) instead of at the next poll."""
+        self._poke.set()
+
+    def close(self) -> None:
+        """End every stream (shutdown); new ones are refused."""
+        self.closing = True
+        self._changed.set()
+        self._poke.set()
+
+    def _publish(self, snap: tuple[int, bytes]) -> None:
+        self.latest = snap
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    async def run(self, c: Context, stop: asyncio.Event) -> None:
+        """The watcher: poll the revision while streams are open, publish each change, until ``stop``."""
+        while not stop.is_set() and not self.closing:
+            if self.open_streams > 0:
+                try:
+                    revision = await asyncio.to_thread(c.store.revision)
+                    if self.latest is None or revision != self.latest[0]:
+                        self._publish(await asyncio.to_thread(config_bytes, c))
+                    if self._failing:
+                        self._failing = False
+                        log.info("revision watcher: the database answers again")
+                except Exception as exc:
+                    # Keep the streams open (clients keep their config); say it once, not every poll.
+                    if not self._failing:
+                        self._failing = True
+                        log.warning("revision watcher: cannot read the revision: %s", type(exc).__name__)
+            self._poke.clear()
+            # Idle (no stream open): sleep until a stream opens or a write pokes us.
+            timeout = self.poll if self.open_streams > 0 else None
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._poke.wait(), timeout=timeout)
+
+    async def events(self, c: Context, last_event_id: int | None) -> AsyncIterator[bytes]:
+        """The body of one stream; counted in ``open_streams`` while it runs."""
+        self.open_streams += 1
+        self.poke()  # wake an idle watcher
+        try:
+            yield RETRY
+            revision, body = await asyncio.to_thread(config_bytes, c)
+            if revision == last_event_id:
+                yield UP_TO_DATE
+            else:
+                yield event_bytes(revision, body)
+                self.events_sent += 1
+            sent = revision
+            while not self.closing:
+                changed = self._changed
+                latest = self.latest
+                if latest is not None and latest[0] > sent:
+                    sent = latest[0]
+                    self.events_sent += 1
+                    yield event_bytes(*latest)
+                    continue
+                try:
+                    await asyncio.wait_for(changed.wait(), timeout=self.heartbeat)
+                except asyncio.TimeoutError:
+                    yield KEEP_ALIVE
+        finally:
+            self.open_streams -= 1
+
+
+def _last_event_id(request: Request) -> int | None:
+    raw = request.headers.get("last-event-id", "").strip()
+    return int(raw) if raw.isdigit() and len(raw) < 19 else None
+
+
+@requires("sdk")
+async def get_stream(request: Request) -> Response:
+    """``GET /v1/stream`` (sdk or admin key): ``text/event-stream`` of ``config`` events."""
+    hub: StreamHub = request.app.state.streams
+    if hub.closing:
+        raise ApiError(503, "the server is shutting down", headers={"Retry-After": "1"})
+    if hub.open_streams >= hub.max_streams:
+        raise ApiError(
+            503, "too many open streams on this server; poll /v1/config", headers={"Retry-After": "30"}
+        )
+    return StreamingResponse(
+        hub.events(ctx(request), _last_event_id(request)),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+routes = [Route("/v1/stream", get_stream, methods=["GET"])]
+
+
+class PokeOnWrite:
+    """ASGI middleware: after a successful POST/PATCH/PUT/DELETE, poke the watcher so this process's
+    streams carry the change at once instead of at the next poll."""
+
+    def __init__(self, app: ASGIApp, hub: StreamHub) -> None:
+        self.app = app
+        self.hub = hub
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        status = 500
+
+        async def watch(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        finally:
+            if status < 400:
+                self.hub.poke()
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server, ending the app's streams when shutdown starts (else each open stream would
+    hold the graceful shutdown for ``timeout_graceful_shutdown`` seconds)."""
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """Close the streams, then shut down as uvicorn does."""
+        state: Any = getattr(self.config.app, "state", None)
+        hub = getattr(state, "streams", None)
+        if isinstance(hub, StreamHub):
+            hub.close()
+        await super().shutdown(sockets)
