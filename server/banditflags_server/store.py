@@ -751,15 +751,20 @@ class Store:
                 out[i] = False
             seen.add(w.key)
         plain: list[dict[str, Any]] = []
+        versioned: list[dict[str, Any]] = []
         new_allocs: list[dict[str, Any]] = []
         for w, ok in zip(writes, out, strict=True):
             if not ok:
                 continue
-            if w.allocation is None and not w.changes:
-                plain.append(
-                    {"b_key": w.key, "b_bw": _j(w.bandit_weights), "b_at": w.recomputed_at,
-                     "b_rv": w.row_version + 1}  # fmt: skip
-                )
+            if not w.changes:
+                row = {"b_key": w.key, "b_bw": _j(w.bandit_weights), "b_at": w.recomputed_at,
+                       "b_rv": w.row_version + 1}  # fmt: skip
+                if w.allocation is None:
+                    plain.append(row)
+                else:
+                    row["b_v"] = w.allocation.version
+                    versioned.append(row)
+                    new_allocs.append(_alloc_values(w.key, w.allocation))
                 continue
             values: dict[str, Any] = {
                 "bandit_weights": _j(w.bandit_weights),
@@ -775,17 +780,18 @@ class Store:
             elif w.changes:
                 values["updated_at"] = w.recomputed_at
             conn.execute(sa.update(flags).where(flags.c.key == w.key).values(**values))
+        common = {
+            "bandit_weights": sa.bindparam("b_bw"),
+            "recomputed_at": sa.bindparam("b_at"),
+            "row_version": sa.bindparam("b_rv"),
+        }
+        by_key = flags.c.key == sa.bindparam("b_key")
         if plain:
-            conn.execute(
-                sa.update(flags)
-                .where(flags.c.key == sa.bindparam("b_key"))
-                .values(
-                    bandit_weights=sa.bindparam("b_bw"),
-                    recomputed_at=sa.bindparam("b_at"),
-                    row_version=sa.bindparam("b_rv"),
-                ),
-                plain,
-            )
+            conn.execute(sa.update(flags).where(by_key).values(**common), plain)
+        if versioned:
+            stmt = sa.update(flags).where(by_key)
+            stmt = stmt.values(**common, version=sa.bindparam("b_v"), updated_at=sa.bindparam("b_at"))
+            conn.execute(stmt, versioned)
         if new_allocs:
             conn.execute(sa.insert(allocations), new_allocs)
         if new_allocs or any(w.changes for w, ok in zip(writes, out, strict=True) if ok):
