@@ -62,13 +62,13 @@ _BETA_EXACT_BELOW = 10.0
 _T_EXACT_BELOW = 30.0
 _Z975 = 1.959963984540054
 #: Default ``stability``: the share of an indistinguishable group's weight that is split equally.
-STABILITY = 0.7
+STABILITY = 0.85
 # The stability guard calls two arms distinguishable once a mixture sequential probability ratio test
 # (mSPRT, normal mixture) of their difference exceeds 1/_GUARD_ALPHA. Under equal arms that happens with
 # probability <= _GUARD_ALPHA however often it is checked, so an A/A test stays balanced over its whole life.
 # The mixture's variance is the variance of a difference measured with _GUARD_N0 exposures per arm.
-_GUARD_ALPHA = 0.05
-_GUARD_N0 = 100
+_GUARD_ALPHA = 0.3
+_GUARD_N0 = 300
 # Two-sided 95% Student t quantiles for df = 1..30.
 _T975 = (
     12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622, 2.2281,
@@ -765,12 +765,32 @@ def _tied_with_leader(a: _Arms, params: PolicyParams) -> npt.NDArray[np.bool_]:
     return np.asarray(tied, dtype=bool)
 
 
-def _stability_guard(w: FloatArray, a: _Arms, params: PolicyParams) -> FloatArray:
-    """Arms tied with the leader share their total weight: ``stability`` of it equally, the rest as given.
+def _cap(w: FloatArray, cap: float) -> FloatArray:
+    """Water-filling: no entry above ``cap``, the excess going to the others in proportion to their weight
+    (equally among those with none). ``sum(w)`` is kept; needs ``cap * len(w) >= sum(w)``."""
+    out = w.copy()
+    for _ in range(out.shape[0]):
+        over = out > cap * (1 + 1e-12)
+        if not over.any():
+            break
+        excess = float((out[over] - cap).sum())
+        out[over] = cap
+        free = out < cap * (1 - 1e-12)
+        room = np.where(free, out, 0.0)
+        if room.sum() > 0:
+            out += excess * room / room.sum()
+        else:
+            out[free] += excess / max(int(free.sum()), 1)
+    return out
 
-    So identical arms cannot drift to wildly unequal traffic (with 3 tied arms and the default 0.7 no arm
-    gets more than 0.1 + 0.3 = 0.53 of the group), while an arm the data has told apart from the leader
-    keeps the policy's weight.
+
+def _stability_guard(w: FloatArray, a: _Arms, params: PolicyParams) -> FloatArray:
+    """No arm tied with the leader gets more than a capped share of the tied arms' total weight.
+
+    With m tied arms the cap is ``1/m + (1 - 1/m) * (1 - stability)`` of their total (3 arms at the
+    default 0.85: 0.43; 2 arms: 0.575), the excess going to the other tied arms in proportion to the
+    policy's weights. So identical arms cannot drift to wildly unequal traffic, while an arm that the
+    data has told apart from the leader keeps the policy's weight, and the leader keeps the largest share.
     """
     if params.stability <= 0.0 or w.shape[0] < 2:
         return w
@@ -779,8 +799,9 @@ def _stability_guard(w: FloatArray, a: _Arms, params: PolicyParams) -> FloatArra
     mass = float(w[tied].sum())
     if count < 2 or mass <= 0.0:
         return w
+    cap = 1.0 / count + (1.0 - 1.0 / count) * (1.0 - params.stability)
     out = w.copy()
-    out[tied] = params.stability * mass / count + (1.0 - params.stability) * w[tied]
+    out[tied] = _cap(w[tied], cap * mass)
     return out
 
 
@@ -967,6 +988,8 @@ def chi2_sf(x: float, df: int) -> float:
     if x <= 0:
         return 1.0
     a, z = df / 2.0, x / 2.0
+    if z <= 0.0:  # x / 2 underflowed
+        return 1.0
     lg = math.lgamma(a)
     if z < a + 1.0:  # series for P, then Q = 1 - P
         term = total = 1.0 / a
