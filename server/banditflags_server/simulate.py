@@ -397,8 +397,11 @@ def table(sc: Scenario, results: Sequence[Summary]) -> str:
         med = "never" if never * 2 > conv.shape[0] else f"{float(np.nanmedian(conv)):.0f}"
         if never and med != "never":
             med += f" ({never} never)"
+        end = f"{float(r.best_share_end.mean()):.2f}"
+        if sc.aa:  # no best arm: only the balance matters
+            med = end = "-"
         rows.append(
-            f"| {r.policy} | {r.mean:,.1f} ± {r.se:,.1f} | {pct} | {float(r.best_share_end.mean()):.2f} | "
+            f"| {r.policy} | {r.mean:,.1f} ± {r.se:,.1f} | {pct} | {end} | "
             f"{med} | {float(np.percentile(r.max_share, 95)):.2f} | "
             f"{100.0 * float((r.max_share < 0.6).mean()):.0f}% |"
         )
