@@ -21,7 +21,7 @@ import numpy as np
 from banditflags_server.simulate import Summary, make_scenario, parse_policies, simulate, svg_plot, table
 
 POLICIES = (
-    'uniform,thompson,ucb1,epsilon_greedy,banditflags,banditflags-ns,'
+    "uniform,thompson,ucb1,epsilon_greedy,banditflags,banditflags-ns,"
     'banditflags-noguard={"name": "thompson", "stability": 0}'
 )
 SCENARIOS = ("bernoulli", "gaussian", "revenue", "drift", "switch", "seasonal", "aa")
@@ -42,14 +42,19 @@ def main() -> None:
         started = time.monotonic()
         res = simulate(sc, parse_policies(POLICIES), reps, args.seed)
         results[name] = {r.policy: r for r in res}
-        print(f"\n### {name}: {sc.k} arms, {sc.steps} updates of {sc.batch} users, reward {sc.reward}, "
-              f"mean delay {sc.delay:g} updates, {reps} replications ({time.monotonic() - started:.0f} s)\n")  # fmt: skip
+        took = time.monotonic() - started
+        print(
+            f"\n### {name}: {sc.k} arms, {sc.steps} updates of {sc.batch} users, reward {sc.reward}, "
+            f"mean delay {sc.delay:g} updates, {reps} replications ({took:.0f} s)\n"
+        )
         print(table(sc, res))
         sys.stdout.flush()
         if args.plots:
             Path(args.plots).mkdir(parents=True, exist_ok=True)
             shown = [r for r in res if r.policy in ("uniform", "thompson", "banditflags", "banditflags-ns")]
-            Path(args.plots, f"sim-{name}.svg").write_text(svg_plot(sc, shown, f"{name}: {reps} replications"))
+            Path(args.plots, f"sim-{name}.svg").write_text(
+                svg_plot(sc, shown, f"{name}: {reps} replications")
+            )
 
     print("\n### checks\n")
 

@@ -332,8 +332,18 @@ class EventProcessor:
             for (f, v, a), r in self.rewards.items()
         )
         rows.extend(
-            ("rewards", {"flag": f, "version": v, "arm": a, "count": int(r[0]), "sum": r[1], "sum_sq": r[2],
-                         "metric": m})  # fmt: skip
+            (
+                "rewards",
+                {
+                    "flag": f,
+                    "version": v,
+                    "arm": a,
+                    "count": int(r[0]),
+                    "sum": r[1],
+                    "sum_sq": r[2],
+                    "metric": m,
+                },
+            )
             for (f, v, a, m), r in self.metric_rewards.items()
         )
         self.exposures = {}

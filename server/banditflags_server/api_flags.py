@@ -248,7 +248,9 @@ async def stats(request: Request) -> Response:
         weights = [served.get(v, [0.0] * flag.k) for v in p.versions]
         for row, w in zip(periods, weights, strict=True):
             row["weights"] = w
-        srm = srm_check(p.n, weights) if p.versions else srm_check(np.zeros((1, flag.k)), np.ones((1, flag.k)))
+        srm = (
+            srm_check(p.n, weights) if p.versions else srm_check(np.zeros((1, flag.k)), np.ones((1, flag.k)))
+        )
         params = rc.params_for(flag)
         est = [_Est(v) for v in variants]
         win = winner(est, params.winner_p, params.winner_min_n)  # type: ignore[arg-type]

@@ -421,10 +421,7 @@ def _arms(n: FloatArray, s: FloatArray, ss: FloatArray, params: PolicyParams) ->
     # which is what lets it follow a moving best arm), not the larger Kish size of the weighted mean.
     n_eff = sw
     safe_n = np.where(n > 0, n, 1.0)
-    if stratify:
-        mean = _fixed_effects(w, s / safe_n)
-    else:
-        mean = (dd @ s) / safe_sw
+    mean = _fixed_effects(w, s / safe_n) if stratify else (dd @ s) / safe_sw
     if params.reward == "binary":
         mean = np.clip(mean, 0.0, 1.0)
         se = mean * n_eff
@@ -768,7 +765,7 @@ def _tied_with_leader(a: _Arms, params: PolicyParams) -> npt.NDArray[np.bool_]:
 def _cap(w: FloatArray, cap: float) -> FloatArray:
     """Water-filling: no entry above ``cap``, the excess going to the others in proportion to their weight
     (equally among those with none). ``sum(w)`` is kept; needs ``cap * len(w) >= sum(w)``."""
-    out = w.copy()
+    out: FloatArray = w.copy()
     for _ in range(out.shape[0]):
         over = out > cap * (1 + 1e-12)
         if not over.any():
@@ -800,7 +797,7 @@ def _stability_guard(w: FloatArray, a: _Arms, params: PolicyParams) -> FloatArra
     if count < 2 or mass <= 0.0:
         return w
     cap = 1.0 / count + (1.0 - 1.0 / count) * (1.0 - params.stability)
-    out = w.copy()
+    out: FloatArray = w.copy()
     out[tied] = _cap(w[tied], cap * mass)
     return out
 

@@ -67,7 +67,9 @@ def _simulate_module() -> ModuleType | None:
         return None
 
 
-def build_parser(demo: ModuleType | None = None, simulate: ModuleType | None = None) -> argparse.ArgumentParser:
+def build_parser(
+    demo: ModuleType | None = None, simulate: ModuleType | None = None
+) -> argparse.ArgumentParser:
     """The argument parser; the demo and the simulator register their own options when available."""
     parser = argparse.ArgumentParser(
         prog="banditflags", description="Feature flags with an embedded multi-armed bandit."
@@ -113,7 +115,9 @@ def _serve(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    wants_server = bool(argv) and argv[0] in ("serve", "demo", "simulate") and not {"-h", "--help"} & set(argv)
+    wants_server = (
+        bool(argv) and argv[0] in ("serve", "demo", "simulate") and not {"-h", "--help"} & set(argv)
+    )
     missing = _check_extra() if wants_server else None
     if missing is not None:
         print(MISSING_EXTRA.format(missing=missing), file=sys.stderr)
@@ -132,7 +136,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return rc
     if args.command == "simulate":
         if simulate is None:
-            print("banditflags simulate: the simulator is not available in this installation", file=sys.stderr)
+            print(
+                "banditflags simulate: the simulator is not available in this installation", file=sys.stderr
+            )
             return 1
         src: int = simulate.run(args)
         return src

@@ -25,10 +25,10 @@ import numpy as np
 from banditflags_server import allocation as alloc_mod
 from banditflags_server.bandit import PolicyParams, arm_estimates, compute_weights, guardrail_harm, winner
 from banditflags_server.store import Allocation, Flag, Periods, RecomputeWrite, Store
+from banditflags_server.validation import FlagPatch, NewFlag
 
 #: Metric sums of a flag's guardrails: metric -> (sum, sum of squares) per arm, pooled over versions.
 Metrics = dict[str, tuple[np.ndarray, np.ndarray]]
-from banditflags_server.validation import FlagPatch, NewFlag
 
 log = logging.getLogger("banditflags_server.recompute")
 
@@ -64,7 +64,9 @@ class RecomputeResult:
 
 def params_for(flag: Flag) -> PolicyParams:
     """The flag's policy parameters (validated when stored)."""
-    return _params(json.dumps(flag.policy, sort_keys=True), json.dumps(flag.objective, sort_keys=True), flag.k)
+    return _params(
+        json.dumps(flag.policy, sort_keys=True), json.dumps(flag.objective, sort_keys=True), flag.k
+    )
 
 
 @functools.lru_cache(maxsize=4096)
@@ -210,7 +212,8 @@ def apply_patch(store: Store, key: str, patch: FlagPatch, rng: np.random.Generat
                 bandit = [float(w) for w in compute_weights(periods.n, periods.s, periods.ss, params, rng)]
                 changes["bandit_weights"] = bandit
             reason = next(
-                (r for r in ("policy", "exploration", "baseline") if r in changes), "arms" if arms_changed else ""
+                (r for r in ("policy", "exploration", "baseline") if r in changes),
+                "arms" if arms_changed else "",
             )
             if not reason:  # the disabled list was given but is unchanged
                 reason = "arms"

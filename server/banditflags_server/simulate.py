@@ -432,14 +432,16 @@ def svg_plot(sc: Scenario, results: Sequence[Summary], title: str = "") -> str:
         parts.append(f'<text x="{x0:.1f}" y="{pad - 8}">{_esc(label)}</text>')
         for frac in (0.0, 0.5, 1.0):
             y = pad + ph * (1 - frac)
-            parts.append(f'<text x="{x0 - 5:.1f}" y="{y + 4:.1f}" text-anchor="end">{ymax * frac:,.3g}</text>')
+            parts.append(
+                f'<text x="{x0 - 5:.1f}" y="{y + 4:.1f}" text-anchor="end">{ymax * frac:,.3g}</text>'
+            )
         parts.append(
             f'<text x="{x0 + pw / 2:.1f}" y="{pad + ph + 30}" text-anchor="middle">update (of {t})</text>'
         )
-        for i, y in enumerate(ys):
+        for i, series in enumerate(ys):
             pts = " ".join(
                 f"{x0 + pw * j / max(t - 1, 1):.1f},{pad + ph * (1 - float(v) / ymax):.1f}"
-                for j, v in enumerate(y)
+                for j, v in enumerate(series.tolist())
             )
             colour = _COLOURS[i % len(_COLOURS)]
             parts.append(f'<polyline points="{pts}" fill="none" stroke="{colour}" stroke-width="1.6"/>')
@@ -489,7 +491,9 @@ def _png(path: Path, sc: Scenario, results: Sequence[Summary], title: str) -> No
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the simulator's options on its ``argparse`` sub-parser."""
     parser.description = (__doc__ or "").split("\n\n")[0]
-    parser.add_argument("--scenario", default="bernoulli", choices=SCENARIOS, help="preset (default bernoulli)")
+    parser.add_argument(
+        "--scenario", default="bernoulli", choices=SCENARIOS, help="preset (default bernoulli)"
+    )
     parser.add_argument("--arms", help="true means of the arms, e.g. 0.04,0.05,0.07 (stationary)")
     parser.add_argument(
         "--policies",

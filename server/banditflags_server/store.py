@@ -561,7 +561,9 @@ class Store:
                     if kind is None:
                         result.ignored.append({"field": row.where, "reason": "unknown metric"})
                     elif kind == "binary" and not 0 <= row.sum <= row.count:
-                        result.ignored.append({"field": row.where, "reason": "binary metric sum out of range"})
+                        result.ignored.append(
+                            {"field": row.where, "reason": "binary metric sum out of range"}
+                        )
                     elif (row.flag, row.version) not in known:
                         result.ignored.append({"field": row.where, "reason": "unknown version"})
                     else:
@@ -635,7 +637,15 @@ class Store:
                 conn.execute(
                     mstmt,
                     [
-                        {"flag": f, "version": v, "arm": a, "metric": m, "r": int(t[0]), "s": t[1], "ss": t[2]}
+                        {
+                            "flag": f,
+                            "version": v,
+                            "arm": a,
+                            "metric": m,
+                            "r": int(t[0]),
+                            "s": t[1],
+                            "ss": t[2],
+                        }
                         for (f, v, a, m), t in sorted(mtotals.items())
                     ],
                 )
@@ -780,7 +790,7 @@ class Store:
             elif w.changes:
                 values["updated_at"] = w.recomputed_at
             conn.execute(sa.update(flags).where(flags.c.key == w.key).values(**values))
-        common = {
+        common: dict[str, Any] = {
             "bandit_weights": sa.bindparam("b_bw"),
             "recomputed_at": sa.bindparam("b_at"),
             "row_version": sa.bindparam("b_rv"),
@@ -789,9 +799,8 @@ class Store:
         if plain:
             conn.execute(sa.update(flags).where(by_key).values(**common), plain)
         if versioned:
-            stmt = sa.update(flags).where(by_key)
-            stmt = stmt.values(**common, version=sa.bindparam("b_v"), updated_at=sa.bindparam("b_at"))
-            conn.execute(stmt, versioned)
+            extra: dict[str, Any] = {"version": sa.bindparam("b_v"), "updated_at": sa.bindparam("b_at")}
+            conn.execute(sa.update(flags).where(by_key).values(**common, **extra), versioned)
         if new_allocs:
             conn.execute(sa.insert(allocations), new_allocs)
         if new_allocs or any(w.changes for w, ok in zip(writes, out, strict=True) if ok):

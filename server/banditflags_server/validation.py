@@ -47,8 +47,15 @@ CREATE_FIELDS = {
     "guardrails",
 }
 PATCH_FIELDS = {
-    "state", "exploration", "policy", "baseline", "description", "recompute_interval", "guardrails", "disabled",
-}  # fmt: skip
+    "state",
+    "exploration",
+    "policy",
+    "baseline",
+    "description",
+    "recompute_interval",
+    "guardrails",
+    "disabled",
+}
 
 
 class Problems:
@@ -458,9 +465,16 @@ def _rows(body: Mapping[str, Any], name: str, p: Problems) -> list[EventRow]:
         if not bad:
             out.append(
                 EventRow(
-                    where, str(flag), row["version"], row["arm"], row["count"], reward, float(s), float(ss),
+                    where,
+                    str(flag),
+                    row["version"],
+                    row["arm"],
+                    row["count"],
+                    reward,
+                    float(s),
+                    float(ss),
                     metric,
-                )  # fmt: skip
+                )
             )
     return out
 

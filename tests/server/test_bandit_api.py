@@ -64,7 +64,9 @@ def test_stats_show_estimates_srm_and_winner(app: Any) -> None:
 
 
 def test_auto_promote_rolls_out_the_winner(app: Any) -> None:
-    _create(app.admin, policy={"name": "thompson", "auto_promote": True, "winner_min_n": 500}, exploration=0.5)
+    _create(
+        app.admin, policy={"name": "thompson", "auto_promote": True, "winner_min_n": 500}, exploration=0.5
+    )
     _events(app.sdk, "batch-p1", "btn", 1, [2000, 2000, 2000], [100, 300, 100])
     flag = app.admin.post("/v1/flags/btn/recompute").json()
     assert flag["policy"]["name"] == "fixed" and flag["policy"]["weights"] == [0.0, 1.0, 0.0]
@@ -105,7 +107,7 @@ def test_metric_rows_are_validated_and_old_batches_still_work(app: Any) -> None:
 
 
 def test_guardrail_disables_a_harmful_arm_end_to_end(server: Any, admin: httpx.Client) -> None:
-    """SDK decisions and track(metric=...) over HTTP; the recompute disables the arm; the operator re-enables."""
+    """SDK decisions and track(metric=...) over HTTP; a recompute disables the arm; operator re-enables."""
     _create(admin, "g", policy={"name": "fixed"},
             guardrails=[{"metric": "errors", "direction": "minimize", "tolerance": 0.2}])  # fmt: skip
     error_rate = {"a": 0.02, "b": 0.30, "c": 0.02}

@@ -84,7 +84,9 @@ def test_weights_are_a_distribution_respecting_floor_and_inactive(
 
 @settings(max_examples=150, deadline=None)
 @given(engine_case(), st.floats(0.01, 0.5))
-def test_max_step_respected(case: tuple[np.ndarray, np.ndarray, np.ndarray, PolicyParams], step: float) -> None:
+def test_max_step_respected(
+    case: tuple[np.ndarray, np.ndarray, np.ndarray, PolicyParams], step: float
+) -> None:
     n, s, ss, params = case
     active = np.array(params.active)
     prev = np.where(active, 1.0, 0.0)
@@ -212,7 +214,9 @@ def test_winner_needs_probability_and_data() -> None:
 def test_guardrail_harm() -> None:
     n = [10_000, 10_000, 10_000, 0]
     errors = [100, 105, 200, 0]
-    harm = guardrail_harm(n, errors, errors, 0, binary=True, direction="minimize", tolerance=0.1, relative=True)
+    harm = guardrail_harm(
+        n, errors, errors, 0, binary=True, direction="minimize", tolerance=0.1, relative=True
+    )
     assert harm[0] is None and harm[3] is None
     assert harm[1] is not None and harm[1] < 0.5
     assert harm[2] is not None and harm[2] > 0.999

@@ -37,7 +37,9 @@ def store(url: str) -> Iterator[Store]:
 
 
 def _make(store: Store, key: str, **extra: object) -> None:
-    spec = validate_new_flag({"key": key, "variants": ["a", "b", "c"], "recompute_interval": 1, **extra}, 60.0)
+    spec = validate_new_flag(
+        {"key": key, "variants": ["a", "b", "c"], "recompute_interval": 1, **extra}, 60.0
+    )
     flag, first = new_flag(spec, np.random.default_rng(0), time.time())
     store.create_flag(flag, first)
 
@@ -90,7 +92,9 @@ def test_batched_recompute_writes_skip_changed_flags(store: Store) -> None:
     for i in range(5):
         _make(store, f"f{i}")
         rows = [EventRow(f"exposures[{a}]", f"f{i}", 1, a, 2000) for a in range(3)]
-        store.ingest(EventBatch(f"batch-f{i}", rows, [EventRow("rewards[0]", f"f{i}", 1, 2, 400, True, 400.0, 400.0)]))
+        store.ingest(
+            EventBatch(f"batch-f{i}", rows, [EventRow("rewards[0]", f"f{i}", 1, 2, 400, True, 400.0, 400.0)])
+        )
     # One flag changes under the recompute: frozen by the operator between the read and the write.
     frozen = store.get_flag("f3")
     assert frozen is not None
