@@ -4,7 +4,7 @@ Builds a temporary database through the server's own store (flags, versions, arm
 binary counts: 1,000-5,000 exposures per arm and cycle, rates 2-8%, each cycle's counts in the flag's
 current allocation version, so the engine stratifies over a growing number of periods), then times
 ``recompute_due`` — loading the stats, the bandit engine (default policy: Thompson with stratified
-estimates and the stability guard), the minimal-movement tables and the writes — for a few cycles.
+estimates), the minimal-movement tables and the writes — for a few cycles.
 
     python bench/bench_recompute.py [--flags 1000] [--arms 10] [--cycles 3]
 """

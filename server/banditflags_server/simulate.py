@@ -14,8 +14,9 @@ Scenarios (``--scenario``): ``bernoulli``, ``gaussian``, ``revenue`` (stationary
 
 Policies (``--policies``): ``uniform``, ``thompson`` (plain Thompson sampling the way GrowthBook and
 MABWiser run it: pooled history, 1% floor, burn-in 100), ``ucb1`` and ``epsilon_greedy`` (MABWiser's),
-``banditflags`` (this engine's defaults: stratified estimates and the stability guard), ``banditflags-ns``
-(the defaults with a one-day half-life), ``top_two``; or ``NAME={json policy}`` for any parameters.
+``banditflags`` (this engine's defaults: Thompson sampling on stratified estimates), ``banditflags-stable``
+(with the stability guard at 0.85), ``banditflags-ns`` (the defaults with a one-day half-life),
+``top_two``; or ``NAME={json policy}`` for any parameters.
 
 Example::
 
@@ -51,6 +52,7 @@ POLICY_PRESETS: dict[str, dict[str, Any] | None] = {
     "epsilon_greedy": {"name": "epsilon_greedy", "stratify": False, "stability": 0.0},
     "top_two": {"name": "top_two_thompson"},
     "banditflags": {"name": "thompson"},
+    "banditflags-stable": {"name": "thompson", "stability": 0.85},
     "banditflags-ns": {"name": "thompson", "half_life": 86_400.0},
 }
 
@@ -525,8 +527,10 @@ def _bar(out: TextIO, started: float) -> Callable[[int, int], None]:
     return show
 
 
-def run(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
     """The ``banditflags simulate`` command; returns the exit code."""
+    out = sys.stdout if out is None else out
+    err = sys.stderr if err is None else err
     try:
         arms = None
         if args.arms:
