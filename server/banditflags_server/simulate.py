@@ -504,7 +504,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"presets: {', '.join(POLICY_PRESETS)}",
     )
     parser.add_argument("--replications", "-r", type=int, default=50, help="runs per policy (default 50)")
-    parser.add_argument("--steps", type=int, help="updates per run (default 100; 200 for drift/switch)")
+    parser.add_argument(
+        "--steps", type=int, help="updates per run (default 100; 200 for drift, switch, seasonal)"
+    )
     parser.add_argument("--batch", type=int, help="users per update (default 1000)")
     parser.add_argument("--delay", type=float, help="mean reward delay in updates (default 0; seasonal 2)")
     parser.add_argument("--draws", type=int, help="Monte-Carlo draws per update (default: the policy's)")
