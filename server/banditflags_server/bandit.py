@@ -61,7 +61,7 @@ _BETA_EXACT_BELOW = 10.0
 # Student t with at least this many degrees of freedom is sampled as a variance-matched normal.
 _T_EXACT_BELOW = 30.0
 _Z975 = 1.959963984540054
-#: Default ``stability`` (the guard is off: it costs regret, see docs/bandit.md); 0.85 is the A/A-safe setting.
+#: Default ``stability``: the guard is off (it costs regret, docs/bandit.md); 0.85 is the A/A-safe setting.
 STABILITY = 0.0
 # The stability guard calls two arms distinguishable once a mixture sequential probability ratio test
 # (mSPRT, normal mixture) of their difference exceeds 1/_GUARD_ALPHA. Under equal arms that happens with

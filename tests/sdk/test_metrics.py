@@ -8,8 +8,8 @@ from banditflags._inputs import is_valid_metric, reward_item
 
 
 def test_metric_rows_are_separate_and_any_finite_value(server: Any, make_client: Any, build: Any) -> None:
-    server.set_config(build.config(build.flag(objective={"reward": "binary", "unit": "user",
-                                                         "direction": "maximize", "credit_window": 60})))  # fmt: skip
+    objective = {"reward": "binary", "unit": "user", "direction": "maximize", "credit_window": 60}
+    server.set_config(build.config(build.flag(objective=objective)))
     client = make_client()
     assert client.wait_until_ready(5)
     d = client.decide("btn", "u1")
