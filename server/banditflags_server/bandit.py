@@ -67,7 +67,7 @@ STABILITY = 0.0
 # (mSPRT, normal mixture) of their difference exceeds 1/_GUARD_ALPHA. Under equal arms that happens with
 # probability <= _GUARD_ALPHA however often it is checked, so an A/A test stays balanced over its whole life.
 # The mixture's variance is the variance of a difference measured with _GUARD_N0 exposures per arm.
-_GUARD_ALPHA = 0.3
+_GUARD_ALPHA = 0.1
 _GUARD_N0 = 300
 # Two-sided 95% Student t quantiles for df = 1..30.
 _T975 = (
