@@ -6,8 +6,12 @@ Pure numpy, no I/O, importable without the web server. Inputs are the per-arm su
 
 Policies: ``thompson`` (probability that each arm is best, by Monte-Carlo over the posterior),
 ``top_two_thompson``, ``ucb1``, ``epsilon_greedy`` and ``fixed`` (a plain weighted rollout / A/B test).
-The learning policies share burn-in, an additive floor, a maximum step per update, and a half-life discount
-of old periods. Inactive (killed/disabled) arms always get exactly 0.
+The learning policies share burn-in, an additive floor, a maximum step per update, a half-life discount
+and a sliding window over old periods, per-period stratified estimates (an additive period effect, so a
+moving base rate or late conversions bias no arm) and an optional stability guard for arms that cannot
+yet be told apart. Inactive (killed/disabled) arms always get exactly 0. Also here: the estimates of
+``/v1/flags/{key}/stats`` (P(best), expected loss), the SRM check, the winner signal and the guardrail
+test. docs/bandit.md explains each parameter and shows measured quality.
 
 Example:
     >>> import numpy as np
