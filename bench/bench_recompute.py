@@ -1,8 +1,10 @@
 """One server recompute cycle over 1,000 flags x 10 arms on SQLite (DESIGN.md §8: <= 2 s).
 
 Builds a temporary database through the server's own store (flags, versions, arm stats with realistic
-binary counts: 1,000-5,000 exposures per arm, rates 2-8%), then times ``recompute_due`` — loading the
-stats, the bandit engine, the minimal-movement tables and the writes — for a few cycles.
+binary counts: 1,000-5,000 exposures per arm and cycle, rates 2-8%, each cycle's counts in the flag's
+current allocation version, so the engine stratifies over a growing number of periods), then times
+``recompute_due`` — loading the stats, the bandit engine (default policy: Thompson with stratified
+estimates), the minimal-movement tables and the writes — for a few cycles.
 
     python bench/bench_recompute.py [--flags 1000] [--arms 10] [--cycles 3]
 """
@@ -45,6 +47,7 @@ def main() -> None:
             flag, first = new_flag(spec, rng, now)
             store.create_flag(flag, first)
         times = []
+        version = {f"flag-{i:04d}": 1 for i in range(args.flags)}
         for cycle in range(args.cycles):
             exposures, rewards = [], []
             for i in range(args.flags):
@@ -52,14 +55,16 @@ def main() -> None:
                 s = rng.binomial(n, rng.uniform(0.02, 0.08, size=args.arms))
                 for arm in range(args.arms):
                     key = f"flag-{i:04d}"
-                    exposures.append(EventRow("exposures[0]", key, 1, arm, int(n[arm])))
+                    v = version[key]
+                    exposures.append(EventRow("exposures[0]", key, v, arm, int(n[arm])))
                     rewards.append(
-                        EventRow("rewards[0]", key, 1, arm, int(s[arm]), True, float(s[arm]), float(s[arm]))
+                        EventRow("rewards[0]", key, v, arm, int(s[arm]), True, float(s[arm]), float(s[arm]))
                     )
             store.ingest(EventBatch(f"bench-{cycle}", exposures, rewards))
             started = time.perf_counter()
             results = recompute_due(store, rng, now=time.time() + 10 * (cycle + 1))
             times.append(time.perf_counter() - started)
+            version.update({r.key: r.version for r in results})
             written = sum(r.written for r in results)
             print(
                 f"cycle {cycle}: {len(results)} flags recomputed, {written} new versions, {times[-1]:.2f} s"

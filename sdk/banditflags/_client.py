@@ -447,19 +447,24 @@ class Client:
     # -- rewards --------------------------------------------------------------------------------
 
     def track(
-        self, flag_or_decision: str | Decision, unit_id: str | int | None = None, reward: float = 1.0
+        self,
+        flag_or_decision: str | Decision,
+        unit_id: str | int | None = None,
+        reward: float = 1.0,
+        metric: str | None = None,
     ) -> bool:
         """Record a reward. Never raises; returns False (and counts it) when the reward is rejected.
 
         ``flag_or_decision`` is a :class:`Decision`, a decision token (``decision.token``, possibly
         from another process) or a flag key with ``unit_id``: then the reward goes to the arm the unit
         was served recently (within the flag's credit window), else to the arm it buckets into now.
-        Binary flags accept rewards 0 and 1 only.
+        Binary flags accept rewards 0 and 1 only. ``metric`` names a guardrail metric of the flag
+        (e.g. ``"errors"``, ``"latency_ms"``; any finite value) instead of the objective.
         """
         try:
             if not self._started:
                 self._start()
-            item = reward_item(self._flags, flag_or_decision, unit_id, reward)
+            item = reward_item(self._flags, flag_or_decision, unit_id, reward, metric)
             if item is None:
                 return self._reject()
             q = self._queue

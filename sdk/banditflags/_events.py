@@ -18,6 +18,7 @@ Buffer items (positional tuples keep the hot path cheap):
 - reward by unit: ``("u", flag, unit_id, reward)``
 - a decision that records no exposure (error, killed flag): ``("d", flag, variant, reason, error_type)``,
   only counted for the decisions metric
+- either with a guardrail metric name appended: ``(..., reward, metric)``
 - a :class:`FlushMarker` from ``flush()``.
 
 The worker also keeps cumulative counters for the OpenTelemetry metrics (``_metrics``), so that
@@ -143,6 +144,8 @@ class EventProcessor:
         self.thread: threading.Thread | None = None
         self.exposures: dict[Key, int] = {}
         self.rewards: dict[Key, list[float]] = {}
+        # Guardrail metrics: (flag, version, arm, metric) -> [count, sum, sum_sq], each reward on its own.
+        self.metric_rewards: dict[tuple[str, int, int, str], list[float]] = {}
         self.pending: collections.deque[Batch] = collections.deque()
         self._waiting: list[FlushMarker] = []
         self._seq = 0
@@ -287,10 +290,13 @@ class EventProcessor:
         self.exposures[key] = self.exposures.get(key, 0) + 1
 
     def _reward_token(self, item: tuple[Any, ...], flags: Mapping[str, FlagSnapshot], now: float) -> None:
-        _, flag, version, arm, unit_id, reward = item
+        _, flag, version, arm, unit_id, reward = item[:6]
         f = flags.get(flag)
         if f is None or arm >= len(f.keys):
             self._lost()
+            return
+        if len(item) > 6:
+            self._add_metric((flag, version, arm, item[6]), reward)
             return
         m: _Memory | None = None
         if f.user_unit and unit_id is not None:
@@ -301,7 +307,7 @@ class EventProcessor:
         self._add_reward((flag, version, arm), reward, m)
 
     def _reward_unit(self, item: tuple[Any, ...], flags: Mapping[str, FlagSnapshot], now: float) -> None:
-        _, flag, unit_id, reward = item
+        _, flag, unit_id, reward = item[:4]
         f = flags.get(flag)
         if f is None:
             self._lost()
@@ -314,7 +320,18 @@ class EventProcessor:
                 return
             arm = f.table[(hash_key(f.prefix + unit_id) * 10_000) >> 32]
             m = self.memory[mkey] = _Memory(f.version, arm, now)
+        if len(item) > 4:
+            self._add_metric((flag, m.version, m.arm, item[4]), reward)
+            return
         self._add_reward((flag, m.version, m.arm), reward, m if f.user_unit else None)
+
+    def _add_metric(self, key: tuple[str, int, int, str], value: float) -> None:
+        row = self.metric_rewards.get(key)
+        if row is None:
+            row = self.metric_rewards[key] = [0, 0.0, 0.0]
+        row[0] += 1
+        row[1] += value
+        row[2] += value * value
 
     def _add_reward(self, key: Key, reward: float, m: _Memory | None) -> None:
         row = self.rewards.get(key)
@@ -339,7 +356,7 @@ class EventProcessor:
     def cut(self) -> None:
         """Turn the aggregates into pending batches (at most MAX_ROWS_PER_BATCH rows each)."""
         dropped = self._undropped()
-        if not self.exposures and not self.rewards and not dropped:
+        if not self.exposures and not self.rewards and not self.metric_rewards and not dropped:
             return
         rows: list[tuple[str, dict[str, Any]]] = [
             ("exposures", {"flag": f, "version": v, "arm": a, "count": n})
@@ -359,8 +376,24 @@ class EventProcessor:
                 t = totals[tkey] = [0, 0.0]
             t[0] += r[0]
             t[1] += r[1]
+        rows.extend(
+            (
+                "rewards",
+                {
+                    "flag": f,
+                    "version": v,
+                    "arm": a,
+                    "count": int(r[0]),
+                    "sum": r[1],
+                    "sum_sq": r[2],
+                    "metric": m,
+                },
+            )
+            for (f, v, a, m), r in self.metric_rewards.items()
+        )
         self.exposures = {}
         self.rewards = {}
+        self.metric_rewards = {}
         self._dropped_reported += dropped
         sent_at = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         for start in range(0, max(len(rows), 1), MAX_ROWS_PER_BATCH):

@@ -12,6 +12,7 @@ Nothing here raises on bad input: it answers ``None``/``False`` and the client t
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,7 +22,18 @@ from ._token import TOKEN_PREFIX, parse_token
 
 _PREFIX = TOKEN_PREFIX + ":"
 
-__all__ = ["is_valid_reward", "reward_item", "unit_key"]
+__all__ = ["is_valid_metric", "is_valid_reward", "reward_item", "unit_key"]
+
+_METRIC_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
+
+
+def is_valid_metric(metric: object) -> bool:
+    """A guardrail metric name: ``^[a-z0-9][a-z0-9_.-]{0,63}$``.
+
+    >>> is_valid_metric("errors"), is_valid_metric("Latency ms"), is_valid_metric(3)
+    (True, False, False)
+    """
+    return isinstance(metric, str) and _METRIC_RE.fullmatch(metric) is not None
 
 
 def unit_key(unit_id: object) -> str | None:
@@ -45,12 +57,17 @@ def is_valid_reward(reward: object) -> bool:
 
 
 def reward_item(
-    flags: Mapping[str, FlagSnapshot], target: object, unit_id: object, reward: object
+    flags: Mapping[str, FlagSnapshot],
+    target: object,
+    unit_id: object,
+    reward: object,
+    metric: object = None,
 ) -> tuple[Any, ...] | None:
     """The buffer item for a ``track()`` call (see ``_events``), or None to reject the call.
 
-    Rejected: a non-finite or non-numeric reward, a binary flag's reward other than 0 or 1, a flag
-    the current config does not know, a malformed token, a bad unit id, a flag key without unit id.
+    Rejected: a non-finite or non-numeric reward, a binary flag's reward other than 0 or 1 (for the
+    objective; a guardrail ``metric`` takes any finite value), a flag the current config does not know,
+    a malformed token, a bad unit id, a flag key without unit id, a malformed metric name.
     """
     if reward.__class__ is float:  # the common case, checked inline: finite (inf - inf is nan)
         if reward - reward != 0.0:
@@ -60,6 +77,11 @@ def reward_item(
         r = float(reward)  # type: ignore[arg-type]
     else:
         return None
+    if metric is not None:
+        if not is_valid_metric(metric):
+            return None
+        item = reward_item(flags, target, unit_id, 0.0)
+        return None if item is None else (*item[:-1], r, metric)
     uid: str | None = None
     if unit_id is not None:
         uid = unit_id if unit_id.__class__ is str and unit_id else unit_key(unit_id)

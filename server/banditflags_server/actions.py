@@ -74,7 +74,14 @@ def patch_flag(
     flag = store.get_flag(key)
     if flag is None:
         raise not_found(f"flag {key!r}")
-    patch = validate_patch(body, current_policy=flag.policy, objective=flag.objective, k=flag.k)
+    patch = validate_patch(
+        body,
+        current_policy=flag.policy,
+        objective=flag.objective,
+        k=flag.k,
+        variant_keys=[v["key"] for v in flag.variants],
+        control=flag.variants[flag.control]["key"],
+    )
     try:
         return rc.apply_patch(store, key, patch, rng, actor=actor, reason=reason)
     except rc.FlagNotFound:

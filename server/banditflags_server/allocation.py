@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from fractions import Fraction
 
 import numpy as np
 import numpy.typing as npt
@@ -76,7 +75,7 @@ def target_counts(weights: Sequence[float]) -> list[int]:
         raise ValueError("weights must not be empty")
     if len(weights) > MAX_ARMS:
         raise ValueError(f"at most {MAX_ARMS} weights, got {len(weights)}")
-    fracs: list[Fraction] = []
+    ratios: list[tuple[int, int]] = []
     for i, w in enumerate(weights):
         if isinstance(w, (bool, np.bool_)) or not isinstance(w, (int, float, np.integer, np.floating)):
             raise ValueError(f"weights[{i}]: must be a number, got {w!r}")
@@ -85,15 +84,23 @@ def target_counts(weights: Sequence[float]) -> list[int]:
             raise ValueError(f"weights[{i}]: must be finite, got {w!r}")
         if wf < 0:
             raise ValueError(f"weights[{i}]: must be >= 0, got {w!r}")
-        # Fraction(float) is exact, so equal quotas tie exactly and rounding never drifts.
-        fracs.append(Fraction(wf))
-    total = sum(fracs, Fraction(0))
+        # as_integer_ratio is exact (the denominator a power of two), so equal quotas tie exactly and
+        # rounding never drifts; integers over one common denominator are ~10x faster than Fraction.
+        ratios.append(wf.as_integer_ratio())
+    den = max(d for _, d in ratios)
+    nums = [n * (den // d) for n, d in ratios]
+    total = sum(nums)
     if total == 0:
         raise ValueError("weights must have a positive sum")
-    quotas = [f * TABLE_SIZE / total for f in fracs]
-    counts = [math.floor(q) for q in quotas]
+    # quota_i = nums_i * TABLE_SIZE / total = counts_i + rem_i / total, exactly.
+    counts = []
+    rems = []
+    for n in nums:
+        c, r = divmod(n * TABLE_SIZE, total)
+        counts.append(c)
+        rems.append(r)
     left = TABLE_SIZE - sum(counts)  # 0 <= left < K because each floor loses less than 1
-    order = sorted(range(len(quotas)), key=lambda i: (-(quotas[i] - counts[i]), i))
+    order = sorted(range(len(nums)), key=lambda i: (-rems[i], i))
     for i in order[:left]:
         counts[i] += 1
     return counts

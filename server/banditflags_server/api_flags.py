@@ -16,7 +16,7 @@ from banditflags_server import audit as audit_mod
 from banditflags_server import recompute as rc
 from banditflags_server.api_common import ctx, flag_key, iso, read_json
 from banditflags_server.auth import actor, requires
-from banditflags_server.bandit import arm_estimates
+from banditflags_server.bandit import SRM_P, arm_estimates, srm_check, winner
 from banditflags_server.errors import ApiError, ValidationError, conflict, json_response, not_found
 from banditflags_server.store import Flag, Periods, Store
 from banditflags_server.validation import parse_json, validate_new_flag
@@ -54,11 +54,20 @@ def stats_json(
             "ci_low": _num(est.ci_low),
             "ci_high": _num(est.ci_high),
             "p_best": _num(est.p_best),
+            "expected_loss": _num(est.expected_loss),
         }
         if sum_sq:
             row["sum_sq"] = float(ss[i])
         out.append(row)
     return out
+
+
+class _Est:
+    """The fields :func:`winner` reads, from a stats row."""
+
+    def __init__(self, row: dict[str, Any]) -> None:
+        self.n = int(row["n"])
+        self.p_best = row["p_best"]
 
 
 def flag_json(flag: Flag, stats: list[dict[str, Any]] | None) -> dict[str, Any]:
@@ -82,6 +91,11 @@ def flag_json(flag: Flag, stats: list[dict[str, Any]] | None) -> dict[str, Any]:
         "created_at": iso(flag.created_at),
         "updated_at": iso(flag.updated_at),
         "recomputed_at": iso(flag.recomputed_at),
+        "guardrails": flag.guardrails,
+        "disabled": [
+            {"variant": key, **{k: (iso(v) if k == "at" else v) for k, v in rec.items()}}
+            for key, rec in flag.disabled.items()
+        ],
     }
     if stats is not None:
         out["stats"] = stats
@@ -257,7 +271,35 @@ async def stats(request: Request) -> Response:
             for i, v in enumerate(p.versions)
         ]
         variants = stats_json(flag, p, c.rng(), sum_sq=True)
-        return {"key": key, "version": flag.version, "variants": variants, "periods": periods}
+        served = {a.version: a.weights for a in c.store.history(key)}
+        weights = [served.get(v, [0.0] * flag.k) for v in p.versions]
+        for row, w in zip(periods, weights, strict=True):
+            row["weights"] = w
+        srm = (
+            srm_check(p.n, weights) if p.versions else srm_check(np.zeros((1, flag.k)), np.ones((1, flag.k)))
+        )
+        params = rc.params_for(flag)
+        est = [_Est(v) for v in variants]
+        win = winner(est, params.winner_p, params.winner_min_n)  # type: ignore[arg-type]
+        return {
+            "key": key,
+            "version": flag.version,
+            "variants": variants,
+            "periods": periods,
+            "srm": {
+                "chi2": _num(srm.chi2),
+                "df": srm.df,
+                "p_value": srm.p_value,
+                "mismatch": srm.mismatch,
+                "threshold": SRM_P,
+            },
+            "winner": {
+                "variant": None if win is None else flag.variants[win]["key"],
+                "threshold": params.winner_p,
+                "min_n": params.winner_min_n,
+                "auto_promote": params.auto_promote,
+            },
+        }
 
     return json_response(await run_in_threadpool(work))
 

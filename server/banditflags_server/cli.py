@@ -1,5 +1,6 @@
 """The ``banditflags`` command: ``serve`` runs the sync server, ``demo`` a bandit learning live,
-``flags ...`` manages flags on a running server (:mod:`banditflags_server.cli_flags`).
+``flags ...`` manages flags on a running server (:mod:`banditflags_server.cli_flags`),
+``simulate`` compares bandit policies on synthetic arms.
 
 Exit codes: 0 ok, 1 runtime failure (e.g. the database cannot be opened), 2 usage error (bad options or
 settings, or the server extra not installed); ``flags`` adds 3 (no such flag) and 4 (input rejected).
@@ -60,8 +61,17 @@ def _demo_module() -> ModuleType | None:
         return None
 
 
-def build_parser(demo: ModuleType | None = None) -> argparse.ArgumentParser:
-    """The argument parser; the demo registers its own options when it is available."""
+def _simulate_module() -> ModuleType | None:
+    try:
+        return importlib.import_module("banditflags_server.simulate")
+    except ImportError:
+        return None
+
+
+def build_parser(
+    demo: ModuleType | None = None, simulate: ModuleType | None = None
+) -> argparse.ArgumentParser:
+    """The argument parser; the demo and the simulator register their own options when available."""
     parser = argparse.ArgumentParser(
         prog="banditflags", description="Feature flags with an embedded multi-armed bandit."
     )
@@ -72,6 +82,9 @@ def build_parser(demo: ModuleType | None = None) -> argparse.ArgumentParser:
     if demo is not None and hasattr(demo, "add_arguments"):
         demo.add_arguments(demo_parser)
     cli_flags.add_parser(sub)
+    sim_parser = sub.add_parser("simulate", help="compare bandit policies on synthetic arms (regret, plots)")
+    if simulate is not None and hasattr(simulate, "add_arguments"):
+        simulate.add_arguments(sim_parser)
     return parser
 
 
@@ -104,13 +117,16 @@ def _serve(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    wants_server = bool(argv) and argv[0] in ("serve", "demo") and not {"-h", "--help"} & set(argv)
+    wants_server = (
+        bool(argv) and argv[0] in ("serve", "demo", "simulate") and not {"-h", "--help"} & set(argv)
+    )
     missing = _check_extra() if wants_server else None
     if missing is not None:
         print(MISSING_EXTRA.format(missing=missing), file=sys.stderr)
         return 2
     demo = _demo_module() if argv[:1] == ["demo"] else None
-    parser = build_parser(demo)
+    simulate = _simulate_module() if argv[:1] == ["simulate"] else None
+    parser = build_parser(demo, simulate)
     args = parser.parse_args(argv)
     if args.command == "serve":
         return _serve(args)
@@ -122,5 +138,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         rc: int = demo.run(args)
         return rc
+    if args.command == "simulate":
+        if simulate is None:
+            print(
+                "banditflags simulate: the simulator is not available in this installation", file=sys.stderr
+            )
+            return 1
+        src: int = simulate.run(args)
+        return src
     parser.print_help(sys.stderr)
     return 2

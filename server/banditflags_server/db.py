@@ -53,6 +53,9 @@ flags = sa.Table(
     sa.Column("created_at", sa.Double, nullable=False),
     sa.Column("updated_at", sa.Double, nullable=False),
     sa.Column("recomputed_at", sa.Double, nullable=True),
+    # Issue 3 (migration 2): guardrail declarations, and the arms they (or the operator) disabled.
+    sa.Column("guardrails", sa.Text, nullable=False, server_default="[]"),  # JSON [{metric, ...}]
+    sa.Column("arm_state", sa.Text, nullable=False, server_default="{}"),  # JSON {disabled, exempt}
 )
 
 allocations = sa.Table(
@@ -79,6 +82,23 @@ arm_stats = sa.Table(
     sa.Column("r", sa.BigInteger, nullable=False),  # reward events
     sa.Column("s", sa.Double, nullable=False),  # sum of rewards
     sa.Column("ss", sa.Double, nullable=False),  # sum of squared rewards
+    sa.ForeignKeyConstraint(
+        ["flag", "version"], ["allocations.flag", "allocations.version"], ondelete="CASCADE"
+    ),
+)
+
+# Rewards of guardrail metrics (issue 3): like arm_stats' reward columns, per metric. Exposures are in
+# arm_stats (a decision without a metric value counts as 0).
+metric_stats = sa.Table(
+    "metric_stats",
+    metadata,
+    sa.Column("flag", sa.String(64), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("arm", sa.Integer, primary_key=True),
+    sa.Column("metric", sa.String(64), primary_key=True),
+    sa.Column("r", sa.BigInteger, nullable=False),
+    sa.Column("s", sa.Double, nullable=False),
+    sa.Column("ss", sa.Double, nullable=False),
     sa.ForeignKeyConstraint(
         ["flag", "version"], ["allocations.flag", "allocations.version"], ondelete="CASCADE"
     ),
@@ -141,8 +161,17 @@ def _migration_2(conn: Connection) -> None:
     metadata.create_all(conn, tables=[audit_log, console_sessions, sdk_reports])
 
 
+def _migration_3(conn: Connection) -> None:
+    """Guardrails: two flag columns and the metric_stats table (issue 3)."""
+    have = {c["name"] for c in sa.inspect(conn).get_columns("flags")}
+    for name, default in (("guardrails", "[]"), ("arm_state", "{}")):
+        if name not in have:  # a new database got them from migration 1's create_all
+            conn.execute(sa.text(f"ALTER TABLE flags ADD COLUMN {name} TEXT NOT NULL DEFAULT '{default}'"))
+    metadata.create_all(conn, tables=[metric_stats])
+
+
 #: Numbered migrations: index i brings the schema from version i to i + 1. Append only.
-MIGRATIONS: list[Callable[[Connection], None]] = [_migration_1, _migration_2]
+MIGRATIONS: list[Callable[[Connection], None]] = [_migration_1, _migration_2, _migration_3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

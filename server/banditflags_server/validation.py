@@ -18,6 +18,8 @@ from banditflags_server.errors import ApiError, ValidationError
 FLAG_KEY_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 VARIANT_KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 BATCH_ID_RE = re.compile(r"[A-Za-z0-9_-]{8,64}")
+METRIC_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
+MAX_GUARDRAILS = 10
 MAX_VARIANTS = 100
 MAX_VALUE_BYTES = 32 * 1024
 MAX_DESCRIPTION = 1000
@@ -42,8 +44,18 @@ CREATE_FIELDS = {
     "exploration",
     "baseline",
     "recompute_interval",
+    "guardrails",
 }
-PATCH_FIELDS = {"state", "exploration", "policy", "baseline", "description", "recompute_interval"}
+PATCH_FIELDS = {
+    "state",
+    "exploration",
+    "policy",
+    "baseline",
+    "description",
+    "recompute_interval",
+    "guardrails",
+    "disabled",
+}
 
 
 class Problems:
@@ -220,6 +232,55 @@ def validate_policy(policy: Any, objective: dict[str, Any], k: int, p: Problems)
     return dict(policy)
 
 
+GUARDRAIL_DEFAULTS: dict[str, Any] = {
+    "direction": "minimize",
+    "reward": "binary",
+    "tolerance": 0.1,
+    "relative": True,
+    "confidence": 0.99,
+}
+
+
+def validate_guardrails(value: Any, p: Problems) -> list[dict[str, Any]]:
+    """Guardrail metrics: ``[{"metric", "direction", "reward", "tolerance", "relative", "confidence"}]``.
+
+    An arm is disabled when, with probability ``confidence``, its metric is worse than the control's by
+    more than ``tolerance`` (a fraction of the control's mean when ``relative``, else in metric units).
+    """
+    if not isinstance(value, list) or len(value) > MAX_GUARDRAILS:
+        p.add("guardrails", f"must be a list of at most {MAX_GUARDRAILS} guardrails")
+        return []
+    out: list[dict[str, Any]] = []
+    names: set[str] = set()
+    for i, g in enumerate(value):
+        where = f"guardrails[{i}]"
+        if not isinstance(g, dict):
+            p.add(where, "must be an object")
+            continue
+        for extra in sorted(set(g) - {"metric", *GUARDRAIL_DEFAULTS}):
+            p.add(f"{where}.{extra}", "unknown field")
+        item = {**GUARDRAIL_DEFAULTS, **g}
+        metric = item.get("metric")
+        if not isinstance(metric, str) or not METRIC_RE.fullmatch(metric):
+            p.add(f"{where}.metric", "must match ^[a-z0-9][a-z0-9_.-]{0,63}$")
+        elif metric in names:
+            p.add(f"{where}.metric", f"duplicate metric {metric!r}")
+        else:
+            names.add(metric)
+        if item["direction"] not in ("minimize", "maximize"):
+            p.add(f"{where}.direction", "must be one of minimize, maximize")
+        if item["reward"] not in ("binary", "continuous"):
+            p.add(f"{where}.reward", "must be one of binary, continuous")
+        if not is_number(item["tolerance"]) or item["tolerance"] < 0:
+            p.add(f"{where}.tolerance", "must be a number >= 0")
+        if not isinstance(item["relative"], bool):
+            p.add(f"{where}.relative", "must be true or false")
+        if not is_number(item["confidence"]) or not 0.5 <= item["confidence"] < 1:
+            p.add(f"{where}.confidence", "must be a number in [0.5, 1)")
+        out.append(item)
+    return out
+
+
 @dataclass
 class NewFlag:
     """A validated ``POST /v1/flags`` body."""
@@ -234,6 +295,7 @@ class NewFlag:
     exploration: float
     baseline: str
     recompute_interval: float
+    guardrails: list[dict[str, Any]] = field(default_factory=list)
 
 
 def validate_new_flag(body: Any, default_interval: float) -> NewFlag:
@@ -261,11 +323,13 @@ def validate_new_flag(body: Any, default_interval: float) -> NewFlag:
     exploration = _exploration(body.get("exploration", 1.0), p)
     baseline = _baseline(body.get("baseline", "control"), p)
     interval = _interval(body.get("recompute_interval", default_interval), p)
+    guardrails = validate_guardrails(body.get("guardrails", []), p)
     p.check()
     assert policy is not None
     return NewFlag(
-        key, description, variants, control, objective, policy, state, exploration, baseline, interval
-    )
+        key, description, variants, control, objective, policy, state, exploration, baseline, interval,
+        guardrails,
+    )  # fmt: skip
 
 
 @dataclass
@@ -277,11 +341,17 @@ class FlagPatch:
     @property
     def touches_table(self) -> bool:
         """Whether the served weights must be recomputed at once."""
-        return bool({"exploration", "policy", "baseline"} & set(self.changes))
+        return bool({"exploration", "policy", "baseline", "disabled"} & set(self.changes))
 
 
 def validate_patch(
-    body: Any, *, current_policy: dict[str, Any], objective: dict[str, Any], k: int
+    body: Any,
+    *,
+    current_policy: dict[str, Any],
+    objective: dict[str, Any],
+    k: int,
+    variant_keys: list[str] | None = None,
+    control: str | None = None,
 ) -> FlagPatch:
     """Validate a PATCH body against the flag; ``policy`` is merged into the current parameters."""
     body = require_object(body)
@@ -298,6 +368,21 @@ def validate_patch(
         out["description"] = _description(body["description"], p)
     if "recompute_interval" in body:
         out["recompute_interval"] = _interval(body["recompute_interval"], p)
+    if "guardrails" in body:
+        out["guardrails"] = validate_guardrails(body["guardrails"], p)
+    if "disabled" in body:
+        # The operator's list of disabled variants: leaving one out re-enables it.
+        d = body["disabled"]
+        keys = variant_keys or []
+        if not isinstance(d, list) or not all(isinstance(x, str) for x in d):
+            p.add("disabled", "must be a list of variant keys")
+        else:
+            for i, x in enumerate(d):
+                if x not in keys:
+                    p.add(f"disabled[{i}]", "must be the key of one of the variants")
+                elif x == control:
+                    p.add(f"disabled[{i}]", "the control cannot be disabled")
+            out["disabled"] = list(dict.fromkeys(d))
     if "policy" in body:
         if not isinstance(body["policy"], dict):
             p.add("policy", "must be an object")
@@ -325,6 +410,7 @@ class EventRow:
     is_reward: bool = False
     sum: float = 0.0
     sum_sq: float = 0.0
+    metric: str | None = None  # a guardrail metric; None: the flag's objective
 
 
 @dataclass
@@ -364,6 +450,10 @@ def _rows(body: Mapping[str, Any], name: str, p: Problems) -> list[EventRow]:
                 bad = True
         s: Any = 0.0
         ss: Any = 0.0
+        metric = row.get("metric") if reward else None
+        if metric is not None and (not isinstance(metric, str) or not METRIC_RE.fullmatch(metric)):
+            p.add(f"{where}.metric", "must match ^[a-z0-9][a-z0-9_.-]{0,63}$ or be null")
+            bad = True
         if reward:
             s, ss = row.get("sum"), row.get("sum_sq")
             if not is_number(s):
@@ -375,7 +465,15 @@ def _rows(body: Mapping[str, Any], name: str, p: Problems) -> list[EventRow]:
         if not bad:
             out.append(
                 EventRow(
-                    where, str(flag), row["version"], row["arm"], row["count"], reward, float(s), float(ss)
+                    where,
+                    str(flag),
+                    row["version"],
+                    row["arm"],
+                    row["count"],
+                    reward,
+                    float(s),
+                    float(ss),
+                    metric,
                 )
             )
     return out

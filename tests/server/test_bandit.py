@@ -155,7 +155,7 @@ def test_thompson_equal_arms_share_evenly() -> None:
 def test_top_two_gives_challenger_share() -> None:
     n = np.array([5000.0, 5000.0, 5000.0])
     s = np.array([1000.0, 500.0, 400.0])  # arm 0 is certainly best
-    p = PolicyParams(name="top_two_thompson", top_two_beta=0.5, floor=0.0, burn_in=0)
+    p = PolicyParams(name="top_two_thompson", top_two_beta=0.5, floor=0.0, burn_in=0, stability=0.0)
     w = compute_weights(n, s, s, p, rng())
     assert w[0] == pytest.approx(0.5, abs=0.01)
     assert w[1] > 0.4  # the runner-up is the challenger
@@ -165,11 +165,12 @@ def test_top_two_gives_challenger_share() -> None:
 
 def test_epsilon_greedy_and_ucb_exact() -> None:
     p = PolicyParams(
-        name="epsilon_greedy", epsilon=0.3, floor=0.0, burn_in=0, active=(True, True, True, False)
-    )
+        name="epsilon_greedy", epsilon=0.3, floor=0.0, burn_in=0, active=(True, True, True, False),
+        stability=0.0,
+    )  # fmt: skip
     w = compute_weights([10, 10, 10, 10], [1, 5, 2, 9], [1, 5, 2, 9], p, rng())
     assert w.tolist() == pytest.approx([0.1, 0.8, 0.1, 0.0])
-    u = PolicyParams(name="ucb1", floor=0.0, burn_in=0)
+    u = PolicyParams(name="ucb1", floor=0.0, burn_in=0, stability=0.0)
     assert compute_weights([10, 0], [5, 0], [5, 0], u, rng()).tolist() == [0.0, 1.0]  # unplayed first
     w = compute_weights([1000, 1000], [300, 500], [300, 500], u, rng())
     assert w.tolist() == [0.0, 1.0]
@@ -190,7 +191,7 @@ def test_periods_equal_pooled_without_half_life(
     case: tuple[np.ndarray, np.ndarray, np.ndarray, PolicyParams],
 ) -> None:
     n, s, ss, params = case
-    params = dataclasses.replace(params, half_life=None)
+    params = dataclasses.replace(params, half_life=None, stratify=False)
     n2, s2, ss2 = np.atleast_2d(n), np.atleast_2d(s), np.atleast_2d(ss)
     pooled = compute_weights(n2.sum(0), s2.sum(0), ss2.sum(0), params, rng())
     assert np.allclose(compute_weights(n2, s2, ss2, params, rng()), pooled, rtol=0, atol=1e-12)
@@ -227,8 +228,9 @@ def test_from_dict_defaults_and_round_trip() -> None:
     p = PolicyParams.from_dict({}, None, 3)
     assert p == PolicyParams()
     d = p.to_dict()
-    assert set(d) == {"name", "floor", "burn_in", "max_step", "half_life", "draws", "epsilon", "top_two_beta",
-                      "weights"}  # fmt: skip
+    assert set(d) == {"name", "floor", "burn_in", "max_step", "half_life", "window", "stratify", "stability",
+                      "draws", "epsilon", "top_two_beta", "weights", "winner_p", "winner_min_n",
+                      "auto_promote"}  # fmt: skip
     assert PolicyParams.from_dict(d, {"reward": "binary"}, 3) == p
     q = PolicyParams.from_dict(
         {"name": "fixed", "weights": [1, 3], "max_step": 0.2, "half_life": 3600}, {"direction": "minimize",
