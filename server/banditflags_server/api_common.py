@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -24,6 +25,10 @@ class Context:
     store: Store
     config_cache: tuple[int, bytes] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: When this process last read the revision (monotonic, taken before the read) and how many of its
+    #: own writes it had counted then: ``/v1/config`` answers from memory while both are fresh.
+    revision_read_at: float = -math.inf
+    revision_read_writes: int = -1
 
     def rng(self) -> np.random.Generator:
         """A fresh generator per call: numpy generators are not thread-safe."""

@@ -1,7 +1,9 @@
 """``GET /v1/config``: every flag as the SDK needs it, with ``ETag: "<revision>"`` and 304.
 
-The serialised body is cached per revision in memory; the revision itself is read from the database on
-every request, so a change made through another process or replica is seen at once.
+The serialised body is cached per revision in memory. The revision is read from the database at most
+every ``stream_poll`` seconds (0.1 s by default) and after every write through this process: a poll
+answers from memory otherwise (no database read, no thread hop), and a change made through another
+process or replica is seen within that interval, as the push stream sees it.
 """
 
 from __future__ import annotations
@@ -41,9 +43,16 @@ def config_flag(flag: Flag) -> dict[str, Any]:
     }
 
 
-def config_bytes(c: Context) -> tuple[int, bytes]:
-    """The current revision and its serialised config (built once per revision)."""
+def config_bytes(c: Context, writes: int | None = None) -> tuple[int, bytes]:
+    """The current revision and its serialised config (built once per revision).
+
+    ``writes``: this process's write count before the call; given, the read refreshes the in-memory gate
+    that lets ``GET /v1/config`` skip the database.
+    """
+    read_at = time.monotonic()
     revision = c.store.revision()
+    if writes is not None:
+        c.revision_read_at, c.revision_read_writes = read_at, writes
     cached = c.config_cache
     if cached is not None and cached[0] == revision:
         return cached
@@ -78,7 +87,17 @@ def _matches(header: str, etag: str) -> bool:
 @requires("sdk")
 async def get_config(request: Request) -> Response:
     """``GET /v1/config`` → 200 with the config, or 304 when ``If-None-Match`` has the current ETag."""
-    revision, body = await run_in_threadpool(config_bytes, ctx(request))
+    c = ctx(request)
+    writes: int = request.app.state.streams.writes
+    cached = c.config_cache
+    if (
+        cached is not None
+        and c.revision_read_writes == writes
+        and time.monotonic() - c.revision_read_at < c.settings.stream_poll
+    ):
+        revision, body = cached  # fresh enough: no database read, no thread hop
+    else:
+        revision, body = await run_in_threadpool(config_bytes, c, writes)
     etag = f'"{revision}"'
     headers = {"ETag": etag, "Cache-Control": "no-cache"}
     inm = request.headers.get("if-none-match")

@@ -75,6 +75,9 @@ class StreamHub:
         self._changed = asyncio.Event()
         self._poke = asyncio.Event()
         self._failing = False
+        #: Successful writes through this process (counted by :class:`PokeOnWrite` before the response
+        #: goes out), so ``GET /v1/config`` re-reads the revision after a local change.
+        self.writes = 0
 
     def reset(self) -> None:
         """Fresh events for the running event loop (at the start of the app's lifespan)."""
@@ -191,6 +194,8 @@ class PokeOnWrite:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
+                if status < 400:
+                    self.hub.writes += 1  # before the client can see the answer and poll again
             await send(message)
 
         try:

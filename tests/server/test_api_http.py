@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -228,10 +229,24 @@ def test_keys_never_reach_the_log(
         assert secret not in log
 
 
-def test_a_second_process_sees_changes_at_once(live_server: Any, server: Any, admin: httpx.Client) -> None:
+def test_a_second_process_sees_changes_within_the_poll_interval(
+    live_server: Any, server: Any, admin: httpx.Client
+) -> None:
     other = live_server(db=server.db, admin_key=server.admin_key, sdk_key=server.sdk_key)
     with other.client("sdk") as sdk2:
         etag = sdk2.get("/v1/config").headers["etag"]
         _create(admin, "shared")
-        r = sdk2.get("/v1/config", headers={"If-None-Match": etag})
+        # The other process re-reads the revision at most every stream_poll (0.1 s) seconds.
+        deadline = time.monotonic() + 5.0
+        while (r := sdk2.get("/v1/config", headers={"If-None-Match": etag})).status_code == 304:
+            assert time.monotonic() < deadline, "the change never reached the other process"
+            time.sleep(0.02)
         assert r.status_code == 200 and [f["key"] for f in r.json()["flags"]] == ["shared"]
+
+
+def test_a_change_through_this_process_is_served_at_once(server: Any, admin: httpx.Client, sdk: Any) -> None:
+    etag = sdk.get("/v1/config").headers["etag"]
+    assert sdk.get("/v1/config", headers={"If-None-Match": etag}).status_code == 304  # the gate is warm
+    _create(admin, "local")
+    r = sdk.get("/v1/config", headers={"If-None-Match": etag})
+    assert r.status_code == 200 and [f["key"] for f in r.json()["flags"]] == ["local"]
