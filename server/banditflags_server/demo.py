@@ -194,6 +194,7 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         with ServerThread(settings) as server:
             print(f"banditflags demo: server at {server.url}  (SQLite: {db})", file=out)
             print(f"  admin key for this run: {admin_key}", file=out)
+            print(f"  console: {server.url}/console/ (sign in with the admin key)", file=out)
             print(
                 f"  try: curl -H 'Authorization: Bearer {admin_key}' {server.url}/v1/flags/{DEMO_FLAG}",
                 file=out,
