@@ -923,20 +923,27 @@ def arm_estimates(
 
     Binary: mean s/n with a Wilson score interval. Continuous: mean s/n with a Student t interval.
     ``p_best``: the share of ``params.draws`` posterior draws in which the arm is best (respecting the
-    direction), among the arms with exposures (and active, if ``params.active`` says so).
+    direction) among the active arms (``params.active``), once every active arm has exposures; None
+    before that (an arm with one exposure must not read as "100% best" beside arms with none).
 
     Example:
         >>> import numpy as np
         >>> est = arm_estimates([100, 0], [10, 0], [10, 0], PolicyParams(), np.random.default_rng(0))
         >>> round(est[0].mean, 3), est[0].p_best, est[1].mean
-        (0.1, 1.0, None)
+        (0.1, None, None)
+        >>> est = arm_estimates([100, 100], [10, 30], [10, 30], PolicyParams(), np.random.default_rng(0))
+        >>> est[1].p_best > 0.99
+        True
     """
     n2, s2, ss2 = _stats(n, s, ss)
     nn, sn, ssn = n2.sum(axis=0), s2.sum(axis=0), ss2.sum(axis=0)
     k = nn.shape[0]
-    mask = nn > 0
+    active = np.ones(k, dtype=bool)
     if params.active is not None and len(params.active) == k:
-        mask &= np.array([bool(a) for a in params.active])
+        active = np.array([bool(a) for a in params.active])
+    mask = (nn > 0) & active
+    if mask.sum() < active.sum():
+        mask[:] = False  # an active arm without data: P(best) is not known yet
     seen = np.flatnonzero(mask)
     p_best = np.full(k, np.nan)
     loss = np.full(k, np.nan)

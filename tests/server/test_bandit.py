@@ -308,9 +308,13 @@ def test_arm_estimates_binary() -> None:
         assert 0 <= e.ci_low < e.mean < e.ci_high <= 1
     assert est[0].ci_low == pytest.approx(0.0829, abs=1e-3)  # Wilson 95% for 100/1000
     assert est[0].ci_high == pytest.approx(0.1203, abs=1e-3)
+    # an active arm without exposures: P(best) is not known for anyone yet
+    assert [e.p_best for e in est] == [None, None, None]
+    two = PolicyParams(active=(True, True, False))  # the third arm disabled: compare the first two
+    est = arm_estimates(n, s, s, two, rng())
     assert est[1].p_best is not None and est[1].p_best > 0.95
     assert (est[0].p_best or 0) + est[1].p_best == pytest.approx(1.0)
-    mini = arm_estimates(n, s, s, PolicyParams(direction="minimize"), rng())
+    mini = arm_estimates(n, s, s, dataclasses.replace(two, direction="minimize"), rng())
     assert mini[0].p_best is not None and mini[0].p_best > 0.95
 
 
