@@ -11,8 +11,8 @@ from typing import Any
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
-def test_quickstart_runs_against_a_live_server(live_server: Any) -> None:
-    server = live_server()
+def _run_example(server: Any, name: str) -> subprocess.CompletedProcess[str]:
+    """Run ``examples/<name>`` as a user would, pointed at ``server`` through the environment."""
     env = dict(
         os.environ,
         BANDITFLAGS_URL=server.url,
@@ -20,13 +20,15 @@ def test_quickstart_runs_against_a_live_server(live_server: Any) -> None:
         BANDITFLAGS_SDK_KEY=server.sdk_key,
     )
     result = subprocess.run(
-        [sys.executable, str(EXAMPLES / "quickstart.py")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
+        [sys.executable, str(EXAMPLES / name)], env=env, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_quickstart_runs_against_a_live_server(live_server: Any) -> None:
+    server = live_server()
+    result = _run_example(server, "quickstart.py")
     assert "flushed: True" in result.stdout
     assert "weights after one recompute" in result.stdout
     assert server.admin_key not in result.stdout
@@ -36,20 +38,7 @@ def test_otel_example_prints_a_trace_with_decision_and_reward(live_server: Any) 
     import json
 
     server = live_server()
-    env = dict(
-        os.environ,
-        BANDITFLAGS_URL=server.url,
-        BANDITFLAGS_ADMIN_KEY=server.admin_key,
-        BANDITFLAGS_SDK_KEY=server.sdk_key,
-    )
-    result = subprocess.run(
-        [sys.executable, str(EXAMPLES / "otel_tracing.py")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
+    result = _run_example(server, "otel_tracing.py")
     assert "flushed: True" in result.stdout
     # the console exporter prints one JSON object per span
     decoder, spans, i = json.JSONDecoder(), {}, 0
