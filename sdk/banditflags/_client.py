@@ -42,7 +42,22 @@ def _origin(base_url: str) -> str:
 
 _hash = mmh3.hash
 _monotonic = time.monotonic
-_otel = trace_module  # its _TRACER_PROVIDER is None until a real tracer provider is installed
+
+
+class _AlwaysCheck:
+    """Stands in for ``opentelemetry.trace`` if a future API drops its private ``_TRACER_PROVIDER``:
+    every decision then asks for the current span (the public, slower check) instead of failing."""
+
+    _TRACER_PROVIDER: object = object()
+
+
+def _provider_probe(module: Any) -> Any:
+    """What the hot path reads ``_TRACER_PROVIDER`` from: the API module (None there until a real
+    tracer provider is installed: one global read skips telemetry), or :class:`_AlwaysCheck`."""
+    return module if hasattr(module, "_TRACER_PROVIDER") else _AlwaysCheck()
+
+
+_otel = _provider_probe(trace_module)
 _SDK = f"banditflags-python/{__version__}"
 
 

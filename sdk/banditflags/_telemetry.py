@@ -90,7 +90,8 @@ trace_module = _trace
 
 def tracer_provider_installed() -> bool:
     """True once ``opentelemetry.trace.set_tracer_provider`` has been called in this process."""
-    return _trace._TRACER_PROVIDER is not None
+    # A future API without the private attribute: assume one is installed (the safe, slower answer).
+    return getattr(_trace, "_TRACER_PROVIDER", True) is not None
 
 
 def _current_span_getter() -> Any:

@@ -428,3 +428,15 @@ def test_token_parse_cache_is_bounded_and_skips_traced_tokens() -> None:
     for i in range(1, _token._PARSED_MAX + 10):
         _token.parse_token(f"bf1:btn:{i}:0")
     assert len(_token._parsed) <= _token._PARSED_MAX
+
+
+def test_hot_path_survives_an_api_without_the_private_provider_attribute() -> None:
+    """If opentelemetry-api drops ``_TRACER_PROVIDER``, decisions take the public check, not the default."""
+    import types
+
+    from banditflags import _client
+
+    bare = types.ModuleType("opentelemetry.trace")
+    probe = _client._provider_probe(bare)
+    assert probe._TRACER_PROVIDER is not None  # so the hot path goes on to ask for the current span
+    assert _client._provider_probe(_client.trace_module) is _client.trace_module
