@@ -77,14 +77,16 @@ def _install(settings: dict[str, Any]) -> None:
         lift = settings["lift"]
 
         def differ(a: Any, params: Any) -> bool:
-            return float(a.n.sum()) >= lift * 1000 - 1  # the scenarios serve 1,000 users per update
+            return bool(float(a.n.sum()) >= lift * 1000 - 1)  # the scenarios serve 1,000 users per update
 
-        bandit._differ = differ  # type: ignore[assignment]
+        bandit._differ = differ
         return
     if "eb" not in settings and "temper" not in settings:
         return
 
-    def thompson(n: FloatArray, s: FloatArray, ss: FloatArray, p: Any, rng: np.random.Generator) -> FloatArray:
+    def thompson(
+        n: FloatArray, s: FloatArray, ss: FloatArray, p: Any, rng: np.random.Generator
+    ) -> FloatArray:
         k = n.shape[0]
         m, v = _pooled_means(n, s, ss, p.reward)
         if p.direction == "minimize":
@@ -106,9 +108,9 @@ def _install(settings: dict[str, Any]) -> None:
         mu = mw + (1.0 - b) * (m - mw)
         sd = np.sqrt((1.0 - b) * v + b * b / float(w.sum()))
         x = mu[:, None] + sd[:, None] * rng.standard_normal((k, p.draws))
-        return np.bincount(x.argmax(axis=0), minlength=k) / p.draws
+        return np.asarray(np.bincount(x.argmax(axis=0), minlength=k) / p.draws, dtype=np.float64)
 
-    bandit._thompson = thompson  # type: ignore[assignment]
+    bandit._thompson = thompson
     del orig_differ
 
 
@@ -150,7 +152,7 @@ def main() -> None:
     arr = {key: np.array(v) for key, v in res.items()}
     print(f"{args.replications} replications ({args.aa_replications} A/A), seed 2024, "
           f"{time.monotonic() - started:.0f} s\n")  # fmt: skip
-    print("| candidate | bernoulli | gaussian | revenue | A/A runs with max share < 0.6 (95th pct) | both bars |")
+    print("| candidate | bernoulli | gaussian | revenue | A/A: runs with max share < 0.6 (95th pct) | both |")
     print("|---|---:|---:|---:|---:|---|")
     for c in cands:
         cells, ok = [], True

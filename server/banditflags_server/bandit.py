@@ -189,8 +189,8 @@ def _check_fields(v: Mapping[str, Any], k: int | None) -> list[tuple[str, str]]:
 
 
 _USER_FIELDS = (
-    "name", "floor", "burn_in", "max_step", "half_life", "window", "stratify", "stability", "balance", "draws",
-    "epsilon", "top_two_beta", "weights", "winner_p", "winner_min_n", "auto_promote",
+    "name", "floor", "burn_in", "max_step", "half_life", "window", "stratify", "stability", "balance",
+    "draws", "epsilon", "top_two_beta", "weights", "winner_p", "winner_min_n", "auto_promote",
 )  # fmt: skip
 
 
