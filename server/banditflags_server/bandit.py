@@ -8,10 +8,11 @@ Policies: ``thompson`` (probability that each arm is best, by Monte-Carlo over t
 ``top_two_thompson``, ``ucb1``, ``epsilon_greedy`` and ``fixed`` (a plain weighted rollout / A/B test).
 The learning policies share burn-in, an additive floor, a maximum step per update, a half-life discount
 and a sliding window over old periods, per-period stratified estimates (an additive period effect, so a
-moving base rate or late conversions bias no arm) and an optional stability guard for arms that cannot
-yet be told apart. Inactive (killed/disabled) arms always get exactly 0. Also here: the estimates of
-``/v1/flags/{key}/stats`` (P(best), expected loss), the SRM check, the winner signal and the guardrail
-test. docs/bandit.md explains each parameter and shows measured quality.
+moving base rate or late conversions bias no arm), an optional stability guard for arms that cannot yet
+be told apart and an optional balance guard that caps every arm until the arms are shown to differ (an
+A/A test stays balanced). Inactive (killed/disabled) arms always get exactly 0. Also here: the estimates
+of ``/v1/flags/{key}/stats`` (P(best), expected loss), the SRM check, the winner signal and the
+guardrail test. docs/bandit.md explains each parameter and shows measured quality.
 
 Example:
     >>> import numpy as np
@@ -873,9 +874,10 @@ def compute_weights(
 
     Order of operations for the learning policies: pool the periods (discounted by the half-life, if any);
     until every active arm has ``burn_in`` exposures (undiscounted), uniform over the active arms; else
-    the policy's weights; then the floor ``w = f + (1 - K_active * f) * w`` over active arms; then the
-    step limit towards ``params.previous``. Inactive arms get exactly 0. ``fixed`` serves its weights
-    (uniform if none) with no burn-in, floor or step limit. Deterministic given ``rng``.
+    the policy's weights, through the stability and balance guards if set; then the floor ``w = f + (1 -
+    K_active * f) * w`` over active arms; then the step limit towards ``params.previous``. Inactive arms
+    get exactly 0. ``fixed`` serves its weights (uniform if none) with no burn-in, floor or step limit.
+    Deterministic given ``rng``.
 
     Raises ValueError on malformed stats or context (shapes, negative counts, all arms inactive).
     The floor is guaranteed when ``previous`` (if used) respects it too.
