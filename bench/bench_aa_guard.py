@@ -13,6 +13,10 @@ traffic. Candidates (docs/bandit.md, "A/A balance"):
   Cochran's Q exceeds 13.8, the 99.9% point of chi-squared with 2 df; uniform while tau^2 = 0).
 - ``temper p0``: Thompson's P(best) mixed with the uniform split by the posterior probability that the
   arms differ (the balance guard's mixture likelihood ratio with prior probability p0 of a difference).
+- ``chi2 12.5``: the balance cap with a repeated significance test instead of the mixture likelihood
+  ratio: lifted once Cochran's Q (chi-squared homogeneity statistic, pooled variance) reaches 12.5 at any
+  update. Calibrated to the 100 updates of these runs (not anytime-valid: a longer A/A run crosses more
+  often).
 - ``lift at t``: an oracle bound: the balance cap until update t whatever the data, then plain Thompson.
   It shows how early any rule must let the leader past 0.6 to keep within +10%.
 
@@ -50,6 +54,7 @@ CANDIDATES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "eb-dl": ({"name": "thompson"}, {"eb": 2.0}),
     "eb-q13.8": ({"name": "thompson"}, {"eb": 13.8}),
     "temper 0.05": ({"name": "thompson"}, {"temper": 0.05}),
+    "chi2 12.5": ({"name": "thompson", "balance": 0.59}, {"chi2": 12.5}),
     "lift at 3": ({"name": "thompson", "balance": 0.59}, {"lift": 3}),
     "lift at 6": ({"name": "thompson", "balance": 0.59}, {"lift": 6}),
     "lift at 20": ({"name": "thompson", "balance": 0.59}, {"lift": 20}),
@@ -80,6 +85,19 @@ def _install(settings: dict[str, Any]) -> None:
             return bool(float(a.n.sum()) >= lift * 1000 - 1)  # the scenarios serve 1,000 users per update
 
         bandit._differ = differ
+        return
+    if "chi2" in settings:
+        thr = settings["chi2"]
+
+        def differ_q(a: Any, params: Any) -> bool:
+            if np.any(a.n <= 0):
+                return False
+            m, v = _pooled_means(a.n, a.s, a.ss, params.reward)
+            w = 1.0 / v
+            mw = float(w @ m) / float(w.sum())
+            return bool(float(w @ (m - mw) ** 2) >= thr)
+
+        bandit._differ = differ_q
         return
     if "eb" not in settings and "temper" not in settings:
         return
