@@ -914,7 +914,7 @@ def compute_weights(
         else:
             wa = _epsilon_greedy(na, sa, params)
         wa = _stability_guard(wa / wa.sum(), arms, params)
-        wa = _balance_guard(wa / wa.sum(), arms, params)
+        wa = _balance_guard(wa, arms, params)  # the stability guard keeps the sum at 1
         wa = wa / wa.sum()
     f = min(params.floor, 1.0 / ka)
     wa = f + (1.0 - ka * f) * wa
