@@ -79,8 +79,9 @@ _GUARD_N0 = 300
 # equal arms that happens with probability <= _BALANCE_ALPHA however often it is checked (Ville's
 # inequality), so an A/A test stays balanced over its whole life. The mixture puts the arm effects on
 # N(0, tau^2) with tau^2 = (variance of one reward) / n0 for each n0 in _BALANCE_N0 (equal weights): an
-# effect that n0 exposures per arm measure with a standard error of its own size. 300 measured best of
-# 150 / 300 / 600 / 1000 / 3000 on the stationary scenarios (docs/bandit.md).
+# effect that n0 exposures per arm measure with a standard error of its own size. 300 cost the least on
+# the Bernoulli and Gaussian scenarios of 150 / 300 / 600 / 1000 / 3000 (1000: a little less on revenue,
+# more on Gaussian); bench/bench_aa_guard.py and docs/bandit.md have the numbers.
 _BALANCE_ALPHA = 0.05
 _BALANCE_N0: tuple[float, ...] = (300.0,)
 # Two-sided 95% Student t quantiles for df = 1..30.
@@ -874,10 +875,10 @@ def compute_weights(
 
     Order of operations for the learning policies: pool the periods (discounted by the half-life, if any);
     until every active arm has ``burn_in`` exposures (undiscounted), uniform over the active arms; else
-    the policy's weights, through the stability and balance guards if set; then the floor ``w = f + (1 -
-    K_active * f) * w`` over active arms; then the step limit towards ``params.previous``. Inactive arms
-    get exactly 0. ``fixed`` serves its weights (uniform if none) with no burn-in, floor or step limit.
-    Deterministic given ``rng``.
+    the policy's weights, through the stability and balance guards if set; then the floor
+    ``w = f + (1 - K_active * f) * w`` over active arms; then the step limit towards ``params.previous``.
+    Inactive arms get exactly 0. ``fixed`` serves its weights (uniform if none) with no burn-in, floor or
+    step limit. Deterministic given ``rng``.
 
     Raises ValueError on malformed stats or context (shapes, negative counts, all arms inactive).
     The floor is guaranteed when ``previous`` (if used) respects it too.
