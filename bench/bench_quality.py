@@ -20,7 +20,9 @@ import numpy as np
 
 from banditflags_server.simulate import Summary, make_scenario, parse_policies, simulate, svg_plot, table
 
-POLICIES = "uniform,thompson,ucb1,epsilon_greedy,banditflags,banditflags-stable,banditflags-ns"
+POLICIES = (
+    "uniform,thompson,ucb1,epsilon_greedy,banditflags,banditflags-stable,banditflags-balance,banditflags-ns"
+)
 SCENARIOS = ("bernoulli", "gaussian", "revenue", "drift", "switch", "seasonal", "aa")
 
 
@@ -66,16 +68,16 @@ def main() -> None:
     for sc in ("bernoulli", "gaussian", "revenue", "seasonal"):
         if sc in results:
             print(f"- {sc}: banditflags vs thompson {ratio(sc, 'banditflags', 'thompson')}")
-            print(f"- {sc}: guard cost, banditflags-stable vs banditflags "
-                  f"{ratio(sc, 'banditflags-stable', 'banditflags')}")  # fmt: skip
-            u, g, t = (results[sc][p].mean for p in ("uniform", "banditflags-stable", "thompson"))
-            print(f"- {sc}: share of plain Thompson's gain over uniform that banditflags-stable keeps: "
-                  f"{(u - g) / (u - t):.3f}")  # fmt: skip
+            for guard in ("banditflags-stable", "banditflags-balance"):
+                print(f"- {sc}: guard cost, {guard} vs thompson {ratio(sc, guard, 'thompson')}")
+                u, g, t = (results[sc][p].mean for p in ("uniform", guard, "thompson"))
+                print(f"- {sc}: share of plain Thompson's gain over uniform that {guard} keeps: "
+                      f"{(u - g) / (u - t):.3f}")  # fmt: skip
     for sc in ("drift", "switch"):
         if sc in results:
             print(f"- {sc}: banditflags-ns vs thompson {ratio(sc, 'banditflags-ns', 'thompson')}")
     if "aa" in results:
-        for p in ("thompson", "banditflags", "banditflags-stable", "banditflags-ns"):
+        for p in ("thompson", "banditflags", "banditflags-stable", "banditflags-balance", "banditflags-ns"):
             m = results["aa"][p].max_share
             print(f"- aa: {p}: runs with max share < 0.6: {100 * float((m < 0.6).mean()):.1f}%, "
                   f"95th percentile of the max share {float(np.percentile(m, 95)):.2f}")  # fmt: skip

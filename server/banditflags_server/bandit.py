@@ -8,10 +8,11 @@ Policies: ``thompson`` (probability that each arm is best, by Monte-Carlo over t
 ``top_two_thompson``, ``ucb1``, ``epsilon_greedy`` and ``fixed`` (a plain weighted rollout / A/B test).
 The learning policies share burn-in, an additive floor, a maximum step per update, a half-life discount
 and a sliding window over old periods, per-period stratified estimates (an additive period effect, so a
-moving base rate or late conversions bias no arm) and an optional stability guard for arms that cannot
-yet be told apart. Inactive (killed/disabled) arms always get exactly 0. Also here: the estimates of
-``/v1/flags/{key}/stats`` (P(best), expected loss), the SRM check, the winner signal and the guardrail
-test. docs/bandit.md explains each parameter and shows measured quality.
+moving base rate or late conversions bias no arm), an optional stability guard for arms that cannot yet
+be told apart and an optional balance guard that caps every arm until the arms are shown to differ (an
+A/A test stays balanced). Inactive (killed/disabled) arms always get exactly 0. Also here: the estimates
+of ``/v1/flags/{key}/stats`` (P(best), expected loss), the SRM check, the winner signal and the
+guardrail test. docs/bandit.md explains each parameter and shows measured quality.
 
 Example:
     >>> import numpy as np
@@ -73,6 +74,16 @@ STABILITY = 0.0
 # The mixture's variance is the variance of a difference measured with _GUARD_N0 exposures per arm.
 _GUARD_ALPHA = 0.1
 _GUARD_N0 = 300
+# The balance guard (``balance``) keeps every arm at or below ``balance`` of the traffic until a mixture
+# likelihood ratio of "the arm means differ" against "all arms are equal" reaches 1/_BALANCE_ALPHA. Under
+# equal arms that happens with probability <= _BALANCE_ALPHA however often it is checked (Ville's
+# inequality), so an A/A test stays balanced over its whole life. The mixture puts the arm effects on
+# N(0, tau^2) with tau^2 = (variance of one reward) / n0 for each n0 in _BALANCE_N0 (equal weights): an
+# effect that n0 exposures per arm measure with a standard error of its own size. 300 cost the least on
+# the Bernoulli and Gaussian scenarios of 150 / 300 / 600 / 1000 / 3000 (1000: a little less on revenue,
+# more on Gaussian); bench/bench_aa_guard.py and docs/bandit.md have the numbers.
+_BALANCE_ALPHA = 0.05
+_BALANCE_N0: tuple[float, ...] = (300.0,)
 # Two-sided 95% Student t quantiles for df = 1..30.
 _T975 = (
     12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622, 2.2281,
@@ -152,6 +163,7 @@ def _check_fields(v: Mapping[str, Any], k: int | None) -> list[tuple[str, str]]:
     num("half_life", 0.0, math.inf, lo_open=True, nullable=True)
     num("window", 0.0, math.inf, lo_open=True, nullable=True)
     num("stability", 0.0, 1.0)
+    num("balance", 0.0, 1.0, lo_open=True, nullable=True)
     num("winner_p", 0.5, 1.0)
     integer("winner_min_n", 0, MAX_BURN_IN)
     if not isinstance(v["auto_promote"], (bool, np.bool_)):
@@ -179,8 +191,8 @@ def _check_fields(v: Mapping[str, Any], k: int | None) -> list[tuple[str, str]]:
 
 
 _USER_FIELDS = (
-    "name", "floor", "burn_in", "max_step", "half_life", "window", "stratify", "stability", "draws",
-    "epsilon", "top_two_beta", "weights", "winner_p", "winner_min_n", "auto_promote",
+    "name", "floor", "burn_in", "max_step", "half_life", "window", "stratify", "stability", "balance",
+    "draws", "epsilon", "top_two_beta", "weights", "winner_p", "winner_min_n", "auto_promote",
 )  # fmt: skip
 
 
@@ -209,6 +221,7 @@ class PolicyParams:
     window: float | None = None
     stratify: bool = True
     stability: float = STABILITY
+    balance: float | None = None
     draws: int = 10_000
     epsilon: float = 0.1
     top_two_beta: float = 0.5
@@ -286,6 +299,7 @@ class PolicyParams:
             window=None if values["window"] is None else float(values["window"]),
             stratify=bool(values["stratify"]),
             stability=float(values["stability"]),
+            balance=None if values["balance"] is None else float(values["balance"]),
             draws=int(values["draws"]),
             epsilon=float(values["epsilon"]),
             top_two_beta=float(values["top_two_beta"]),
@@ -806,6 +820,54 @@ def _stability_guard(w: FloatArray, a: _Arms, params: PolicyParams) -> FloatArra
     return out
 
 
+def _log_mix_lr(m: FloatArray, v: FloatArray, tau2: float) -> float:
+    """Log likelihood ratio of "arm effects ~ N(0, tau2)" against "all arms equal" for arm means ``m``
+    with variances ``v`` (normal approximation), the common mean integrated out with a flat prior."""
+
+    def log_marginal(d: FloatArray) -> float:
+        p = 1.0 / d
+        sp = float(p.sum())
+        q = float(p @ (m * m)) - float(p @ m) ** 2 / sp
+        return -0.5 * (float(np.log(d).sum()) + math.log(sp) + q)
+
+    return log_marginal(v + tau2) - log_marginal(v)
+
+
+def _differ(a: _Arms, params: PolicyParams) -> bool:
+    """Whether the data shows that the arms are not all equal (anytime-valid mixture test)."""
+    m, _, pooled = _mean_var(a, params.reward)
+    if np.any(a.n <= 0) or pooled <= 0.0:
+        return False
+    # Under "all equal" every arm has the pooled variance: an arm's own (smaller, by chance) variance would
+    # make its deviation look more significant than it is.
+    if params.reward == "binary":
+        mb = float(a.s.sum() + 1.0) / float(a.n.sum() + 2.0)
+        pooled = mb * (1.0 - mb)
+    v = pooled / a.n
+    # Shift and scale so that the sums stay well conditioned for large rewards.
+    ref, unit = float(m.mean()), math.sqrt(pooled)
+    ms, vs = (m - ref) / unit, v / (unit * unit)
+    lrs = [_log_mix_lr(ms, vs, 1.0 / n0) for n0 in _BALANCE_N0]
+    top = max(lrs)
+    log_avg = top + math.log(sum(math.exp(x - top) for x in lrs) / len(lrs))
+    return log_avg >= math.log(1.0 / _BALANCE_ALPHA)
+
+
+def _balance_guard(w: FloatArray, a: _Arms, params: PolicyParams) -> FloatArray:
+    """Until the arms are shown not to be all equal, no arm's served share (after the floor) exceeds
+    ``balance`` (at least 1/K); the excess goes to the other arms in proportion to their weight."""
+    ka = w.shape[0]
+    if params.balance is None or ka < 2 or params.balance >= 1.0:
+        return w
+    f = min(params.floor, 1.0 / ka)
+    cap = max(params.balance, 1.0 / ka)
+    pre = (cap - f) / (1.0 - ka * f) if ka * f < 1.0 else 1.0
+    pre = max(pre, 1.0 / ka)
+    if float(w.max()) <= pre or _differ(a, params):
+        return w
+    return _cap(w, pre)
+
+
 def compute_weights(
     n: ArrayLike, s: ArrayLike, ss: ArrayLike, params: PolicyParams, rng: np.random.Generator
 ) -> FloatArray:
@@ -813,9 +875,10 @@ def compute_weights(
 
     Order of operations for the learning policies: pool the periods (discounted by the half-life, if any);
     until every active arm has ``burn_in`` exposures (undiscounted), uniform over the active arms; else
-    the policy's weights; then the floor ``w = f + (1 - K_active * f) * w`` over active arms; then the
-    step limit towards ``params.previous``. Inactive arms get exactly 0. ``fixed`` serves its weights
-    (uniform if none) with no burn-in, floor or step limit. Deterministic given ``rng``.
+    the policy's weights, through the stability and balance guards if set; then the floor
+    ``w = f + (1 - K_active * f) * w`` over active arms; then the step limit towards ``params.previous``.
+    Inactive arms get exactly 0. ``fixed`` serves its weights (uniform if none) with no burn-in, floor or
+    step limit. Deterministic given ``rng``.
 
     Raises ValueError on malformed stats or context (shapes, negative counts, all arms inactive).
     The floor is guaranteed when ``previous`` (if used) respects it too.
@@ -852,6 +915,7 @@ def compute_weights(
         else:
             wa = _epsilon_greedy(na, sa, params)
         wa = _stability_guard(wa / wa.sum(), arms, params)
+        wa = _balance_guard(wa, arms, params)  # the stability guard keeps the sum at 1
         wa = wa / wa.sum()
     f = min(params.floor, 1.0 / ka)
     wa = f + (1.0 - ka * f) * wa

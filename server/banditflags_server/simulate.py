@@ -15,8 +15,9 @@ Scenarios (``--scenario``): ``bernoulli``, ``gaussian``, ``revenue`` (stationary
 Policies (``--policies``): ``uniform``, ``thompson`` (plain Thompson sampling the way GrowthBook and
 MABWiser run it: pooled history, 1% floor, burn-in 100), ``ucb1`` and ``epsilon_greedy`` (MABWiser's),
 ``banditflags`` (this engine's defaults: Thompson sampling on stratified estimates), ``banditflags-stable``
-(with the stability guard at 0.85), ``banditflags-ns`` (the defaults with a one-day half-life),
-``top_two``; or ``NAME={json policy}`` for any parameters.
+(with the stability guard at 0.85), ``banditflags-balance`` (with the balance guard at 0.59),
+``banditflags-ns`` (the defaults with a one-day half-life), ``top_two``; or ``NAME={json policy}`` for any
+parameters.
 
 Example::
 
@@ -53,6 +54,7 @@ POLICY_PRESETS: dict[str, dict[str, Any] | None] = {
     "top_two": {"name": "top_two_thompson"},
     "banditflags": {"name": "thompson"},
     "banditflags-stable": {"name": "thompson", "stability": 0.85},
+    "banditflags-balance": {"name": "thompson", "balance": 0.59},
     "banditflags-ns": {"name": "thompson", "half_life": 86_400.0},
 }
 

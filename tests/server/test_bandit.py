@@ -229,7 +229,7 @@ def test_from_dict_defaults_and_round_trip() -> None:
     assert p == PolicyParams()
     d = p.to_dict()
     assert set(d) == {"name", "floor", "burn_in", "max_step", "half_life", "window", "stratify", "stability",
-                      "draws", "epsilon", "top_two_beta", "weights", "winner_p", "winner_min_n",
+                      "balance", "draws", "epsilon", "top_two_beta", "weights", "winner_p", "winner_min_n",
                       "auto_promote"}  # fmt: skip
     assert PolicyParams.from_dict(d, {"reward": "binary"}, 3) == p
     q = PolicyParams.from_dict(

@@ -57,6 +57,7 @@ def engine_case(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, np.ndarray, Po
         window=draw(st.none() | st.floats(100, 1e5)),
         stratify=draw(st.booleans()),
         stability=draw(st.sampled_from([0.0, 0.5, 0.85, 1.0])),
+        balance=draw(st.sampled_from([None, 0.1, 0.59, 1.0])),
         draws=draw(st.sampled_from([100, 1000])),
         active=active,
         period_ages=tuple(float(x) for x in np.arange(p, 0, -1) * 3600.0),
@@ -109,6 +110,51 @@ def test_guard_caps_tied_arms(case: tuple[np.ndarray, np.ndarray, np.ndarray, Po
     assert w.max() <= 1 / k + (1 - 1 / k) * 0.15 + 1e-9
 
 
+@settings(max_examples=100, deadline=None)
+@given(engine_case(), st.floats(0.2, 0.9))
+def test_balance_caps_equal_arms(
+    case: tuple[np.ndarray, np.ndarray, np.ndarray, PolicyParams], cap: float
+) -> None:
+    """Identical arms: whatever their (equal) data, no served share exceeds the balance cap (or 1/K)."""
+    n, s, ss, params = case
+    k = n.shape[1]
+    same = (np.repeat(n[:, :1], k, 1), np.repeat(s[:, :1], k, 1), np.repeat(ss[:, :1], k, 1))
+    params = dataclasses.replace(params, balance=cap, stability=0.0, active=None, max_step=None)
+    w = compute_weights(*same, params, rng())
+    assert w.max() <= max(cap, 1 / k) + 1e-9
+
+
+def test_balance_holds_until_the_arms_differ() -> None:
+    p = PolicyParams(balance=0.59, burn_in=0)
+    # Noise: 3 arms at 5% with a chance lead (z ~ 1.5 for the top pair) that Thompson follows.
+    n = [3000.0, 3000.0, 3000.0]
+    noisy = [140.0, 150.0, 175.0]
+    plain = compute_weights(n, noisy, noisy, dataclasses.replace(p, balance=None), rng())
+    assert plain.max() > 0.75
+    capped = compute_weights(n, noisy, noisy, p, rng())
+    assert capped.max() <= 0.59 + 1e-12 and int(capped.argmax()) == 2
+    # A real difference (4% / 5% / 6%): the cap is lifted, the weights are Thompson's.
+    clear = [120.0, 150.0, 180.0]
+    assert np.array_equal(
+        compute_weights(n, clear, clear, p, rng()),
+        compute_weights(n, clear, clear, dataclasses.replace(p, balance=None), rng()),
+    )
+    # Continuous rewards of any scale: the same decision.
+    for scale in (1e-3, 1.0, 1e4):
+        pc = dataclasses.replace(p, reward="continuous")
+        x = np.array(noisy) * scale
+        assert compute_weights(n, x, x * scale, pc, rng()).max() <= 0.59 + 1e-12
+
+
+def test_balance_keeps_an_aa_simulation_balanced() -> None:
+    sc = make_scenario("aa", steps=30)
+    spec = {"name": "thompson", "balance": 0.59}
+    worst = [run_once(sc, spec, [7, r], draws=2000).shares.max() for r in range(6)]
+    assert max(worst) < 0.6
+    plain = [run_once(sc, {"name": "thompson"}, [7, r], draws=2000).shares.max() for r in range(6)]
+    assert max(plain) > 0.8  # without the guard, Thompson does drive an identical arm up
+
+
 def test_stratification_removes_a_moving_base_rate() -> None:
     # Simpson's paradox: arm 1 is better by 1 point in every period, but got most of its traffic in the
     # period with the low base rate; pooled, it looks worse.
@@ -147,6 +193,8 @@ def test_new_parameters_are_validated() -> None:
     for policy, field in [
         ({"window": 0}, "policy.window"),
         ({"stability": 1.5}, "policy.stability"),
+        ({"balance": 0}, "policy.balance"),
+        ({"balance": 1.5}, "policy.balance"),
         ({"stratify": "yes"}, "policy.stratify"),
         ({"winner_p": 0.2}, "policy.winner_p"),
         ({"winner_min_n": -1}, "policy.winner_min_n"),
