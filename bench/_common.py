@@ -46,12 +46,15 @@ def config(n_flags: int = 1) -> dict[str, Any]:
 
 
 def transport(payload: dict[str, Any]) -> httpx.MockTransport:
-    """An in-process server answering ``/v1/config`` with ``payload`` and 202 to events."""
+    """An in-process server answering ``/v1/config`` with ``payload``, 202 to events and 404 to the
+    stream (the clients poll once; nothing changes during a benchmark)."""
 
     def handler(request: httpx.Request) -> httpx.Response:
         if request.url.path == "/v1/config":
             return httpx.Response(200, json=payload, headers={"ETag": '"1"'})
-        return httpx.Response(202, json={"duplicate": False})
+        if request.url.path == "/v1/events":
+            return httpx.Response(202, json={"duplicate": False})
+        return httpx.Response(404, json={"error": {"code": "not_found", "message": "no such endpoint"}})
 
     return httpx.MockTransport(handler)
 

@@ -16,38 +16,13 @@ import statistics
 import time
 from collections.abc import Callable
 
-import httpx
+from _common import config, transport
 from openfeature import api
 from openfeature.evaluation_context import EvaluationContext
 from openfeature.provider.in_memory_provider import InMemoryFlag, InMemoryProvider
 
 from banditflags import Client
 from banditflags.openfeature import BanditflagsProvider
-
-CONFIG = {
-    "schema": 1,
-    "revision": 1,
-    "flags": [
-        {
-            "key": "checkout-button",
-            "salt": "3f0c9a1e5d7b2a4c",
-            "state": "running",
-            "exploration": 1.0,
-            "version": 1,
-            "control": "blue",
-            "weights": [0.5, 0.5],
-            "variants": [{"key": "blue", "value": "#00f"}, {"key": "green", "value": "#0f0"}],
-            "table": [[0, 5000], [1, 5000]],
-            "objective": {"reward": "binary", "direction": "maximize", "unit": "decision"},
-        }
-    ],
-}
-
-
-def handler(request: httpx.Request) -> httpx.Response:
-    if request.url.path == "/v1/config":
-        return httpx.Response(200, json=CONFIG, headers={"ETag": '"1"'})
-    return httpx.Response(202, json={})
 
 
 def per_call_ns(fn: Callable[[int], object], batches: int, size: int) -> float:
@@ -70,7 +45,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=200)
     args = ap.parse_args()
 
-    client = Client("http://bf", "bf_sdk_bench", transport=httpx.MockTransport(handler), max_queue=10**7)
+    client = Client("http://bf", "bf_sdk_bench", transport=transport(config()), max_queue=10**7)
     assert client.wait_until_ready(5.0)
     api.set_provider_and_wait(BanditflagsProvider(client), "banditflags")
     memory = InMemoryProvider({"checkout-button": InMemoryFlag("blue", {"blue": "#00f", "green": "#0f0"})})

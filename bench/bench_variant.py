@@ -15,51 +15,10 @@ import gc
 import statistics
 import time
 
-import httpx
 import mmh3
+from _common import SALT, config, percentile, transport
 
 from banditflags import Client
-
-CONFIG = {
-    "schema": 1,
-    "revision": 1,
-    "flags": [
-        {
-            "key": "checkout-button",
-            "salt": "3f0c9a1e5d7b2a4c",
-            "state": "running",
-            "exploration": 1.0,
-            "version": 1,
-            "control": "blue",
-            "weights": [0.5, 0.3, 0.2],
-            "variants": [
-                {"key": "blue", "value": "#00f"},
-                {"key": "green", "value": "#0f0"},
-                {"key": "red", "value": "#f00"},
-            ],
-            "table": [[0, 5000], [1, 3000], [2, 2000]],
-            "objective": {"reward": "binary", "direction": "maximize", "unit": "decision"},
-        }
-    ],
-}
-
-
-def handler(request: httpx.Request) -> httpx.Response:
-    if request.url.path == "/v1/config":
-        return httpx.Response(200, json=CONFIG, headers={"ETag": '"1"'})
-    return httpx.Response(202, json={"duplicate": False})
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def measure(fn_batch: object, batches: int) -> list[float]:
-    out = []
-    for _ in range(batches):
-        out.append(fn_batch())  # type: ignore[operator]
-    return out
 
 
 def main() -> None:
@@ -74,7 +33,7 @@ def main() -> None:
     client = Client(
         "http://bench",
         "bf_sdk_bench",
-        transport=httpx.MockTransport(handler),
+        transport=transport(config()),
         flush_interval=1.0,
         max_queue=10_000_000,
     )
@@ -84,7 +43,7 @@ def main() -> None:
         variant("checkout-button", u)
 
     table = bytes([0] * 5000 + [1] * 3000 + [2] * 2000)
-    keys = [f"3f0c9a1e5d7b2a4c.{u}" for u in ids]
+    keys = [f"{SALT}.{u}" for u in ids]
     h = mmh3.hash
 
     def floor_batch() -> float:
