@@ -14,8 +14,12 @@ bf_install() {
     fi
     local stamp="$VENV/.banditflags-$extras-$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)"
     if [ ! -f "$stamp" ]; then
-        echo "==> installing banditflags[$extras] into $VENV" >&2
-        "$VENV/bin/python" -m pip install -q -e "$ROOT[$extras]" >&2
+        echo "==> installing banditflags[$extras] into $VENV (log: $VENV/pip-install.log)" >&2
+        if ! "$VENV/bin/python" -m pip install -e "$ROOT[$extras]" > "$VENV/pip-install.log" 2>&1; then
+            tail -n 40 "$VENV/pip-install.log" >&2
+            echo "pip install failed; the whole log is $VENV/pip-install.log" >&2
+            exit 1
+        fi
         touch "$stamp"
     fi
 }
