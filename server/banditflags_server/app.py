@@ -76,7 +76,7 @@ def create_app(settings: Settings, store: Store | None = None) -> Starlette:
         try:
             if store is None:
                 await run_in_threadpool(st.sync_settings_keys, settings.admin_keys, settings.sdk_keys)
-            ring = KeyRing(st)
+            ring = KeyRing(st, recheck=settings.key_recheck)
             await run_in_threadpool(ring.load)
             app.state.ctx = Context(settings=settings, store=st)
             app.state.keys = ring

@@ -1,13 +1,14 @@
 """Bearer-key authentication: ``admin`` keys may do everything, ``sdk`` keys only config and events.
 
 Keys are compared by their sha256 (the store keeps nothing else); a key never reaches a log line or a
-response. Known hashes are cached in memory; an unknown one is looked up in the database, so keys added by
-another process are honoured.
+response. Known hashes are cached in memory for ``key_recheck`` seconds; an unknown or expired one is
+looked up in the database, so keys added by another process are honoured and keys it revoked stop working.
 """
 
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Awaitable, Callable
 
 from starlette.concurrency import run_in_threadpool
@@ -21,17 +22,35 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 class KeyRing:
-    """sha256 -> kind, cached; falls back to the store for hashes it has not seen. The key's name
-    (for the audit log) is looked up once per key and cached too."""
+    """sha256 -> (kind, when checked), cached for ``recheck`` seconds; falls back to the store for hashes
+    it has not seen or not checked lately. The key's name (for the audit log) is cached while the key is."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, recheck: float = 30.0) -> None:
         self.store = store
-        self.known: dict[str, str] = {}
+        self.recheck = recheck
+        self.known: dict[str, tuple[str, float]] = {}
         self.names: dict[str, str] = {}
 
     def load(self) -> None:
         """Read every stored key hash (blocking)."""
-        self.known = self.store.all_keys()
+        now = time.monotonic()
+        self.known = {digest: (kind, now) for digest, kind in self.store.all_keys().items()}
+
+    async def _lookup(self, digest: str) -> str | None:
+        """The stored kind of a key hash, refreshing the cache; the cached kind if the database fails."""
+        hit = self.known.get(digest)
+        try:
+            kind = await run_in_threadpool(self.store.key_kind, digest)
+        except Exception:
+            if hit is None:
+                raise
+            return hit[0]  # the database is down: keep serving the keys we know rather than lock out SDKs
+        if kind is None:
+            self.known.pop(digest, None)
+            self.names.pop(digest, None)
+            return None
+        self.known[digest] = (kind, time.monotonic())
+        return kind
 
     async def name(self, digest: str) -> str:
         """The stored name of a known key (``env-admin``, ``admin-initial``, ...); never the key."""
@@ -54,12 +73,12 @@ class KeyRing:
                 headers={"WWW-Authenticate": "Bearer"},
             )
         digest = hash_key(key)
-        kind = self.known.get(digest)
+        hit = self.known.get(digest)
+        kind = hit[0] if hit is not None and time.monotonic() - hit[1] < self.recheck else None
         if kind is None:
-            kind = await run_in_threadpool(self.store.key_kind, digest)
+            kind = await self._lookup(digest)
             if kind is None:
                 raise ApiError(401, "unknown key", headers={"WWW-Authenticate": "Bearer"})
-            self.known[digest] = kind
         request.state.key_hash = digest
         return kind
 

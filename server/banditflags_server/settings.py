@@ -74,6 +74,9 @@ class Settings:
     stream_poll: float = 0.1
     stream_heartbeat: float = 15.0
     max_streams: int = 10_000
+    #: Seconds a process trusts a key it has checked before asking the database again, so a key revoked
+    #: through another process (a restart with rotated keys) stops working here too.
+    key_recheck: float = 30.0
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -89,6 +92,8 @@ class Settings:
             raise SettingsError("stream_heartbeat: must be 0.05..3600 seconds")
         if not isinstance(self.max_streams, int) or not 0 <= self.max_streams <= 1_000_000:
             raise SettingsError("max_streams: must be an integer in 0..1000000")
+        if not 0.0 <= float(self.key_recheck) <= 86400.0:
+            raise SettingsError("key_recheck: must be 0..86400 seconds")
         if self.log_level not in _LOG_LEVELS:
             raise SettingsError(f"log_level: must be one of {', '.join(_LOG_LEVELS)}")
         if not self.host:
@@ -121,6 +126,7 @@ class Settings:
             ("BANDITFLAGS_STREAM_POLL", "stream_poll", float),
             ("BANDITFLAGS_STREAM_HEARTBEAT", "stream_heartbeat", float),
             ("BANDITFLAGS_MAX_STREAMS", "max_streams", int),
+            ("BANDITFLAGS_KEY_RECHECK", "key_recheck", float),
         ):
             if env.get(name):
                 values[attr] = _number(env[name], name, kind)

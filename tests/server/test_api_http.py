@@ -250,3 +250,16 @@ def test_a_change_through_this_process_is_served_at_once(server: Any, admin: htt
     _create(admin, "local")
     r = sdk.get("/v1/config", headers={"If-None-Match": etag})
     assert r.status_code == 200 and [f["key"] for f in r.json()["flags"]] == ["local"]
+
+
+def test_a_key_revoked_through_another_process_stops_working_here(live_server: Any) -> None:
+    first = live_server(env={"BANDITFLAGS_KEY_RECHECK": "0.2"})
+    with first.client("sdk") as sdk:
+        assert sdk.get("/v1/config").status_code == 200  # known and cached by the first process
+        # A second process on the same database rotates the keys: the first's sdk key is revoked.
+        live_server(db=first.db)
+        deadline = time.monotonic() + 10.0
+        while (status := sdk.get("/v1/config").status_code) == 200:
+            assert time.monotonic() < deadline, "the revoked key kept working"
+            time.sleep(0.05)
+        assert status == 401
