@@ -176,6 +176,11 @@ async def get_stream(request: Request) -> Response:
 routes = [Route("/v1/stream", get_stream, methods=["GET"])]
 
 
+#: Writes that never change the config: event batches arrive all the time and must not make every
+#: config poll re-read the revision (nor wake the watcher for nothing).
+_NEVER_CHANGE_CONFIG = frozenset({"/v1/events"})
+
+
 class PokeOnWrite:
     """ASGI middleware: after a successful POST/PATCH/PUT/DELETE, poke the watcher so this process's
     streams carry the change at once instead of at the next poll."""
@@ -185,7 +190,11 @@ class PokeOnWrite:
         self.hub = hub
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+        if (
+            scope["type"] != "http"
+            or scope["method"] in ("GET", "HEAD", "OPTIONS")
+            or scope["path"] in _NEVER_CHANGE_CONFIG
+        ):
             await self.app(scope, receive, send)
             return
         status = 500
