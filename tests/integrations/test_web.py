@@ -10,6 +10,7 @@ import importlib.util
 import re
 import signal
 import socket
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +35,7 @@ def load_example(name: str, monkeypatch: pytest.MonkeyPatch, server: Any) -> Mod
     spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)  # importable by name (Django's ROOT_URLCONF)
     spec.loader.exec_module(module)
     return module
 
@@ -82,6 +84,31 @@ def test_flask_example_sticky_cookie_header_and_reward(flask_example: ModuleType
     arm = ARMS[first.json["variant"]]
     periods = flags.periods("checkout-button")
     assert sum(n for n, _ in periods.values()) == 6 and periods[(1, arm)][1] == 1
+
+
+def test_django_example_sticky_cookie_and_reward(flags: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("django")
+    flags.create("checkout-button", (0.5, 0.5))
+    example = load_example("django_app", monkeypatch, flags.server)
+    try:
+        with httpx.Client(transport=httpx.WSGITransport(app=example.application), base_url="http://t") as app:
+            first = app.get("/api/checkout")
+            assert first.status_code == 200, first.text
+            assert first.headers["set-cookie"].startswith("bf_uid=")
+            unit, variant = first.json()["unit"], first.json()["variant"]
+            assert first.json()["reason"] == "split" and variant in ARMS
+            for _ in range(3):  # httpx keeps the cookie: the visitor stays on its variant
+                again = app.get("/api/checkout")
+                assert "set-cookie" not in again.headers
+                assert (again.json()["unit"], again.json()["variant"]) == (unit, variant)
+            converted = app.post("/convert", json={"token": first.json()["token"]})  # a later request
+            assert converted.status_code == 200 and converted.json()["credited"] is True
+            assert app.post("/convert", json={"token": "garbage"}).status_code == 400
+        assert example.client.flush(10.0)
+        periods = flags.periods("checkout-button")
+        assert sum(n for n, _ in periods.values()) == 4 and periods[(1, ARMS[variant])][1] == 1
+    finally:
+        example.client.close(2.0)
 
 
 def test_fastapi_example_never_does_io_on_the_event_loop(flags: Any, monkeypatch: pytest.MonkeyPatch) -> None:
