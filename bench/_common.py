@@ -14,8 +14,11 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import mmh3
 
 SALT = "3f0c9a1e5d7b2a4c"
+#: The decoded table of :func:`flag` (50/30/20), for the bare bucketing floor.
+TABLE = bytes([0] * 5000 + [1] * 3000 + [2] * 2000)
 
 
 def flag(key: str = "checkout-button", salt: str = SALT) -> dict[str, Any]:
@@ -57,6 +60,28 @@ def transport(payload: dict[str, Any]) -> httpx.MockTransport:
         return httpx.Response(404, json={"error": {"code": "not_found", "message": "no such endpoint"}})
 
     return httpx.MockTransport(handler)
+
+
+def floor_and_loop(ids: list[str]) -> tuple[Callable[[], float], Callable[[], float]]:
+    """Timers (ns per call over ``ids``) of the bare floor ``mmh3.hash(salt.unit) + table[bucket]`` and
+    of the empty timing loop (subtracted from both sides by the callers)."""
+    perf = time.perf_counter_ns
+    keys = [f"{SALT}.{u}" for u in ids]
+    h, table, n = mmh3.hash, TABLE, len(ids)
+
+    def floor() -> float:
+        t0 = perf()
+        for k in keys:
+            table[(h(k, 0, False) * 10_000) >> 32]
+        return (perf() - t0) / n
+
+    def loop() -> float:
+        t0 = perf()
+        for _ in ids:
+            pass
+        return (perf() - t0) / n
+
+    return floor, loop
 
 
 def percentile(values: list[float], q: float) -> float:

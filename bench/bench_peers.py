@@ -31,8 +31,7 @@ from collections.abc import Callable
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import mmh3
-from _common import SALT, compare, config, transport
+from _common import SALT, compare, config, floor_and_loop, transport
 
 from banditflags import Client
 
@@ -158,9 +157,6 @@ def main() -> None:
 
     client = Client("http://bench", "bf_sdk_bench", transport=transport(config()), max_queue=10_000_000)
     assert client.wait_until_ready(5.0)
-    table = bytes([0] * 5000 + [1] * 3000 + [2] * 2000)
-    keys = [f"{SALT}.{u}" for u in ids]
-    h = mmh3.hash
     perf = time.perf_counter_ns
 
     contenders: dict[str, Callable[[str], object]] = {
@@ -174,17 +170,7 @@ def main() -> None:
     contenders.update(more)
     contenders.update(openfeature())
 
-    def floor() -> float:
-        t0 = perf()
-        for k in keys:
-            table[(h(k, 0, False) * 10_000) >> 32]
-        return (perf() - t0) / n
-
-    def loop() -> float:
-        t0 = perf()
-        for _ in ids:
-            pass
-        return (perf() - t0) / n
+    floor, loop = floor_and_loop(ids)  # the floor, and the timing loop's own cost
 
     def timer(fn: Callable[[str], object]) -> Callable[[], float]:
         def run() -> float:

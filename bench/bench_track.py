@@ -20,8 +20,7 @@ import tracemalloc
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import mmh3
-from _common import SALT, compare, config, transport
+from _common import compare, config, floor_and_loop, transport
 
 from banditflags import Client
 
@@ -45,21 +44,8 @@ def main() -> None:
     decisions = [client.decide("checkout-button", u) for u in ids]
     tokens = [d.token or "" for d in decisions]
     track = client.track
-    table = bytes([0] * 5000 + [1] * 3000 + [2] * 2000)
-    keys = [f"{SALT}.{u}" for u in ids]
-    h = mmh3.hash
 
-    def floor() -> float:
-        t0 = perf()
-        for k in keys:
-            table[(h(k, 0, False) * 10_000) >> 32]
-        return (perf() - t0) / n
-
-    def loop() -> float:
-        t0 = perf()
-        for _ in ids:
-            pass
-        return (perf() - t0) / n
+    floor, loop = floor_and_loop(ids)  # the floor, and the timing loop's own cost
 
     def by_decision() -> float:
         t0 = perf()

@@ -15,8 +15,7 @@ import gc
 import statistics
 import time
 
-import mmh3
-from _common import SALT, config, percentile, transport
+from _common import config, floor_and_loop, percentile, transport
 
 from banditflags import Client
 
@@ -42,27 +41,13 @@ def main() -> None:
     for u in ids * 100:  # warm up (and start the threads)
         variant("checkout-button", u)
 
-    table = bytes([0] * 5000 + [1] * 3000 + [2] * 2000)
-    keys = [f"{SALT}.{u}" for u in ids]
-    h = mmh3.hash
-
-    def floor_batch() -> float:
-        t0 = perf()
-        for k in keys:
-            table[(h(k, 0, False) * 10_000) >> 32]
-        return (perf() - t0) / n
-
     def variant_batch() -> float:
         t0 = perf()
         for u in ids:
             variant("checkout-button", u)
         return (perf() - t0) / n
 
-    def loop_batch() -> float:  # the cost of the timing loop itself, subtracted from both
-        t0 = perf()
-        for _ in ids:
-            pass
-        return (perf() - t0) / n
+    floor_batch, loop_batch = floor_and_loop(ids)  # the floor, and the timing loop's own cost
 
     gc.disable()
     try:
