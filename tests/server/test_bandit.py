@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from bf_strategies import active_arms, arm_stats
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -32,19 +33,8 @@ def stats_case(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, np.ndarray, Pol
     """Random (P, K) or (K,) stats with consistent sums and random valid parameters and context."""
     k = draw(st.integers(1, 6))
     p = draw(st.integers(1, 3))
-    reward = draw(st.sampled_from(["binary", "continuous"]))
-    n = np.array(draw(st.lists(st.integers(0, 5000), min_size=p * k, max_size=p * k)), float).reshape(p, k)
-    frac = np.array(draw(st.lists(st.floats(0, 1), min_size=p * k, max_size=p * k))).reshape(p, k)
-    if reward == "binary":
-        s = np.floor(n * frac)
-        ss = s.copy()
-    else:
-        scale = draw(st.sampled_from([1e-3, 1.0, 1e4]))
-        s = (frac - 0.3) * n * scale
-        ss = (frac - 0.3) ** 2 * n * scale**2 + n * scale**2 * draw(st.sampled_from([0.0, 0.5]))
-    active = tuple(draw(st.lists(st.booleans(), min_size=k, max_size=k)))
-    if not any(active):
-        active = (True, *active[1:])
+    n, s, ss, reward = arm_stats(draw, k, p, 5000)
+    active = active_arms(draw, k)
     prev = draw(st.none() | st.lists(st.floats(0.01, 1), min_size=k, max_size=k))
     params = PolicyParams(
         name=draw(st.sampled_from(POLICIES)),

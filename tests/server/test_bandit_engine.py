@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+from bf_strategies import active_arms, arm_stats
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -34,19 +35,8 @@ def engine_case(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, np.ndarray, Po
     """Random (P, K) stats and parameters, including the non-stationary and guard settings."""
     k = draw(st.integers(2, 6))
     p = draw(st.integers(1, 5))
-    reward = draw(st.sampled_from(["binary", "continuous"]))
-    n = np.array(draw(st.lists(st.integers(0, 3000), min_size=p * k, max_size=p * k)), float).reshape(p, k)
-    frac = np.array(draw(st.lists(st.floats(0, 1), min_size=p * k, max_size=p * k))).reshape(p, k)
-    if reward == "binary":
-        s = np.floor(n * frac)
-        ss = s.copy()
-    else:
-        scale = draw(st.sampled_from([1e-3, 1.0, 1e4]))
-        s = (frac - 0.3) * n * scale
-        ss = (frac - 0.3) ** 2 * n * scale**2 + n * scale**2 * draw(st.sampled_from([0.0, 0.5]))
-    active = tuple(draw(st.lists(st.booleans(), min_size=k, max_size=k)))
-    if not any(active):
-        active = (True, *active[1:])
+    n, s, ss, reward = arm_stats(draw, k, p, 3000)
+    active = active_arms(draw, k)
     params = PolicyParams(
         name=draw(st.sampled_from([x for x in POLICIES if x != "fixed"])),
         reward=reward,
