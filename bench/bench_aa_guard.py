@@ -17,6 +17,14 @@ traffic. Candidates (docs/bandit.md, "A/A balance"):
   ratio: lifted once Cochran's Q (chi-squared homogeneity statistic, pooled variance) reaches 12.5 at any
   update. Calibrated to the 100 updates of these runs (not anytime-valid: a longer A/A run crosses more
   often).
+- ``oracle test`` / ``oracle test fill``: the balance cap lifted by a test no real guard can have: a
+  sequential likelihood ratio that knows the scenario's true arm means (all but their order, which it
+  averages over) and the common mean under "all equal", at the guard's threshold 20 (so A/A false lifts
+  stay below 5% by Ville's inequality). It is the most powerful test of "all equal" against these arms,
+  so its cost bounds from below what any A/A-safe cap-until-shown rule can cost. ``fill``: while capped,
+  the excess goes to the next arms by rank (the runner-up first) instead of in proportion, which is the
+  cheapest allocation under the cap when the ranking is right. For the revenue scenario the likelihood
+  is the normal approximation with the true variance of one reward.
 - ``lift at t``: an oracle bound: the balance cap until update t whatever the data, then plain Thompson.
   It shows how early any rule must let the leader past 0.6 to keep within +10%.
 
@@ -29,6 +37,7 @@ Not a test: it prints numbers, it asserts nothing.
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import sys
 import time
@@ -55,6 +64,8 @@ CANDIDATES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "eb-q13.8": ({"name": "thompson"}, {"eb": 13.8}),
     "temper 0.05": ({"name": "thompson"}, {"temper": 0.05}),
     "chi2 12.5": ({"name": "thompson", "balance": 0.59}, {"chi2": 12.5}),
+    "oracle test": ({"name": "thompson", "balance": 0.59}, {"oracle": 20.0}),
+    "oracle test fill": ({"name": "thompson", "balance": 0.59}, {"oracle": 20.0, "fill": True}),
     "lift at 3": ({"name": "thompson", "balance": 0.59}, {"lift": 3}),
     "lift at 6": ({"name": "thompson", "balance": 0.59}, {"lift": 6}),
     "lift at 20": ({"name": "thompson", "balance": 0.59}, {"lift": 20}),
@@ -73,9 +84,50 @@ def _pooled_means(n: FloatArray, s: FloatArray, ss: FloatArray, reward: str) -> 
     return m, pooled / n
 
 
-def _install(settings: dict[str, Any]) -> None:
+def _fill_cap(w: FloatArray, cap: float) -> FloatArray:
+    """No entry above ``cap``; the excess goes to the others by rank (largest first), each up to cap."""
+    out: FloatArray = np.minimum(w, cap)
+    excess = float(w.sum() - out.sum())
+    for i in np.argsort(-w, kind="stable"):
+        add = min(excess, cap - float(out[i]))
+        out[i] += add
+        excess -= add
+    return out
+
+
+def _oracle_differ(scenario: str, threshold: float) -> Any:
+    """A likelihood ratio test of the scenario's true arm means (any order) against all equal to their
+    average, the mean of the orders' likelihood ratios reaching ``threshold``. A/A runs are tested
+    against the Bernoulli scenario's arms (the A/A arms are at its average rate)."""
+    sc = make_scenario("bernoulli" if scenario == "aa" else scenario)
+    alt = sc.means[0]
+    null = float(alt.mean())
+    orders = [np.array(q) for q in itertools.permutations(alt.tolist())]
+    # Revenue: conversion p = mean / value, then a log-normal amount with sigma 1 (E[x^2] = value^2 e).
+    var = null * sc.value * math.e - null * null if sc.reward == "revenue" else sc.sd**2
+
+    def differ(a: Any, params: Any) -> bool:
+        logs = []
+        for q in orders:
+            if sc.reward == "bernoulli":
+                ll = a.s @ np.log(q / null) + (a.n - a.s) @ np.log((1.0 - q) / (1.0 - null))
+            else:
+                ll = (a.s @ (q - null) - a.n @ (q * q - null * null) / 2.0) / var
+            logs.append(float(ll))
+        top = max(logs)
+        return top + math.log(sum(math.exp(x - top) for x in logs) / len(logs)) >= math.log(threshold)
+
+    return differ
+
+
+def _install(settings: dict[str, Any], scenario: str) -> None:
     """Set the experiment's variant of the engine in this (worker) process."""
     orig_thompson, orig_differ = bandit._thompson, bandit._differ
+    if settings.get("fill"):
+        bandit._cap = _fill_cap
+    if "oracle" in settings:
+        bandit._differ = _oracle_differ(scenario, settings["oracle"])
+        return
     bandit._BALANCE_ALPHA = settings.get("alpha", bandit._BALANCE_ALPHA)
     bandit._BALANCE_N0 = settings.get("n0", bandit._BALANCE_N0)
     if "lift" in settings:
@@ -135,7 +187,7 @@ def _install(settings: dict[str, Any]) -> None:
 def _task(job: tuple[str, str, int, int]) -> list[tuple[float, float]]:
     cand, scenario, r0, r1 = job
     spec, settings = CANDIDATES[cand]
-    _install(settings)
+    _install(settings, scenario)
     sc = make_scenario(scenario)
     out = []
     for r in range(r0, r1):
