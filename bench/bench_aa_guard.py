@@ -47,8 +47,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from banditflags_server import bandit
-from banditflags_server.simulate import make_scenario, run_once
+from banditflags_server.cli.simulate import make_scenario, run_once
+from banditflags_server.engine import bandit
 
 FloatArray = npt.NDArray[np.float64]
 PLAIN = {"name": "thompson", "stratify": False, "stability": 0.0}

@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from banditflags_server.allocation import (
+from banditflags_server.engine.allocation import (
     encode_rle,
     initial_table,
     minimal_movement,
@@ -29,7 +29,7 @@ from banditflags_server.allocation import (
     table_counts,
     target_counts,
 )
-from banditflags_server.bandit import PolicyParams, compute_weights
+from banditflags_server.engine.bandit import PolicyParams, compute_weights
 
 K = 10
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from banditflags_server.simulate import Summary, make_scenario, parse_policies, simulate, svg_plot, table
+from banditflags_server.cli.simulate import Summary, make_scenario, parse_policies, simulate, svg_plot, table
 
 POLICIES = (
     "uniform,thompson,ucb1,epsilon_greedy,banditflags,banditflags-stable,banditflags-balance,banditflags-ns"

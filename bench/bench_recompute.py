@@ -19,10 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-from banditflags_server.recompute import new_flag, recompute_due
+from banditflags_server.api.validation import validate_new_flag
+from banditflags_server.engine.planning import new_flag
+from banditflags_server.records import EventBatch, EventRow
+from banditflags_server.service.recompute import recompute_due
 from banditflags_server.settings import database_url
-from banditflags_server.store import Store
-from banditflags_server.validation import EventBatch, EventRow, validate_new_flag
+from banditflags_server.storage.store import Store
 
 
 def main() -> None:

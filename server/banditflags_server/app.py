@@ -15,14 +15,20 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 
-from banditflags_server import api_config, api_events, api_flags, api_health, console, metrics, otel, stream
-from banditflags_server.api_common import Context
-from banditflags_server.auth import KeyRing
+from banditflags_server.api import config as api_config
+from banditflags_server.api import events as api_events
+from banditflags_server.api import flags as api_flags
+from banditflags_server.api import health as api_health
+from banditflags_server.api import metrics, otel, stream
+from banditflags_server.api.auth import KeyRing
+from banditflags_server.api.context import Context
+from banditflags_server.api.responses import error_response
+from banditflags_server.console import pages as console
 from banditflags_server.errors import ApiError
-from banditflags_server.recompute import recompute_loop
-from banditflags_server.reports import ReportTracker, flush_loop
+from banditflags_server.service.recompute import recompute_loop
 from banditflags_server.settings import Settings
-from banditflags_server.store import Store
+from banditflags_server.storage.reports import ReportTracker, flush_loop
+from banditflags_server.storage.store import Store
 
 log = logging.getLogger("banditflags_server")
 
@@ -39,7 +45,7 @@ routes = [
 
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    return exc.response()
+    return error_response(exc)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -52,13 +58,13 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         err = ApiError(405, "method not allowed on this endpoint", headers=dict(exc.headers or {}))
     else:
         err = ApiError(exc.status_code, str(exc.detail))
-    return err.response()
+    return error_response(err)
 
 
 async def _internal(request: Request, exc: Exception) -> Response:
     # The traceback goes to the log (no request headers, so no key); the client gets a plain JSON 500.
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return ApiError(500, "internal error").response()
+    return error_response(ApiError(500, "internal error"))
 
 
 def create_app(settings: Settings, store: Store | None = None) -> Starlette:

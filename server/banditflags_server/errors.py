@@ -6,10 +6,7 @@ Handlers raise :class:`ApiError` (or a subclass); the app's exception handlers t
 
 from __future__ import annotations
 
-import json
 from typing import Any
-
-from starlette.responses import Response
 
 MAX_LISTED = 50
 
@@ -60,10 +57,6 @@ class ApiError(Exception):
             }
         }
 
-    def response(self) -> Response:
-        """The HTTP response for this error."""
-        return json_response(self.body(), status=self.status, headers=self.headers)
-
 
 class ValidationError(ApiError):
     """422 ``invalid_field`` listing every problem found (the first one is ``field``)."""
@@ -82,13 +75,3 @@ def not_found(what: str) -> ApiError:
 def conflict(message: str, field: str | None = None) -> ApiError:
     """409 ``conflict``."""
     return ApiError(409, message, field=field)
-
-
-def dumps(obj: Any) -> bytes:
-    """Compact, strict JSON (no NaN/Infinity) as UTF-8 bytes."""
-    return json.dumps(obj, separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode("utf-8")
-
-
-def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    """A JSON response serialised with :func:`dumps`."""
-    return Response(dumps(obj), status_code=status, headers=headers, media_type="application/json")

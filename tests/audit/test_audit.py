@@ -9,7 +9,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from banditflags_server.db import audit_log
+from banditflags_server.storage.schema import audit_log
 
 FLAG = {
     "key": "checkout-button",

@@ -406,7 +406,7 @@ def test_metrics_count_failures_and_drops_and_survive_close(
 
 
 @pytest.mark.parametrize(
-    "module", ["banditflags._telemetry", "banditflags._metrics", "banditflags_server.metrics"]
+    "module", ["banditflags._telemetry", "banditflags._metrics", "banditflags_server.service.metrics"]
 )
 def test_docstring_examples(module: str) -> None:
     import doctest

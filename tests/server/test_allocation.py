@@ -1,4 +1,4 @@
-"""Tests for banditflags_server.allocation: target counts, minimal-movement rebalance, RLE, throttle."""
+"""Tests for banditflags_server.engine.allocation: target counts, minimal-movement rebalance, RLE."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from banditflags_server.allocation import (
+from banditflags_server.engine.allocation import (
     TABLE_SIZE,
     decode_rle,
     encode_rle,

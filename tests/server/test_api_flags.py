@@ -7,8 +7,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from banditflags_server.allocation import decode_rle, minimal_movement
-from banditflags_server.recompute import recompute_due
+from banditflags_server.engine.allocation import decode_rle, minimal_movement
+from banditflags_server.service.recompute import recompute_due
 
 
 def _create(app: Any, key: str = "btn", **extra: Any) -> dict[str, Any]:

@@ -11,7 +11,8 @@ from bf_strategies import active_arms, arm_stats
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from banditflags_server.bandit import (
+from banditflags_server.cli.simulate import make_scenario, parse_policies, run_once, simulate
+from banditflags_server.engine.bandit import (
     POLICIES,
     ArmEstimate,
     ParamError,
@@ -23,7 +24,6 @@ from banditflags_server.bandit import (
     srm_check,
     winner,
 )
-from banditflags_server.simulate import make_scenario, parse_policies, run_once, simulate
 
 
 def rng(seed: int = 0) -> np.random.Generator:

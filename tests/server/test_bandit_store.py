@@ -10,11 +10,13 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from banditflags_server import db
-from banditflags_server.recompute import new_flag, recompute_due
+from banditflags_server.api.validation import validate_new_flag
+from banditflags_server.engine.planning import new_flag
+from banditflags_server.records import EventBatch, EventRow
+from banditflags_server.service.recompute import recompute_due
 from banditflags_server.settings import database_url
-from banditflags_server.store import Store
-from banditflags_server.validation import EventBatch, EventRow, validate_new_flag
+from banditflags_server.storage import schema as db
+from banditflags_server.storage.store import Store
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -110,7 +112,7 @@ def test_batched_recompute_writes_skip_changed_flags(store: Store) -> None:
 
 
 def test_apply_recomputes_compare_and_set_per_flag(store: Store) -> None:
-    from banditflags_server.store import RecomputeWrite
+    from banditflags_server.records import RecomputeWrite
 
     for key in ("x", "y", "z"):
         _make(store, key)

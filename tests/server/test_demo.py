@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 
-from banditflags_server import demo
+from banditflags_server.cli import demo
 
 
 def _args(*argv: str) -> argparse.Namespace:

@@ -144,7 +144,7 @@ def test_recompute_durations_and_sdk_staleness(live_server: Callable[..., Any]) 
 
 
 def test_label_values_are_escaped() -> None:
-    from banditflags_server.metrics import Counter
+    from banditflags_server.service.metrics import Counter
 
     c = Counter("x_total", "Help.", ("flag",))
     c.inc(2, ('we"ird\\\n',))
@@ -178,7 +178,7 @@ def test_server_traces_its_requests_when_asked(live_server: Callable[..., Any]) 
 
 
 def test_no_tracing_by_default_and_bad_setting_is_an_error() -> None:
-    from banditflags_server import otel
+    from banditflags_server.api import otel
 
     assert otel.middleware({}) == []
     with pytest.raises(ValueError, match="BANDITFLAGS_OTEL_TRACES"):

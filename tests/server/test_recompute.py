@@ -10,10 +10,12 @@ import httpx
 import numpy as np
 import pytest
 
-from banditflags_server.recompute import baseline_index, new_flag, period_ages, recompute_due, recompute_flag
+from banditflags_server.api.validation import validate_new_flag
+from banditflags_server.engine.planning import baseline_index, new_flag, period_ages
+from banditflags_server.records import EventBatch, EventRow
+from banditflags_server.service.recompute import recompute_due, recompute_flag
 from banditflags_server.settings import database_url
-from banditflags_server.store import Store
-from banditflags_server.validation import EventBatch, EventRow, validate_new_flag
+from banditflags_server.storage.store import Store
 
 
 def _make(store: Store, key: str, k: int = 3, **extra: Any) -> None:

@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from banditflags_server import db
+from banditflags_server.api.validation import validate_new_flag
+from banditflags_server.engine.planning import new_flag, plan
 from banditflags_server.errors import ValidationError
-from banditflags_server.recompute import new_flag, plan
+from banditflags_server.records import Allocation, EventBatch, EventRow
 from banditflags_server.settings import database_url
-from banditflags_server.store import Allocation, Store
-from banditflags_server.validation import EventBatch, EventRow, validate_new_flag
+from banditflags_server.storage import schema as db
+from banditflags_server.storage.store import Store
 
 
 def _reset_pg(url: str) -> None:
@@ -190,7 +191,7 @@ def test_two_concurrent_writers_never_make_two_tables_for_one_version(url: str, 
 
 def test_racing_recomputes_keep_one_history(url: str, store: Store) -> None:
     """Many threads over two engines recompute and patch one flag; versions stay 1..N without gaps."""
-    from banditflags_server.recompute import recompute_flag
+    from banditflags_server.service.recompute import recompute_flag
 
     _make(store)
     store.ingest(
@@ -228,7 +229,7 @@ def test_keys_are_stored_hashed(store: Store) -> None:
     assert admin not in str(rows) and sdk not in str(rows)
     store.sync_settings_keys(["a-key"], ["s-key1", "s-key2"])
     store.sync_settings_keys(["a-key2"], [])  # rotation revokes the old env keys
-    from banditflags_server.store import hash_key
+    from banditflags_server.storage.store import hash_key
 
     assert store.key_kind(hash_key("a-key")) is None
     assert store.key_kind(hash_key("a-key2")) == "admin"

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
+from banditflags_server.api.validation import parse_json, validate_events, validate_new_flag, validate_patch
 from banditflags_server.errors import ApiError, ValidationError
-from banditflags_server.validation import parse_json, validate_events, validate_new_flag, validate_patch
 
 GOOD: dict[str, Any] = {"key": "checkout-button", "variants": ["blue", {"key": "green", "value": {"c": 1}}]}
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from banditflags_server.stream import PokeOnWrite, StreamHub
+from banditflags_server.api.stream import PokeOnWrite, StreamHub
 
 
 async def _app(scope: Any, receive: Any, send: Any) -> None:

@@ -148,7 +148,9 @@ def _returning_moved(admin: httpx.Client, returning: dict[str, int]) -> tuple[in
     """Re-bucket the panel of returning users with the newest table; count who changed variant."""
     import mmh3
 
-    from banditflags_server.allocation import decode_rle  # server-side helper; the demo runs in the server
+    from banditflags_server.engine.allocation import (
+        decode_rle,  # server-side helper; the demo runs in the server,
+    )
 
     config = admin.get("/v1/config").json()
     flag = next((f for f in config["flags"] if f["key"] == DEMO_FLAG), None)
@@ -167,7 +169,7 @@ def _returning_moved(admin: httpx.Client, returning: dict[str, int]) -> tuple[in
 
 def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     """Run the demo until ``--duration`` passes or Ctrl-C; returns the process exit code."""
-    from banditflags_server.runner import ServerThread
+    from banditflags_server.cli.serve import ServerThread
     from banditflags_server.settings import Settings
 
     rates = _parse_rates(args.rates)

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from banditflags_server.errors import ApiError
-from banditflags_server.store import Store, hash_key
+from banditflags_server.storage.store import Store, hash_key
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 

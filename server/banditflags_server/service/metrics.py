@@ -46,14 +46,9 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
-
 from banditflags_server.errors import ApiError
-from banditflags_server.store import Flag, IngestResult, Store
-from banditflags_server.validation import EventBatch
+from banditflags_server.records import EventBatch, Flag, IngestResult
+from banditflags_server.storage.store import Store
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -313,13 +308,3 @@ def render(store: Store | None) -> str:
     lines += _header("banditflags_scrape_timestamp_seconds", "When this page was made.", "gauge")
     lines.append(f"banditflags_scrape_timestamp_seconds {fmt(round(time.time(), 3))}")
     return "\n".join(lines) + "\n"
-
-
-async def get_metrics(request: Request) -> Response:
-    """``GET /metrics``: the text exposition; no key (put it behind the network boundary)."""
-    ctx = getattr(request.app.state, "ctx", None)
-    body = await run_in_threadpool(render, ctx.store if ctx is not None else None)
-    return Response(body, media_type=None, headers={"Content-Type": CONTENT_TYPE})
-
-
-routes = [Route("/metrics", get_metrics, methods=["GET"])]

@@ -9,8 +9,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from banditflags_server.api_common import ctx
-from banditflags_server.errors import json_response
+from banditflags_server.api.context import ctx
+from banditflags_server.api.responses import json_response
 
 log = logging.getLogger("banditflags_server.health")
 

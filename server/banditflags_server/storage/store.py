@@ -13,7 +13,6 @@ import json
 import secrets
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -23,12 +22,27 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from banditflags_server import audit as audit_mod
-from banditflags_server import db
-from banditflags_server.audit import AuditEntry
-from banditflags_server.db import allocations, api_keys, arm_stats, batches, flags, meta, metric_stats
 from banditflags_server.errors import ValidationError
-from banditflags_server.validation import EventBatch
+from banditflags_server.records import (
+    Allocation,
+    EventBatch,
+    Flag,
+    IngestResult,
+    Periods,
+    RecomputeWrite,
+)
+from banditflags_server.storage import audit as audit_mod
+from banditflags_server.storage import schema as db
+from banditflags_server.storage.audit import AuditEntry
+from banditflags_server.storage.schema import (
+    allocations,
+    api_keys,
+    arm_stats,
+    batches,
+    flags,
+    meta,
+    metric_stats,
+)
 
 MAX_FLAGS = 10_000
 
@@ -48,99 +62,6 @@ def _j(obj: Any) -> str:
 def hash_key(key: str) -> str:
     """The sha256 hex digest under which a key is stored."""
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
-
-
-@dataclass
-class Allocation:
-    """One allocation version of a flag."""
-
-    version: int
-    created_at: float
-    weights: list[float]
-    bandit_weights: list[float]
-    table_rle: list[list[int]]
-    reason: str
-    moved: int
-
-
-@dataclass
-class Flag:
-    """A flag row with its current allocation."""
-
-    key: str
-    description: str
-    salt: str
-    variants: list[dict[str, Any]]
-    control: int
-    objective: dict[str, Any]
-    policy: dict[str, Any]
-    state: str
-    exploration: float
-    baseline: str
-    recompute_interval: float
-    bandit_weights: list[float]
-    version: int
-    row_version: int
-    created_at: float
-    updated_at: float
-    recomputed_at: float | None
-    allocation: Allocation | None = None
-    # Guardrail declarations and {"disabled": {arm_key: {reason, at, by}}, "exempt": [arm_key]} (issue 3).
-    guardrails: list[dict[str, Any]] = field(default_factory=list)
-    arm_state: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def k(self) -> int:
-        """Number of arms."""
-        return len(self.variants)
-
-    @property
-    def disabled(self) -> dict[str, Any]:
-        """Disabled arms: variant key -> why, when and by whom."""
-        d = self.arm_state.get("disabled", {})
-        return d if isinstance(d, dict) else {}
-
-    @property
-    def active(self) -> tuple[bool, ...]:
-        """Per arm: not disabled (the control is never disabled)."""
-        off = self.disabled
-        return tuple(i == self.control or v["key"] not in off for i, v in enumerate(self.variants))
-
-
-@dataclass
-class Periods:
-    """A flag's arm stats as ``(P, K)`` arrays over its versions, oldest first."""
-
-    versions: list[int]
-    created_at: list[float]
-    n: np.ndarray
-    r: np.ndarray
-    s: np.ndarray
-    ss: np.ndarray
-
-
-@dataclass
-class IngestResult:
-    """What ``POST /v1/events`` answers."""
-
-    batch_id: str
-    duplicate: bool
-    exposures: int = 0
-    rewards: int = 0
-    ignored: list[dict[str, str]] = field(default_factory=list)
-
-
-@dataclass
-class RecomputeWrite:
-    """The outcome of one flag's recompute, written by :meth:`Store.apply_recomputes`."""
-
-    key: str
-    row_version: int
-    bandit_weights: list[float]
-    recomputed_at: float
-    allocation: Allocation | None
-    # Other flag columns to write (e.g. arm_state when a guardrail disables an arm, policy on promotion).
-    changes: dict[str, Any] = field(default_factory=dict)
 
 
 _FLAG_COLS = [flags.c[name] for name in flags.c.keys()]  # noqa: SIM118

@@ -10,11 +10,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from banditflags_server import metrics
-from banditflags_server.api_common import ctx, read_json
-from banditflags_server.auth import actor, requires
-from banditflags_server.errors import json_response
-from banditflags_server.validation import validate_events
+from banditflags_server.api.auth import actor, requires
+from banditflags_server.api.context import ctx, read_json
+from banditflags_server.api.responses import json_response
+from banditflags_server.api.validation import validate_events
+from banditflags_server.service import metrics
 
 log = logging.getLogger("banditflags_server.events")
 

@@ -38,9 +38,9 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from banditflags_server.api_common import Context, ctx
-from banditflags_server.api_config import config_bytes
-from banditflags_server.auth import requires
+from banditflags_server.api.auth import requires
+from banditflags_server.api.config import config_bytes
+from banditflags_server.api.context import Context, ctx
 from banditflags_server.errors import ApiError
 
 log = logging.getLogger("banditflags_server.stream")

@@ -16,10 +16,10 @@ from typing import TextIO
 import httpx
 import uvicorn
 
+from banditflags_server.api.stream import Server
 from banditflags_server.app import create_app
 from banditflags_server.settings import Settings
-from banditflags_server.store import Store
-from banditflags_server.stream import Server
+from banditflags_server.storage.store import Store
 
 
 def _bind(host: str, port: int) -> socket.socket:

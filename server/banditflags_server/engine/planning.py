@@ -1,67 +1,37 @@
-"""From weights to tables: a new flag's first allocation, operator changes, and the bandit's recompute.
+"""Planning a flag's next allocation: pure functions from records and arm stats to a new table.
 
 Every path ends the same way: bandit weights -> served weights (exploration throttle toward the baseline)
 -> target counts -> a new allocation version only if the counts change, built with ``rebalance`` from the
-current table (minimal movement). Writes compare-and-set on the flag row, so a concurrent writer (another
-process or replica) wins cleanly: a recompute that loses is skipped, an operator change is retried.
+current table (minimal movement). No I/O: :mod:`banditflags_server.service.recompute` loads the inputs
+from the store, calls :func:`next_write` and writes the result.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import dataclasses
 import functools
 import json
 import logging
 import secrets
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from banditflags_server import allocation as alloc_mod
-from banditflags_server import metrics
-from banditflags_server.audit import entry_for_patch
-from banditflags_server.bandit import PolicyParams, arm_estimates, compute_weights, guardrail_harm, winner
-from banditflags_server.store import Allocation, Flag, Periods, RecomputeWrite, Store
-from banditflags_server.validation import FlagPatch, NewFlag
+from banditflags_server.engine import allocation as alloc_mod
+from banditflags_server.engine.bandit import (
+    PolicyParams,
+    arm_estimates,
+    compute_weights,
+    guardrail_harm,
+    winner,
+)
+from banditflags_server.records import Allocation, Flag, NewFlag, Periods, RecomputeWrite
 
 #: Metric sums of a flag's guardrails: metric -> (sum, sum of squares) per arm, pooled over versions.
 Metrics = dict[str, tuple[np.ndarray, np.ndarray]]
 
 log = logging.getLogger("banditflags_server.recompute")
-
-#: Flags recomputed per database round trip by the loop (bounds memory with many flags).
-CHUNK = 500
-#: Event batch ids are remembered this long for idempotency (SDK retries are far shorter).
-BATCH_RETENTION = 7 * 86400.0
-
-
-class FlagNotFound(Exception):
-    """No flag with this key."""
-
-
-class NotRunning(Exception):
-    """The flag is frozen or killed, so it is not recomputed."""
-
-
-class Conflict(Exception):
-    """The flag kept changing under us (another writer); the caller may retry later."""
-
-
-@dataclass(frozen=True)
-class RecomputeResult:
-    """The outcome of one flag's recompute."""
-
-    key: str
-    written: bool  # False: skipped because the flag changed meanwhile
-    version: int  # the current version after the recompute
-    new_version: bool
-    moved: int
-    bandit_weights: list[float]
 
 
 def params_for(flag: Flag) -> PolicyParams:
@@ -184,77 +154,6 @@ def new_flag(spec: NewFlag, rng: np.random.Generator, now: float) -> tuple[Flag,
     return flag, first
 
 
-def apply_patch(
-    store: Store,
-    key: str,
-    patch: FlagPatch,
-    rng: np.random.Generator,
-    *,
-    actor: str | None = None,
-    reason: str = "",
-) -> Flag:
-    """Apply an operator change; recompute the served weights at once if it touches them.
-
-    A new policy recomputes the bandit weights from all stats (without the max_step limit: the operator
-    asked for it); exploration and baseline changes reuse the current bandit weights. ``state`` never
-    touches the table. Retries when a concurrent writer changed the flag meanwhile. With an ``actor``
-    (a key name) the change is written to the audit log in the same transaction.
-    """
-    for _ in range(10):
-        flag = store.get_flag(key)
-        if flag is None or flag.allocation is None:
-            raise FlagNotFound(key)
-        changes = dict(patch.changes)
-        alloc = None
-        now = time.time()
-        if "disabled" in changes:
-            changes["arm_state"] = operator_arm_state(flag, changes.pop("disabled"), now)
-        if patch.touches_table:
-            trial = dataclasses.replace(flag, **{n: v for n, v in changes.items() if hasattr(flag, n)})
-            periods = store.load_periods({key: flag.k})[key]
-            bandit = list(flag.bandit_weights)
-            arms_changed = trial.active != flag.active
-            if "policy" in changes or arms_changed:
-                params = dataclasses.replace(
-                    params_for(trial),
-                    period_ages=period_ages(periods.created_at, now),
-                    active=None if all(trial.active) else trial.active,
-                )
-                bandit = [float(w) for w in compute_weights(periods.n, periods.s, periods.ss, params, rng)]
-                changes["bandit_weights"] = bandit
-            why = next(
-                (r for r in ("policy", "exploration", "baseline") if r in changes),
-                "arms",  # the disabled list changed (or was given unchanged)
-            )
-            alloc = plan(trial, flag.allocation, bandit, baseline_index(trial, periods), why, now)
-        entry = None
-        if actor is not None:
-            entry = entry_for_patch(key, actor, _audited(flag), changes, reason, now=now)
-            if entry is not None and alloc is not None and entry.before is not None and entry.after:
-                entry.before.update(weights=flag.allocation.weights, version=flag.version)
-                entry.after.update(weights=alloc.weights, version=alloc.version)
-        if store.update_flag(flag, changes, alloc, now=now, audit=entry):
-            got = store.get_flag(key)
-            if got is None:
-                raise FlagNotFound(key)
-            return got
-    raise Conflict(key)
-
-
-def _audited(flag: Flag) -> dict[str, Any]:
-    """The fields of a flag an operator can change, as the audit log compares them."""
-    return {
-        "state": flag.state,
-        "exploration": flag.exploration,
-        "baseline": flag.baseline,
-        "policy": flag.policy,
-        "description": flag.description,
-        "recompute_interval": flag.recompute_interval,
-        "guardrails": flag.guardrails,
-        "arm_state": flag.arm_state,
-    }
-
-
 def operator_arm_state(flag: Flag, disabled: list[str], now: float) -> dict[str, Any]:
     """The arm state after the operator set the disabled list: arms left out are re-enabled and exempt
     from automatic guardrail disabling from then on (the operator overrode it); new ones are recorded."""
@@ -306,7 +205,7 @@ def guardrail_disables(flag: Flag, periods: Periods, metrics: Metrics, now: floa
     return out
 
 
-def _compute(
+def next_write(
     flag: Flag,
     current: Allocation,
     periods: Periods,
@@ -314,6 +213,7 @@ def _compute(
     now: float,
     metrics: Metrics | None = None,
 ) -> RecomputeWrite:
+    """The write that recomputes ``flag`` now: guardrail disables, bandit weights, promotion, new table."""
     changes: dict[str, Any] = {}
     reason = "recompute"
     newly = guardrail_disables(flag, periods, metrics or {}, now)
@@ -337,77 +237,3 @@ def _compute(
             log.info("flag %s: promoted variant %s (P(best) >= %s)", flag.key, best, params.winner_p)
     new = plan(flag, current, bandit, baseline_index(flag, periods), reason, now)
     return RecomputeWrite(flag.key, flag.row_version, bandit, now, new, changes)
-
-
-def _result(flag: Flag, w: RecomputeWrite, ok: bool) -> RecomputeResult:
-    a = w.allocation if ok else None
-    return RecomputeResult(
-        flag.key, ok, a.version if a else flag.version, a is not None, a.moved if a else 0, w.bandit_weights
-    )
-
-
-def recompute_flag(
-    store: Store, key: str, rng: np.random.Generator, *, force: bool = False
-) -> RecomputeResult:
-    """Recompute one flag now.
-
-    ``force`` (the API's ``POST .../recompute``): raise :class:`NotRunning` for a frozen or killed flag
-    and retry if a concurrent writer got there first. Without it such flags are skipped (``written`` False).
-    """
-    for _ in range(5 if force else 1):
-        flag = store.get_flag(key)
-        if flag is None or flag.allocation is None:
-            raise FlagNotFound(key)
-        if flag.state != "running":
-            if force:
-                raise NotRunning(key)
-            return RecomputeResult(key, False, flag.version, False, 0, flag.bandit_weights)
-        periods = store.load_periods({key: flag.k})[key]
-        metrics = store.load_metrics({key: flag.k})[key] if flag.guardrails else None
-        w = _compute(flag, flag.allocation, periods, rng, time.time(), metrics)
-        (ok,) = store.apply_recomputes([w])
-        if ok or not force:
-            return _result(flag, w, ok)
-    raise Conflict(key)
-
-
-def recompute_due(store: Store, rng: np.random.Generator, now: float | None = None) -> list[RecomputeResult]:
-    """Recompute every running flag whose interval has passed: a few queries per chunk of flags."""
-    now = time.time() if now is None else now
-    due = store.due_flags(now)
-    results: list[RecomputeResult] = []
-    for start in range(0, len(due), CHUNK):
-        chunk = due[start : start + CHUNK]
-        tables = store.tables(f.key for f in chunk)
-        periods = store.load_periods({f.key: f.k for f in chunk})
-        metrics = store.load_metrics({f.key: f.k for f in chunk if f.guardrails})
-        todo: list[tuple[Flag, RecomputeWrite]] = []
-        for f in chunk:
-            if f.key not in tables:
-                continue  # deleted meanwhile
-            try:
-                todo.append((f, _compute(f, tables[f.key], periods[f.key], rng, now, metrics.get(f.key))))
-            except Exception:  # one bad flag must not stop the others
-                log.exception("recompute of flag %s failed", f.key)
-        oks = store.apply_recomputes([w for _, w in todo])
-        results.extend(_result(f, w, ok) for (f, w), ok in zip(todo, oks, strict=True))
-    return results
-
-
-async def recompute_loop(store: Store, tick: float, stop: asyncio.Event, seed: Any = None) -> None:
-    """Every ``tick`` seconds, recompute the due flags in a worker thread, until ``stop`` is set."""
-    rng = np.random.default_rng(seed)
-    last_prune = 0.0
-    while not stop.is_set():
-        try:
-            t0 = time.perf_counter()
-            results = await asyncio.to_thread(recompute_due, store, rng)
-            metrics.record_recompute(results, time.perf_counter() - t0)
-            if time.time() - last_prune > 3600:
-                last_prune = time.time()
-                await asyncio.to_thread(store.prune_batches, last_prune - BATCH_RETENTION)
-        except Exception:
-            # The database may be briefly unavailable; keep serving and try again next tick.
-            log.exception("recompute cycle failed")
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=tick)

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from banditflags_server import db
-from banditflags_server.db import api_keys, console_sessions
+from banditflags_server.storage import schema as db
+from banditflags_server.storage.schema import api_keys, console_sessions
 
 #: Sessions last 12 hours from login (an on-call shift), then the console asks for the key again.
 SESSION_SECONDS = 12 * 3600.0

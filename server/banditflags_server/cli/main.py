@@ -1,5 +1,5 @@
 """The ``banditflags`` command: ``serve`` runs the sync server, ``demo`` a bandit learning live,
-``flags ...`` manages flags on a running server (:mod:`banditflags_server.cli_flags`),
+``flags ...`` manages flags on a running server (:mod:`banditflags_server.cli.flags`),
 ``simulate`` compares bandit policies on synthetic arms.
 
 Exit codes: 0 ok, 1 runtime failure (e.g. the database cannot be opened), 2 usage error (bad options or
@@ -14,7 +14,8 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from banditflags_server import __version__, cli_flags
+from banditflags_server import __version__
+from banditflags_server.cli import flags as cli_flags
 
 SERVER_MODULES = ("numpy", "starlette", "uvicorn", "sqlalchemy")
 MISSING_EXTRA = (
@@ -54,18 +55,23 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
 
 
-def _demo_module() -> ModuleType | None:
+def _optional_module(name: str) -> ModuleType | None:
+    """A subcommand's module, or None when a dependency of the server extra is missing (a broken import
+    of our own is a bug and raises)."""
     try:
-        return importlib.import_module("banditflags_server.demo")
-    except ImportError:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as e:
+        if e.name is not None and e.name.split(".")[0] in ("banditflags_server", "banditflags"):
+            raise
         return None
+
+
+def _demo_module() -> ModuleType | None:
+    return _optional_module("banditflags_server.cli.demo")
 
 
 def _simulate_module() -> ModuleType | None:
-    try:
-        return importlib.import_module("banditflags_server.simulate")
-    except ImportError:
-        return None
+    return _optional_module("banditflags_server.cli.simulate")
 
 
 def build_parser(
@@ -89,7 +95,7 @@ def build_parser(
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from banditflags_server.runner import serve
+    from banditflags_server.cli.serve import serve
     from banditflags_server.settings import Settings, SettingsError
 
     try:

@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 from starlette.requests import Request
 
+from banditflags_server.api.validation import parse_json
 from banditflags_server.errors import ApiError
 from banditflags_server.settings import Settings
-from banditflags_server.store import Store
-from banditflags_server.validation import parse_json
+from banditflags_server.storage.store import Store
 
 
 @dataclass

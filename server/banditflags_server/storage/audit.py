@@ -21,8 +21,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from banditflags_server import db
-from banditflags_server.db import audit_log
+from banditflags_server.storage import schema as db
+from banditflags_server.storage.schema import audit_log
 
 MAX_REASON = 500
 #: Fields of a flag that the log shows for a creation or a deletion.

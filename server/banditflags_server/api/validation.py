@@ -9,11 +9,11 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from banditflags_server.errors import ApiError, ValidationError
+from banditflags_server.records import EventBatch, EventRow, Flag, FlagPatch, NewFlag
 
 FLAG_KEY_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 VARIANT_KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -216,7 +216,7 @@ def validate_objective(value: Any, p: Problems) -> dict[str, Any]:
 
 def validate_policy(policy: Any, objective: dict[str, Any], k: int, p: Problems) -> dict[str, Any] | None:
     """Check policy parameters with the engine; returns the user's parameters (or None if invalid)."""
-    from banditflags_server.bandit import ParamError, PolicyParams
+    from banditflags_server.engine.bandit import ParamError, PolicyParams
 
     if not isinstance(policy, dict):
         p.add("policy", "must be an object")
@@ -281,23 +281,6 @@ def validate_guardrails(value: Any, p: Problems) -> list[dict[str, Any]]:
     return out
 
 
-@dataclass
-class NewFlag:
-    """A validated ``POST /v1/flags`` body."""
-
-    key: str
-    description: str
-    variants: list[dict[str, Any]]
-    control: int
-    objective: dict[str, Any]
-    policy: dict[str, Any]
-    state: str
-    exploration: float
-    baseline: str
-    recompute_interval: float
-    guardrails: list[dict[str, Any]] = field(default_factory=list)
-
-
 def validate_new_flag(body: Any, default_interval: float) -> NewFlag:
     """Validate a flag creation body (all problems reported at once)."""
     body = require_object(body)
@@ -330,18 +313,6 @@ def validate_new_flag(body: Any, default_interval: float) -> NewFlag:
         key, description, variants, control, objective, policy, state, exploration, baseline, interval,
         guardrails,
     )  # fmt: skip
-
-
-@dataclass
-class FlagPatch:
-    """A validated ``PATCH /v1/flags/{key}`` body: only the fields given."""
-
-    changes: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def touches_table(self) -> bool:
-        """Whether the served weights must be recomputed at once."""
-        return bool({"exploration", "policy", "baseline", "disabled"} & set(self.changes))
 
 
 def validate_patch(
@@ -396,32 +367,6 @@ def validate_patch(
 
 
 # -- events ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class EventRow:
-    """One exposure or reward row of a batch; ``where`` is its field path (``rewards[2]``)."""
-
-    where: str
-    flag: str
-    version: int
-    arm: int
-    count: int
-    is_reward: bool = False
-    sum: float = 0.0
-    sum_sq: float = 0.0
-    metric: str | None = None  # a guardrail metric; None: the flag's objective
-
-
-@dataclass
-class EventBatch:
-    """A structurally valid ``POST /v1/events`` body (flags and arms are checked by the store)."""
-
-    batch_id: str
-    exposures: list[EventRow]
-    rewards: list[EventRow]
-    sdk: str = ""
-    dropped: int = 0
 
 
 def _rows(body: Mapping[str, Any], name: str, p: Problems) -> list[EventRow]:
@@ -506,3 +451,19 @@ def validate_events(body: Any) -> EventBatch:
     rewards = _rows(body, "rewards", p)
     p.check()
     return EventBatch(str(batch_id), exposures, rewards, sdk, dropped)
+
+
+def patch_validator(body: Any) -> Callable[[Flag], FlagPatch]:
+    """A validator of ``body`` as a PATCH of a given flag (for :func:`service.flags.patch_flag`)."""
+
+    def validate(flag: Flag) -> FlagPatch:
+        return validate_patch(
+            body,
+            current_policy=flag.policy,
+            objective=flag.objective,
+            k=flag.k,
+            variant_keys=[v["key"] for v in flag.variants],
+            control=flag.variants[flag.control]["key"],
+        )
+
+    return validate

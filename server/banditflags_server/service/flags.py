@@ -11,15 +11,17 @@ functions block: call them from a worker thread in async code.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from banditflags_server import recompute as rc
-from banditflags_server.audit import SUMMARY_FIELDS, AuditEntry, validate_reason
+from banditflags_server.engine.planning import new_flag
 from banditflags_server.errors import ValidationError, conflict, not_found
-from banditflags_server.store import Flag, FlagExists, FlagLimit, Store
-from banditflags_server.validation import NewFlag, validate_patch
+from banditflags_server.records import Flag, FlagPatch, NewFlag
+from banditflags_server.service import recompute as rc
+from banditflags_server.storage.audit import SUMMARY_FIELDS, AuditEntry, validate_reason
+from banditflags_server.storage.store import FlagExists, FlagLimit, Store
 
 
 def take_reason(body: Any) -> tuple[Any, str]:
@@ -55,7 +57,7 @@ def summary(flag: Flag) -> dict[str, Any]:
 def create_flag(store: Store, spec: NewFlag, rng: np.random.Generator, actor: str, reason: str = "") -> None:
     """Create the flag of a validated spec; 409 if the key is taken or the store is full."""
     now = time.time()
-    flag, first = rc.new_flag(spec, rng, now)
+    flag, first = new_flag(spec, rng, now)
     after = summary(flag)
     after["weights"] = first.weights
     entry = AuditEntry(flag.key, now, actor, "create", None, after, reason)
@@ -68,20 +70,19 @@ def create_flag(store: Store, spec: NewFlag, rng: np.random.Generator, actor: st
 
 
 def patch_flag(
-    store: Store, key: str, body: Any, rng: np.random.Generator, actor: str, reason: str = ""
+    store: Store,
+    key: str,
+    validate: Callable[[Flag], FlagPatch],
+    rng: np.random.Generator,
+    actor: str,
+    reason: str = "",
 ) -> Flag:
-    """Validate a PATCH body against the flag and apply it (with its audit entry); 404, 409 or 422."""
+    """Validate a change against the current flag (``validate`` raises the 422) and apply it with its
+    audit entry; 404 if there is no such flag, 409 if it keeps changing under us."""
     flag = store.get_flag(key)
     if flag is None:
         raise not_found(f"flag {key!r}")
-    patch = validate_patch(
-        body,
-        current_policy=flag.policy,
-        objective=flag.objective,
-        k=flag.k,
-        variant_keys=[v["key"] for v in flag.variants],
-        control=flag.variants[flag.control]["key"],
-    )
+    patch = validate(flag)
     try:
         return rc.apply_patch(store, key, patch, rng, actor=actor, reason=reason)
     except rc.FlagNotFound:

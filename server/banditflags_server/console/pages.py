@@ -2,7 +2,7 @@
 
 Log in with an admin key (:mod:`banditflags_server.sessions`: an HttpOnly, SameSite=Strict cookie);
 every change is a POST carrying the session's CSRF token and goes through the same
-:mod:`banditflags_server.actions` as the HTTP API, so it is validated the same way and audited with the
+:mod:`banditflags_server.service.flags` as the HTTP API, so it is validated the same way and audited with the
 key's name. Pages: the flags list, a flag (variants, charts, version history, audit log, controls), and
 a form to create a flag. The only script (``static/console.js``) opens the confirmation dialogs.
 
@@ -31,16 +31,17 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from banditflags_server import actions, charts, sessions
-from banditflags_server import audit as audit_mod
-from banditflags_server import recompute as rc
-from banditflags_server.api_common import Context, ctx, iso
-from banditflags_server.api_flags import stats_json
+from banditflags_server.api.context import Context, ctx, iso
+from banditflags_server.api.flags import stats_json
+from banditflags_server.api.validation import patch_validator, validate_new_flag
+from banditflags_server.console import charts, sessions
+from banditflags_server.console.sessions import Session
+from banditflags_server.engine.planning import params_for
 from banditflags_server.errors import ApiError
-from banditflags_server.reports import read_reports
-from banditflags_server.sessions import Session
-from banditflags_server.store import Flag
-from banditflags_server.validation import validate_new_flag
+from banditflags_server.records import Flag
+from banditflags_server.service import flags as actions
+from banditflags_server.storage import audit as audit_mod
+from banditflags_server.storage.reports import read_reports
 
 HERE = Path(__file__).parent
 PREFIX = "/console"
@@ -406,7 +407,7 @@ def _detail(c: Context, key: str) -> dict[str, Any] | None:
         "leader": leader,
         "p_best": p_best,
         "exposures": sum(s["n"] for s in stats),
-        "policy": rc.params_for(flag).to_dict(),
+        "policy": params_for(flag).to_dict(),
         "history": list(reversed(history))[:50],
         "history_total": len(history),
         "audit": entries[:50],
@@ -466,7 +467,7 @@ async def _patch(request: Request, session: Session, body: dict[str, Any], reaso
     key: str = request.path_params["key"]
 
     def work() -> Flag:
-        return actions.patch_flag(c.store, key, body, c.rng(), session.key_name, reason)
+        return actions.patch_flag(c.store, key, patch_validator(body), c.rng(), session.key_name, reason)
 
     try:
         await run_in_threadpool(work)

@@ -16,10 +16,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from banditflags_server.api_common import Context, ctx, iso
-from banditflags_server.auth import requires
-from banditflags_server.errors import dumps
-from banditflags_server.store import Flag
+from banditflags_server.api.auth import requires
+from banditflags_server.api.context import Context, ctx, iso
+from banditflags_server.api.responses import dumps
+from banditflags_server.records import Flag
 
 CONFIG_SCHEMA = 1
 

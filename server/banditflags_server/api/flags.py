@@ -11,15 +11,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from banditflags_server import actions
-from banditflags_server import audit as audit_mod
-from banditflags_server import recompute as rc
-from banditflags_server.api_common import ctx, flag_key, iso, read_json
-from banditflags_server.auth import actor, requires
-from banditflags_server.bandit import SRM_P, arm_estimates, srm_check, winner
-from banditflags_server.errors import ApiError, ValidationError, conflict, json_response, not_found
-from banditflags_server.store import Flag, Periods, Store
-from banditflags_server.validation import parse_json, validate_new_flag
+from banditflags_server.api.auth import actor, requires
+from banditflags_server.api.context import ctx, flag_key, iso, read_json
+from banditflags_server.api.responses import json_response
+from banditflags_server.api.validation import parse_json, patch_validator, validate_new_flag
+from banditflags_server.engine.bandit import SRM_P, arm_estimates, srm_check, winner
+from banditflags_server.engine.planning import params_for, with_context
+from banditflags_server.errors import ApiError, ValidationError, conflict, not_found
+from banditflags_server.records import Flag, Periods
+from banditflags_server.service import flags as actions
+from banditflags_server.service import recompute as rc
+from banditflags_server.storage import audit as audit_mod
+from banditflags_server.storage.store import Store
 
 
 def _num(x: Any) -> float | None:
@@ -34,7 +37,7 @@ def stats_json(
     flag: Flag, periods: Periods, rng: np.random.Generator, *, sum_sq: bool = False
 ) -> list[dict[str, Any]]:
     """Per-variant totals over all versions plus the engine's estimates (mean, interval, P(best))."""
-    params = rc.with_context(rc.params_for(flag), flag, periods, time.time())
+    params = with_context(params_for(flag), flag, periods, time.time())
     k = flag.k
     if periods.n.shape[0] == 0:
         n = r = s = ss = np.zeros(k)
@@ -80,7 +83,7 @@ def flag_json(flag: Flag, stats: list[dict[str, Any]] | None) -> dict[str, Any]:
         "variants": flag.variants,
         "control": flag.variants[flag.control]["key"],
         "objective": flag.objective,
-        "policy": rc.params_for(flag).to_dict(),
+        "policy": params_for(flag).to_dict(),
         "state": flag.state,
         "exploration": flag.exploration,
         "baseline": flag.baseline,
@@ -167,7 +170,7 @@ async def patch_flag(request: Request) -> Response:
 
     def work() -> dict[str, Any]:
         rng = c.rng()
-        updated = actions.patch_flag(c.store, key, body, rng, who, reason)
+        updated = actions.patch_flag(c.store, key, patch_validator(body), rng, who, reason)
         return _full(c.store, updated, rng)
 
     return json_response(await run_in_threadpool(work))
@@ -278,7 +281,7 @@ async def stats(request: Request) -> Response:
         srm = (
             srm_check(p.n, weights) if p.versions else srm_check(np.zeros((1, flag.k)), np.ones((1, flag.k)))
         )
-        params = rc.params_for(flag)
+        params = params_for(flag)
         est = [_Est(v) for v in variants]
         win = winner(est, params.winner_p, params.winner_min_n)  # type: ignore[arg-type]
         return {

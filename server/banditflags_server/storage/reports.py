@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from banditflags_server import db
-from banditflags_server.db import sdk_reports
+from banditflags_server.storage import schema as db
+from banditflags_server.storage.schema import sdk_reports
 
 log = logging.getLogger("banditflags_server.reports")
 

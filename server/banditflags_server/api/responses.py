@@ -1,0 +1,25 @@
+"""JSON responses: strict, compact bodies, and the HTTP form of an ``ApiError``."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.responses import Response
+
+from banditflags_server.errors import ApiError
+
+
+def dumps(obj: Any) -> bytes:
+    """Compact, strict JSON (no NaN/Infinity) as UTF-8 bytes."""
+    return json.dumps(obj, separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode("utf-8")
+
+
+def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """A JSON response serialised with :func:`dumps`."""
+    return Response(dumps(obj), status_code=status, headers=headers, media_type="application/json")
+
+
+def error_response(err: ApiError) -> Response:
+    """The HTTP response for an :class:`ApiError`."""
+    return json_response(err.body(), status=err.status, headers=err.headers)

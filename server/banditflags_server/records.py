@@ -1,0 +1,173 @@
+"""The records every layer shares: flags, allocations, arm stats and validated inputs.
+
+Plain dataclasses with no I/O and no web stack: the storage layer reads and writes them, the engine
+plans from them, the API and the console build them from requests. Nothing here imports another
+``banditflags_server`` module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "Allocation",
+    "EventBatch",
+    "EventRow",
+    "Flag",
+    "FlagPatch",
+    "IngestResult",
+    "NewFlag",
+    "Periods",
+    "RecomputeWrite",
+]
+
+
+@dataclass
+class Allocation:
+    """One allocation version of a flag."""
+
+    version: int
+    created_at: float
+    weights: list[float]
+    bandit_weights: list[float]
+    table_rle: list[list[int]]
+    reason: str
+    moved: int
+
+
+@dataclass
+class Flag:
+    """A flag row with its current allocation."""
+
+    key: str
+    description: str
+    salt: str
+    variants: list[dict[str, Any]]
+    control: int
+    objective: dict[str, Any]
+    policy: dict[str, Any]
+    state: str
+    exploration: float
+    baseline: str
+    recompute_interval: float
+    bandit_weights: list[float]
+    version: int
+    row_version: int
+    created_at: float
+    updated_at: float
+    recomputed_at: float | None
+    allocation: Allocation | None = None
+    # Guardrail declarations and {"disabled": {arm_key: {reason, at, by}}, "exempt": [arm_key]} (issue 3).
+    guardrails: list[dict[str, Any]] = field(default_factory=list)
+    arm_state: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def k(self) -> int:
+        """Number of arms."""
+        return len(self.variants)
+
+    @property
+    def disabled(self) -> dict[str, Any]:
+        """Disabled arms: variant key -> why, when and by whom."""
+        d = self.arm_state.get("disabled", {})
+        return d if isinstance(d, dict) else {}
+
+    @property
+    def active(self) -> tuple[bool, ...]:
+        """Per arm: not disabled (the control is never disabled)."""
+        off = self.disabled
+        return tuple(i == self.control or v["key"] not in off for i, v in enumerate(self.variants))
+
+
+@dataclass
+class Periods:
+    """A flag's arm stats as ``(P, K)`` arrays over its versions, oldest first."""
+
+    versions: list[int]
+    created_at: list[float]
+    n: np.ndarray
+    r: np.ndarray
+    s: np.ndarray
+    ss: np.ndarray
+
+
+@dataclass
+class IngestResult:
+    """What ``POST /v1/events`` answers."""
+
+    batch_id: str
+    duplicate: bool
+    exposures: int = 0
+    rewards: int = 0
+    ignored: list[dict[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class RecomputeWrite:
+    """The outcome of one flag's recompute, written by :meth:`Store.apply_recomputes`."""
+
+    key: str
+    row_version: int
+    bandit_weights: list[float]
+    recomputed_at: float
+    allocation: Allocation | None
+    # Other flag columns to write (e.g. arm_state when a guardrail disables an arm, policy on promotion).
+    changes: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class NewFlag:
+    """A validated ``POST /v1/flags`` body."""
+
+    key: str
+    description: str
+    variants: list[dict[str, Any]]
+    control: int
+    objective: dict[str, Any]
+    policy: dict[str, Any]
+    state: str
+    exploration: float
+    baseline: str
+    recompute_interval: float
+    guardrails: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class FlagPatch:
+    """A validated ``PATCH /v1/flags/{key}`` body: only the fields given."""
+
+    changes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def touches_table(self) -> bool:
+        """Whether the served weights must be recomputed at once."""
+        return bool({"exploration", "policy", "baseline", "disabled"} & set(self.changes))
+
+
+@dataclass
+class EventRow:
+    """One exposure or reward row of a batch; ``where`` is its field path (``rewards[2]``)."""
+
+    where: str
+    flag: str
+    version: int
+    arm: int
+    count: int
+    is_reward: bool = False
+    sum: float = 0.0
+    sum_sq: float = 0.0
+    metric: str | None = None  # a guardrail metric; None: the flag's objective
+
+
+@dataclass
+class EventBatch:
+    """A structurally valid ``POST /v1/events`` body (flags and arms are checked by the store)."""
+
+    batch_id: str
+    exposures: list[EventRow]
+    rewards: list[EventRow]
+    sdk: str = ""
+    dropped: int = 0

@@ -1,0 +1,208 @@
+"""The recompute cycle: load a flag's stats, plan its next allocation, write it; and operator changes.
+
+Writes compare-and-set on the flag row, so a concurrent writer (another process or replica) wins cleanly:
+a recompute that loses is skipped, an operator change is retried. The planning itself is pure and lives
+in :mod:`banditflags_server.engine.planning`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from banditflags_server.engine.bandit import compute_weights
+from banditflags_server.engine.planning import (
+    baseline_index,
+    next_write,
+    operator_arm_state,
+    params_for,
+    period_ages,
+    plan,
+)
+from banditflags_server.records import Flag, FlagPatch, RecomputeWrite
+from banditflags_server.service import metrics
+from banditflags_server.storage.audit import entry_for_patch
+from banditflags_server.storage.store import Store
+
+log = logging.getLogger("banditflags_server.recompute")
+
+#: Flags recomputed per database round trip by the loop (bounds memory with many flags).
+CHUNK = 500
+#: Event batch ids are remembered this long for idempotency (SDK retries are far shorter).
+BATCH_RETENTION = 7 * 86400.0
+
+
+class FlagNotFound(Exception):
+    """No flag with this key."""
+
+
+class NotRunning(Exception):
+    """The flag is frozen or killed, so it is not recomputed."""
+
+
+class Conflict(Exception):
+    """The flag kept changing under us (another writer); the caller may retry later."""
+
+
+@dataclass(frozen=True)
+class RecomputeResult:
+    """The outcome of one flag's recompute."""
+
+    key: str
+    written: bool  # False: skipped because the flag changed meanwhile
+    version: int  # the current version after the recompute
+    new_version: bool
+    moved: int
+    bandit_weights: list[float]
+
+
+def apply_patch(
+    store: Store,
+    key: str,
+    patch: FlagPatch,
+    rng: np.random.Generator,
+    *,
+    actor: str | None = None,
+    reason: str = "",
+) -> Flag:
+    """Apply an operator change; recompute the served weights at once if it touches them.
+
+    A new policy recomputes the bandit weights from all stats (without the max_step limit: the operator
+    asked for it); exploration and baseline changes reuse the current bandit weights. ``state`` never
+    touches the table. Retries when a concurrent writer changed the flag meanwhile. With an ``actor``
+    (a key name) the change is written to the audit log in the same transaction.
+    """
+    for _ in range(10):
+        flag = store.get_flag(key)
+        if flag is None or flag.allocation is None:
+            raise FlagNotFound(key)
+        changes = dict(patch.changes)
+        alloc = None
+        now = time.time()
+        if "disabled" in changes:
+            changes["arm_state"] = operator_arm_state(flag, changes.pop("disabled"), now)
+        if patch.touches_table:
+            trial = dataclasses.replace(flag, **{n: v for n, v in changes.items() if hasattr(flag, n)})
+            periods = store.load_periods({key: flag.k})[key]
+            bandit = list(flag.bandit_weights)
+            arms_changed = trial.active != flag.active
+            if "policy" in changes or arms_changed:
+                params = dataclasses.replace(
+                    params_for(trial),
+                    period_ages=period_ages(periods.created_at, now),
+                    active=None if all(trial.active) else trial.active,
+                )
+                bandit = [float(w) for w in compute_weights(periods.n, periods.s, periods.ss, params, rng)]
+                changes["bandit_weights"] = bandit
+            why = next(
+                (r for r in ("policy", "exploration", "baseline") if r in changes),
+                "arms",  # the disabled list changed (or was given unchanged)
+            )
+            alloc = plan(trial, flag.allocation, bandit, baseline_index(trial, periods), why, now)
+        entry = None
+        if actor is not None:
+            entry = entry_for_patch(key, actor, _audited(flag), changes, reason, now=now)
+            if entry is not None and alloc is not None and entry.before is not None and entry.after:
+                entry.before.update(weights=flag.allocation.weights, version=flag.version)
+                entry.after.update(weights=alloc.weights, version=alloc.version)
+        if store.update_flag(flag, changes, alloc, now=now, audit=entry):
+            got = store.get_flag(key)
+            if got is None:
+                raise FlagNotFound(key)
+            return got
+    raise Conflict(key)
+
+
+def _audited(flag: Flag) -> dict[str, Any]:
+    """The fields of a flag an operator can change, as the audit log compares them."""
+    return {
+        "state": flag.state,
+        "exploration": flag.exploration,
+        "baseline": flag.baseline,
+        "policy": flag.policy,
+        "description": flag.description,
+        "recompute_interval": flag.recompute_interval,
+        "guardrails": flag.guardrails,
+        "arm_state": flag.arm_state,
+    }
+
+
+def _result(flag: Flag, w: RecomputeWrite, ok: bool) -> RecomputeResult:
+    a = w.allocation if ok else None
+    return RecomputeResult(
+        flag.key, ok, a.version if a else flag.version, a is not None, a.moved if a else 0, w.bandit_weights
+    )
+
+
+def recompute_flag(
+    store: Store, key: str, rng: np.random.Generator, *, force: bool = False
+) -> RecomputeResult:
+    """Recompute one flag now.
+
+    ``force`` (the API's ``POST .../recompute``): raise :class:`NotRunning` for a frozen or killed flag
+    and retry if a concurrent writer got there first. Without it such flags are skipped (``written`` False).
+    """
+    for _ in range(5 if force else 1):
+        flag = store.get_flag(key)
+        if flag is None or flag.allocation is None:
+            raise FlagNotFound(key)
+        if flag.state != "running":
+            if force:
+                raise NotRunning(key)
+            return RecomputeResult(key, False, flag.version, False, 0, flag.bandit_weights)
+        periods = store.load_periods({key: flag.k})[key]
+        metrics = store.load_metrics({key: flag.k})[key] if flag.guardrails else None
+        w = next_write(flag, flag.allocation, periods, rng, time.time(), metrics)
+        (ok,) = store.apply_recomputes([w])
+        if ok or not force:
+            return _result(flag, w, ok)
+    raise Conflict(key)
+
+
+def recompute_due(store: Store, rng: np.random.Generator, now: float | None = None) -> list[RecomputeResult]:
+    """Recompute every running flag whose interval has passed: a few queries per chunk of flags."""
+    now = time.time() if now is None else now
+    due = store.due_flags(now)
+    results: list[RecomputeResult] = []
+    for start in range(0, len(due), CHUNK):
+        chunk = due[start : start + CHUNK]
+        tables = store.tables(f.key for f in chunk)
+        periods = store.load_periods({f.key: f.k for f in chunk})
+        metrics = store.load_metrics({f.key: f.k for f in chunk if f.guardrails})
+        todo: list[tuple[Flag, RecomputeWrite]] = []
+        for f in chunk:
+            if f.key not in tables:
+                continue  # deleted meanwhile
+            try:
+                todo.append((f, next_write(f, tables[f.key], periods[f.key], rng, now, metrics.get(f.key))))
+            except Exception:  # one bad flag must not stop the others
+                log.exception("recompute of flag %s failed", f.key)
+        oks = store.apply_recomputes([w for _, w in todo])
+        results.extend(_result(f, w, ok) for (f, w), ok in zip(todo, oks, strict=True))
+    return results
+
+
+async def recompute_loop(store: Store, tick: float, stop: asyncio.Event, seed: Any = None) -> None:
+    """Every ``tick`` seconds, recompute the due flags in a worker thread, until ``stop`` is set."""
+    rng = np.random.default_rng(seed)
+    last_prune = 0.0
+    while not stop.is_set():
+        try:
+            t0 = time.perf_counter()
+            results = await asyncio.to_thread(recompute_due, store, rng)
+            metrics.record_recompute(results, time.perf_counter() - t0)
+            if time.time() - last_prune > 3600:
+                last_prune = time.time()
+                await asyncio.to_thread(store.prune_batches, last_prune - BATCH_RETENTION)
+        except Exception:
+            # The database may be briefly unavailable; keep serving and try again next tick.
+            log.exception("recompute cycle failed")
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=tick)
