@@ -1,0 +1,103 @@
+"""What the bandit learns from: arm stats per allocation version (periods) and guardrail metric sums,
+read as numpy arrays for the engine (:mod:`banditflags_server.engine`).
+
+The counts are written by the ingest path (:mod:`banditflags_server.storage.events`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from banditflags_server.records import Periods
+from banditflags_server.storage import schema as db
+from banditflags_server.storage.schema import allocations, arm_stats, metric_stats
+
+
+class StatsMixin:
+    """The part of :class:`~banditflags_server.storage.store.Store` that reads the stats."""
+
+    engine: Engine
+
+    def load_periods(self, arms: dict[str, int]) -> dict[str, Periods]:
+        """Arm stats of the given flags (key -> number of arms) as ``(P, K)`` arrays, one query each.
+
+        Every allocation version is a period, also those without any counts (zeros), so period ages line
+        up with the versions.
+        """
+        out: dict[str, Periods] = {}
+        if not arms:
+            return out
+        keys = list(arms)
+        with db.read_tx(self.engine) as conn:
+            vrows = conn.execute(
+                sa.select(allocations.c.flag, allocations.c.version, allocations.c.created_at)
+                .where(allocations.c.flag.in_(keys))
+                .order_by(allocations.c.flag, allocations.c.version)
+            ).all()
+            srows = conn.execute(
+                sa.select(
+                    arm_stats.c.flag,
+                    arm_stats.c.version,
+                    arm_stats.c.arm,
+                    arm_stats.c.n,
+                    arm_stats.c.r,
+                    arm_stats.c.s,
+                    arm_stats.c.ss,
+                ).where(arm_stats.c.flag.in_(keys))
+            ).all()
+        versions: dict[str, list[tuple[int, float]]] = {k: [] for k in keys}
+        for flag, version, created in vrows:
+            versions[flag].append((int(version), float(created)))
+        index: dict[str, dict[int, int]] = {}
+        for key in keys:
+            vs = versions[key]
+            k = arms[key]
+            shape = (len(vs), k)
+            out[key] = Periods(
+                versions=[v for v, _ in vs],
+                created_at=[c for _, c in vs],
+                n=np.zeros(shape),
+                r=np.zeros(shape),
+                s=np.zeros(shape),
+                ss=np.zeros(shape),
+            )
+            index[key] = {v: i for i, (v, _) in enumerate(vs)}
+        for flag, version, arm, n, r, s, ss in srows:
+            p = out[flag]
+            row = index[flag].get(int(version))
+            if row is None or not 0 <= arm < p.n.shape[1]:
+                continue
+            p.n[row, arm] = n
+            p.r[row, arm] = r
+            p.s[row, arm] = s
+            p.ss[row, arm] = ss
+        return out
+
+    def load_metrics(self, arms: dict[str, int]) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
+        """Guardrail metric sums per flag (key -> number of arms): metric -> (s, ss), pooled over versions."""
+        out: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {key: {} for key in arms}
+        if not arms:
+            return out
+        stmt = (
+            sa.select(
+                metric_stats.c.flag,
+                metric_stats.c.metric,
+                metric_stats.c.arm,
+                sa.func.sum(metric_stats.c.s),
+                sa.func.sum(metric_stats.c.ss),
+            )
+            .where(metric_stats.c.flag.in_(list(arms)))
+            .group_by(metric_stats.c.flag, metric_stats.c.metric, metric_stats.c.arm)
+        )
+        with db.read_tx(self.engine) as conn:
+            for flag, metric, arm, s, ss in conn.execute(stmt):
+                k = arms[flag]
+                if not 0 <= arm < k:
+                    continue
+                if metric not in out[flag]:
+                    out[flag][metric] = (np.zeros(k), np.zeros(k))
+                out[flag][metric][0][arm] = float(s)
+                out[flag][metric][1][arm] = float(ss)
+        return out
