@@ -40,7 +40,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from ._version import __version__
 
 if TYPE_CHECKING:
-    from ._client import Client
+    from ._runtime import Runtime
 
 __all__ = ["register", "retire"]
 
@@ -49,7 +49,7 @@ class _Registry:
     """The instruments of one meter provider and the clients they report."""
 
     def __init__(self, meter_provider: Any) -> None:
-        self.clients: weakref.WeakSet[Client] = weakref.WeakSet()
+        self.clients: weakref.WeakSet[Runtime] = weakref.WeakSet()
         self.lock = threading.Lock()
         # Totals of closed clients, so that cumulative counters never go down.
         self.retired_decisions: dict[tuple[str, str, str, str], int] = {}
@@ -85,7 +85,7 @@ class _Registry:
             description="Seconds since the server last sent or confirmed the config (oldest client)",
         )
 
-    def _live(self) -> list[Client]:
+    def _live(self) -> list[Runtime]:
         return list(self.clients)
 
     def _decision_totals(self) -> dict[tuple[str, str, str, str], int]:
@@ -139,7 +139,7 @@ class _Registry:
         ages = [a for c in self._live() if (a := c.stats().config_age_seconds) is not None]
         return [Observation(max(ages))] if ages else []
 
-    def retire(self, client: Client) -> None:
+    def retire(self, client: Runtime) -> None:
         if client not in self.clients:
             return
         ev = client._events
@@ -158,10 +158,10 @@ class _Registry:
 _lock = threading.Lock()
 _global: _Registry | None = None
 _by_provider: weakref.WeakKeyDictionary[Any, _Registry] = weakref.WeakKeyDictionary()
-_of_client: weakref.WeakKeyDictionary[Client, _Registry] = weakref.WeakKeyDictionary()
+_of_client: weakref.WeakKeyDictionary[Runtime, _Registry] = weakref.WeakKeyDictionary()
 
 
-def register(client: Client, meter_provider: Any = None) -> None:
+def register(client: Runtime, meter_provider: Any = None) -> None:
     """Report ``client`` through ``meter_provider`` (the global one when None). Never raises."""
     global _global
     try:
@@ -181,7 +181,7 @@ def register(client: Client, meter_provider: Any = None) -> None:
         client._logger.debug("banditflags: metrics registration failed", exc_info=True)
 
 
-def retire(client: Client) -> None:
+def retire(client: Runtime) -> None:
     """On ``close()``: fold the client's counts into its registry's totals. Never raises."""
     try:
         reg = _of_client.get(client)

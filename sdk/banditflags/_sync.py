@@ -31,7 +31,7 @@ import httpx
 
 from ._config import ConfigSnapshot, parse_config
 from ._exceptions import ConfigError
-from ._sse import parse_sse
+from ._sse import parse_sse, split_lines
 
 __all__ = ["ConfigSync", "Waiter", "backoff_delay", "jittered"]
 
@@ -286,7 +286,7 @@ class ConfigSync:
                 self._stream_logged = None
                 self._logger.info("banditflags: config stream connected again")
             generation = self._generation
-            for event in parse_sse(resp.iter_lines()):
+            for event in parse_sse(split_lines(resp.iter_text())):
                 if stop.is_set():
                     return False
                 if event.type == "comment":

@@ -66,6 +66,8 @@ def test_reward_item_shapes(build: object) -> None:
         "_inputs",
         "_lifecycle",
         "_models",
+        "_runtime",
+        "_sse",
         "_sync",
         "_token",
     ],

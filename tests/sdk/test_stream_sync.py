@@ -1,5 +1,6 @@
-"""The SDK's side of ``/v1/stream``: the SSE parser (property-tested), applying events, keep-alives,
-an endpoint the server does not have, and the guard against a slower poll undoing a newer event."""
+"""The SDK's side of ``/v1/stream``: the SSE parser and its line splitting (property-tested), applying
+events, keep-alives, a stream cut mid-event, an endpoint the server does not have, and the guard against
+a slower poll undoing a newer event."""
 
 from __future__ import annotations
 
@@ -7,14 +8,16 @@ import json
 import logging
 import random
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from banditflags._config import ConfigSnapshot, parse_config
-from banditflags._sse import SseEvent, encode_event, parse_sse
+from banditflags._sse import SseEvent, encode_event, parse_sse, split_lines
 from banditflags._sync import ConfigSync
 
 # -- the parser ---------------------------------------------------------------------------------------
@@ -59,6 +62,40 @@ def test_parser_edge_cases() -> None:
     # No data, no event (the second block); a bare "data" line is an empty data line.
     assert got == [SseEvent("message", "no-space\n two spaces"), SseEvent("message", "", "9")]
     assert list(parse_sse(["data: unterminated"])) == []  # an event needs its blank line
+
+
+# Line breaks other than CR and LF, which compact JSON with ensure_ascii=False carries raw.
+_BREAKS = "\u2028\u2029\x85\x0b\x0c\x1c\x1d\x1e"
+_line = st.text(
+    st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n") | st.sampled_from(_BREAKS)
+)
+
+
+def _chunked(wire: str, cuts: list[int]) -> list[str]:
+    points = sorted({min(c, len(wire)) for c in cuts})
+    return [wire[a:b] for a, b in zip([0, *points], [*points, len(wire)], strict=True)]
+
+
+@given(
+    st.lists(st.tuples(_line, st.sampled_from(["\n", "\r\n", "\r"])), max_size=12),
+    st.lists(st.integers(0, 400), max_size=30),
+)
+def test_lines_end_at_cr_lf_or_crlf_only_however_the_stream_is_chunked(
+    lines: list[tuple[str, str]], cuts: list[int]
+) -> None:
+    wire = "".join(text + end for text, end in lines)
+    whole = list(split_lines([wire]))
+    assert list(split_lines(_chunked(wire, cuts))) == whole  # a CRLF split across chunks is one line end
+    if not any(end == "\r" for _, end in lines):  # CR then an empty LF line would read as one CRLF
+        assert whole == [text for text, _ in lines]
+
+
+def test_split_lines_edge_cases() -> None:
+    assert list(split_lines(["a\r", "", "\n", "\n", "b"])) == ["a", "", "b"]  # CR, LF across chunks
+    assert list(split_lines(["a\u2028b\x85c\n"])) == ["a\u2028b\x85c"]
+    assert list(split_lines(["da", "ta: x", "\r\n\r", "\n"])) == ["data: x", ""]
+    assert list(split_lines(["cut sh", "ort"])) == ["cut short"]
+    assert list(split_lines([])) == []
 
 
 # -- ConfigSync and the stream ------------------------------------------------------------------------
@@ -184,3 +221,50 @@ def test_a_slow_poll_never_undoes_a_newer_stream_event() -> None:
     # A poll sent after that publish is the server's word, even with a lower revision (a new database).
     lower = parse_config(config(2))
     assert sync._accept(lower, sync._generation) and sync.revision == 2
+
+
+class _Cut(httpx.SyncByteStream):
+    """A response body sent in small pieces (splitting multi-byte characters and CRLFs), then cut."""
+
+    def __init__(self, body: bytes, size: int, cut_at: int | None = None) -> None:
+        self.body, self.size, self.cut_at = body, size, cut_at
+
+    def __iter__(self) -> Iterator[bytes]:
+        end = len(self.body) if self.cut_at is None else self.cut_at
+        for i in range(0, end, self.size):
+            yield self.body[i : min(i + self.size, end)]
+        if self.cut_at is not None:
+            raise httpx.RemoteProtocolError("peer closed connection without sending complete message body")
+
+
+def test_values_with_unicode_line_breaks_arrive_intact() -> None:
+    """The server's JSON is compact with ensure_ascii=False: U+2028, U+2029 and U+0085 stay raw inside the
+    data line. Splitting there (as str.splitlines and httpx's iter_lines do) rejected every such config."""
+    cfg = config(3)
+    cfg["flags"][0]["variants"][1]["value"] = "one\u2028two\u2029three\x85four"
+    data = json.dumps(cfg, separators=(",", ":"), ensure_ascii=False)
+    body = (
+        ": up to date\r\n\r\n" + encode_event(SseEvent("config", data, "3")).replace("\n", "\r\n")
+    ).encode()
+    rec = Recorder()
+    sync, http = rec.sync(lambda r: httpx.Response(200, stream=_Cut(body, 7)))
+    sync._stream_once(http, NeverStop(), 1.0)
+    assert [s.revision for s in rec.published] == [3] and sync.bad_payloads == 0
+    assert rec.published[0].flags["btn"].values[1] == "one\u2028two\u2029three\x85four"
+    assert rec.confirmed == 1
+
+
+def test_a_stream_cut_mid_event_applies_what_was_complete() -> None:
+    body = (event(3) + event(4, "killed")).encode()
+    cut_at = len(event(3)) + len(event(4)) // 2  # inside revision 4's data line
+    rec = Recorder()
+    sync, http = rec.sync(lambda r: httpx.Response(200, stream=_Cut(body, 5, cut_at)))
+    with pytest.raises(httpx.RemoteProtocolError):  # run_stream counts it and reconnects
+        sync._stream_once(http, NeverStop(), 1.0)
+    assert [s.revision for s in rec.published] == [3] and sync.bad_payloads == 0
+    # Cut right after the data line, before the blank line that ends the event: still not applied.
+    rec = Recorder()
+    sync, http = rec.sync(lambda r: httpx.Response(200, stream=_Cut(body, 5, len(body) - 1)))
+    with pytest.raises(httpx.RemoteProtocolError):
+        sync._stream_once(http, NeverStop(), 1.0)
+    assert [s.revision for s in rec.published] == [3]

@@ -34,9 +34,9 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
 
 def sse_events(resp: httpx.Response) -> Iterator[tuple[str, str, str | None]]:
     """(type, data, id) of each event or comment of an open stream response."""
-    from banditflags._sse import parse_sse
+    from banditflags._sse import parse_sse, split_lines
 
-    for e in parse_sse(resp.iter_lines()):
+    for e in parse_sse(split_lines(resp.iter_text())):
         yield e.type, e.data, e.id
 
 
@@ -175,6 +175,25 @@ def test_sdk_falls_back_to_polling_and_recovers_the_stream(
         assert admin.patch("/v1/flags/pay-button", json={"state": "running"}).status_code == 200
     wait_for(lambda: client.variant("pay-button", "u1") == "b", 10.0, "the un-kill")
     wait_for(lambda: client.stats().stream_events > before, 5.0, "the un-kill to come by the stream")
+
+
+def test_values_with_unicode_line_breaks_reach_the_sdk_by_the_stream(
+    server: Any, admin: httpx.Client, sdk_client: Callable[..., banditflags.Client]
+) -> None:
+    """The server's JSON keeps U+2028, U+2029 and U+0085 raw (ensure_ascii=False): inside the one data line
+    of a config event, they must not end the line (they did, and every such config event was rejected)."""
+    value = "one\u2028two\u2029three\x85four"
+    flag = dict(FLAG, variants=[{"key": "a", "value": "A"}, {"key": "b", "value": value}])
+    assert admin.post("/v1/flags", json=flag).status_code == 201
+    client = sdk_client(server.url, server.sdk_key, refresh_interval=3600.0)  # only the stream in time
+    assert client.wait_until_ready(10.0)
+    wait_for(lambda: client.stats().stream_connected, 10.0, "the stream")
+    assert admin.patch("/v1/flags/pay-button", json={"state": "killed"}).status_code == 200
+    wait_for(lambda: client.variant("pay-button", "u1") == "a", 5.0, "the kill, by the stream")
+    assert admin.patch("/v1/flags/pay-button", json={"state": "running"}).status_code == 200
+    wait_for(lambda: client.decide("pay-button", "u1").value == value, 5.0, "the un-kill, by the stream")
+    st = client.stats()
+    assert st.stream_events >= 2 and st.config_errors == 0
 
 
 def test_shutdown_with_open_streams_is_prompt(
