@@ -23,7 +23,7 @@ from banditflags_server.api import metrics, otel, stream
 from banditflags_server.api.auth import KeyRing
 from banditflags_server.api.context import Context
 from banditflags_server.api.responses import error_response
-from banditflags_server.console import pages as console
+from banditflags_server.console import routes as console
 from banditflags_server.errors import ApiError
 from banditflags_server.service.recompute import recompute_loop
 from banditflags_server.settings import Settings

@@ -1,0 +1,34 @@
+"""The console's routes, all under ``/console`` (``/`` redirects there), and what ``app.py`` needs from
+the console: ``routes`` to mount, ``is_console`` and ``error_page`` for HTML errors on console URLs::
+
+    GET  /console/login            POST /console/login          POST /console/logout
+    GET  /console/                 GET  /console/new            POST /console/new
+    GET  /console/flags/{key}      POST /console/flags/{key}/state | /exploration | /policy
+    GET  /console/static/...       (the stylesheet and ``console.js``, which opens the dialogs)
+"""
+
+from __future__ import annotations
+
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from banditflags_server.console import auth, flag_pages, forms
+from banditflags_server.console.templating import HERE, PREFIX, error_page, is_console
+
+__all__ = ["error_page", "is_console", "routes"]
+
+routes: list[BaseRoute] = [
+    Route("/", flag_pages.root, methods=["GET"]),
+    Route(PREFIX, flag_pages.root, methods=["GET"]),
+    Route(PREFIX + "/", flag_pages.flags_page, methods=["GET"]),
+    Route(PREFIX + "/login", auth.login_get, methods=["GET"]),
+    Route(PREFIX + "/login", auth.login_post, methods=["POST"]),
+    Route(PREFIX + "/logout", auth.logout, methods=["POST"]),
+    Route(PREFIX + "/new", forms.new_page, methods=["GET"]),
+    Route(PREFIX + "/new", forms.new_post, methods=["POST"]),
+    Route(PREFIX + "/flags/{key}", flag_pages.flag_page, methods=["GET"]),
+    Route(PREFIX + "/flags/{key}/state", forms.set_state, methods=["POST"]),
+    Route(PREFIX + "/flags/{key}/exploration", forms.set_exploration, methods=["POST"]),
+    Route(PREFIX + "/flags/{key}/policy", forms.set_policy, methods=["POST"]),
+    Mount(PREFIX + "/static", StaticFiles(directory=str(HERE / "static")), name="static"),
+]
