@@ -7,12 +7,17 @@ import re
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
+from prometheus_client.parser import text_string_to_metric_families
 
 from banditflags import Client
+from banditflags_server.service.metrics import __doc__ as METRICS_DOC
 
 SAMPLE = re.compile(
     r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\.)*",?)*\})? '
@@ -144,11 +149,142 @@ def test_recompute_durations_and_sdk_staleness(live_server: Callable[..., Any]) 
 
 
 def test_label_values_are_escaped() -> None:
-    from banditflags_server.service.metrics import Counter
+    from banditflags_server.records import EventBatch, EventRow, IngestResult
+    from banditflags_server.service import metrics
 
-    c = Counter("x_total", "Help.", ("flag",))
-    c.inc(2, ('we"ird\\\n',))
-    assert parse("\n".join(c.render()) + "\n") == {'x_total{flag="we\\"ird\\\\\\n"}': 2.0}
+    # A flag key cannot be like this over HTTP (the store ignores unknown flags); escaping must hold anyway.
+    tag = uuid.uuid4().hex[:8]
+    weird = f'we"ird\\\n{tag}'
+    rows = [EventRow("exposures[0]", weird, 1, 0, 2)]
+    metrics.record_ingest(
+        EventBatch("b" * 8, rows, []), IngestResult("b" * 8, False), (None, None), {}, None, 0.0
+    )
+    text = metrics.render(None)[0].decode()
+    assert parse(text)[f'banditflags_exposures_total{{flag="we\\"ird\\\\\\n{tag}",variant="0"}}'] == 2.0
+    samples = [
+        s for f in text_string_to_metric_families(text) for s in f.samples if s.labels.get("flag") == weird
+    ]
+    assert [(s.name, s.labels, s.value) for s in samples] == [
+        ("banditflags_exposures_total", {"flag": weird, "variant": "0"}, 2.0)
+    ]
+
+
+#: The module docstring's table: metric (as exposed) -> (type, label names).
+TABLE = {
+    m.group(1): (m.group(3), tuple(m.group(2).split(",")) if m.group(2) else ())
+    for m in re.finditer(
+        r"^``(banditflags_[a-z_]+)(?:\{([a-z,]+)\})?``\s+(counter|gauge|histogram)\s", METRICS_DOC, re.M
+    )
+}
+
+
+def exposed(families: list[Metric]) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """Sample name -> (family type, label names) as a parser saw the page; histograms by family name."""
+    out: dict[str, tuple[str, tuple[str, ...]]] = {}
+    for family in families:
+        for s in family.samples:
+            if family.type == "histogram":
+                assert s.name in {family.name + x for x in ("_bucket", "_sum", "_count")}, s.name
+                assert set(s.labels) == ({"le"} if s.name.endswith("_bucket") else set()), s
+                out[family.name] = ("histogram", ())
+            else:
+                assert s.name == family.name + ("_total" if family.type == "counter" else ""), s.name
+                out.setdefault(s.name, (family.type, tuple(s.labels)))
+                assert out[s.name] == (family.type, tuple(s.labels)), s
+    return out
+
+
+def test_the_page_parses_with_prometheus_client_and_matches_the_table(
+    live_server: Callable[..., Any],
+) -> None:
+    """The real server over HTTP, read by prometheus-client's own parsers: every metric of the module's
+    table and nothing else, with its type and labels; the same page as OpenMetrics when asked for it."""
+    assert len(TABLE) == 17, TABLE
+    server = live_server()
+    with server.client("admin") as admin, server.client("sdk") as sdk:
+        assert admin.post("/v1/flags", json=flag_body("btn")).status_code == 201
+        revision = int(sdk.get("/v1/config").headers["etag"].strip('"'))
+        assert (
+            sdk.post("/v1/events", json=events("btn", config_revision=revision, config_age=3)).status_code
+            == 202
+        )
+    r = httpx.get(server.url + "/metrics", timeout=10.0)
+    assert r.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+    families = list(text_string_to_metric_families(r.text))
+    assert exposed(families) == TABLE
+    assert len({f.name for f in families}) == len(families)
+    assert not [line for line in r.text.splitlines() if "_created" in line]
+    values = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in families for s in f.samples}
+    assert values[("banditflags_exposures_total", (("flag", "btn"), ("variant", "green")))] == 7
+    assert values[("banditflags_sdk_config_age_seconds_bucket", (("le", "5.0"),))] == 1
+
+    om = httpx.get(
+        server.url + "/metrics",
+        headers={"Accept": "application/openmetrics-text; version=1.0.0"},
+        timeout=10.0,
+    )
+    assert om.headers["content-type"].startswith("application/openmetrics-text; version=1.0.0; charset=utf-8")
+    assert om.text.endswith("# EOF\n")
+    om_families = list(openmetrics_families(om.text))  # the strict parser: raises on any format error
+    assert exposed(om_families) == TABLE
+    om_values = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in om_families for s in f.samples}
+    same = {k for k in values if not k[0].startswith("banditflags_scrape_timestamp")}
+    assert {k: om_values[k] for k in same} == {k: values[k] for k in same}
+
+
+def test_new_label_sets_stop_at_the_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    from banditflags_server.records import EventBatch, EventRow, IngestResult
+    from banditflags_server.service import metrics
+
+    tag = uuid.uuid4().hex[:8]
+    monkeypatch.setattr(metrics, "MAX_SERIES", len(metrics._EXPOSURE_CHILDREN.by_labels) + 2)
+
+    def ingest(*keys: str) -> None:
+        rows = [EventRow(f"exposures[{i}]", f"{k}-{tag}", 1, 0, 1) for i, k in enumerate(keys)]
+        metrics.record_ingest(
+            EventBatch("b" * 8, rows, []), IngestResult("b" * 8, False), (None, None), {}, None, 0
+        )
+
+    ingest("a", "b", "c")  # c is one label set too many: not counted, and nothing else fails
+    ingest("a", "c")
+    page = parse(metrics.render(None)[0].decode())
+    mine = {k: v for k, v in page.items() if tag in k}
+    assert mine == {
+        f'banditflags_exposures_total{{flag="a-{tag}",variant="0"}}': 2.0,
+        f'banditflags_exposures_total{{flag="b-{tag}",variant="0"}}': 1.0,
+    }
+
+
+def test_workers_sharing_a_multiprocess_dir_add_up(live_server: Callable[..., Any], tmp_path: Path) -> None:
+    """Two server processes on one database and one PROMETHEUS_MULTIPROC_DIR, as uvicorn workers would be:
+    either one's page has both processes' counts (also after one has stopped), the flag gauges once."""
+    mp = tmp_path / "prometheus"
+    mp.mkdir()
+    db, admin_key, sdk_key = str(tmp_path / "shared.db"), "bf_admin_" + "a" * 32, "bf_sdk_" + "s" * 32
+    one, two = (
+        live_server(db=db, env={"PROMETHEUS_MULTIPROC_DIR": str(mp)}, admin_key=admin_key, sdk_key=sdk_key)
+        for _ in range(2)
+    )
+    with one.client("admin") as admin:
+        assert admin.post("/v1/flags", json=flag_body("btn")).status_code == 201
+    for server in (one, two):
+        with server.client("sdk") as sdk:
+            assert (
+                sdk.post("/v1/events", json=events("btn", config_revision=0, config_age=1)).status_code == 202
+            )
+    assert {p.name.split("_")[0] for p in mp.glob("*.db")} == {"counter", "histogram", "gauge"}
+    for server in (one, two):
+        m = scrape(server.url)
+        assert m['banditflags_exposures_total{flag="btn",variant="green"}'] == 14
+        assert m['banditflags_reward_sum{flag="btn",variant="green"}'] == 4.0  # summed, no pid label
+        assert m['banditflags_event_batches_total{result="accepted"}'] == 2
+        assert m["banditflags_sdk_dropped_events_total"] == 8
+        assert m["banditflags_ingest_duration_seconds_count"] == 2
+        assert m['banditflags_sdk_config_age_seconds_bucket{le="1.0"}'] == 2
+        assert m['banditflags_weight{flag="btn",variant="green"}'] == 0.75  # read from the database
+    assert one.stop() == 0
+    m = scrape(two.url)
+    assert m['banditflags_exposures_total{flag="btn",variant="green"}'] == 14  # a stopped worker still counts
 
 
 def test_server_traces_its_requests_when_asked(live_server: Callable[..., Any]) -> None:
