@@ -117,6 +117,35 @@ def test_bad_bodies_are_400_415(app: Any) -> None:
     assert app.admin.put("/v1/flags/btn", json={}).json()["error"]["code"] == "method_not_allowed"
 
 
+@pytest.mark.parametrize(
+    ("content", "field"),
+    [
+        (b'{"reason": "done", "state": "killed"}', "state"),
+        (b'{"reason": 5}', "reason"),
+        (b"[1]", None),
+    ],
+)
+def test_a_delete_body_holds_a_reason_and_nothing_else(app: Any, content: bytes, field: str | None) -> None:
+    _create(app)
+    before = _snapshot(app)
+    r = app.admin.request(
+        "DELETE", "/v1/flags/btn", content=content, headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 422 and r.json()["error"]["field"] == field
+    assert _snapshot(app) == before
+
+
+def test_an_events_answer_lists_ignored_rows(app: Any) -> None:
+    _create(app)
+    row = {"flag": "ghost", "version": 1, "arm": 0, "count": 1}
+    r = app.sdk.post("/v1/events", json={"batch_id": "batch-ig1", "exposures": [row], "config_revision": 1})
+    assert r.status_code == 202 and r.headers["content-type"] == "application/json"
+    assert r.content == (
+        b'{"batch_id":"batch-ig1","duplicate":false,"exposures":0,"rewards":0,'
+        b'"ignored":[{"field":"exposures[0]","reason":"unknown flag"}]}'
+    )
+
+
 def test_killed_keeps_the_table_and_unkill_restores_it(app: Any) -> None:
     _create(app)
     _events(app, "batch-k1", "btn", 1, [1000, 1000, 1000], [10, 10, 400])

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
-from banditflags_server.api.validation import parse_json, validate_events, validate_new_flag, validate_patch
+from banditflags_server.api.validation import (
+    events_from_json,
+    new_flag_from_json,
+    parse_json,
+    validate_events,
+    validate_new_flag,
+    validate_patch,
+)
 from banditflags_server.errors import ApiError, ValidationError
 
 GOOD: dict[str, Any] = {"key": "checkout-button", "variants": ["blue", {"key": "green", "value": {"c": 1}}]}
@@ -48,6 +56,14 @@ BAD_FLAGS = [
 def test_bad_flag_bodies_name_the_field(body: dict[str, Any], field: str) -> None:
     with pytest.raises(ValidationError) as info:
         validate_new_flag(body, 60.0)
+    assert info.value.status == 422
+    assert info.value.field == field, info.value.errors
+
+
+@pytest.mark.parametrize(("body", "field"), BAD_FLAGS)
+def test_bad_flag_bytes_name_the_same_field(body: dict[str, Any], field: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        new_flag_from_json(json.dumps(body).encode(), 60.0)
     assert info.value.status == 422
     assert info.value.field == field, info.value.errors
 
@@ -123,6 +139,13 @@ BAD_EVENTS = [
 def test_bad_event_batches_name_the_row(body: dict[str, Any], field: str) -> None:
     with pytest.raises(ValidationError) as info:
         validate_events(body)
+    assert info.value.field == field
+
+
+@pytest.mark.parametrize(("body", "field"), BAD_EVENTS)
+def test_bad_event_bytes_name_the_row(body: dict[str, Any], field: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        events_from_json(json.dumps(body).encode())
     assert info.value.field == field
 
 

@@ -6,12 +6,10 @@ import math
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
 
 import numpy as np
 from starlette.requests import Request
 
-from banditflags_server.api.validation import parse_json
 from banditflags_server.errors import ApiError
 from banditflags_server.settings import Settings
 from banditflags_server.storage.store import Store
@@ -53,8 +51,9 @@ def _is_json(content_type: str) -> bool:
     return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
 
 
-async def read_json(request: Request) -> Any:
-    """The request's JSON body: 415 unless JSON, 413 past the size cap (counted while reading), 400 if bad."""
+async def read_body(request: Request) -> bytes:
+    """The request's JSON body as bytes, for a schema's decoder (:mod:`banditflags_server.api.validation`):
+    415 unless JSON, 413 past the size cap (counted while reading)."""
     if not _is_json(request.headers.get("content-type", "")):
         raise ApiError(415, "the body must be JSON (Content-Type: application/json)")
     cap = ctx(request).settings.max_body
@@ -69,7 +68,7 @@ async def read_json(request: Request) -> Any:
         if size > cap:
             raise ApiError(413, f"the body must be at most {cap} bytes")
         chunks.append(chunk)
-    return parse_json(b"".join(chunks))
+    return b"".join(chunks)
 
 
 def flag_key(request: Request) -> str:

@@ -11,9 +11,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from banditflags_server.api.auth import actor, requires
-from banditflags_server.api.context import ctx, read_json
-from banditflags_server.api.responses import json_response
-from banditflags_server.api.validation import validate_events
+from banditflags_server.api.context import ctx, read_body
+from banditflags_server.api.responses import struct_response
+from banditflags_server.api.schemas import EventsAccepted, Ignored
+from banditflags_server.api.validation import events_from_json
 from banditflags_server.service import metrics
 
 log = logging.getLogger("banditflags_server.events")
@@ -23,9 +24,7 @@ log = logging.getLogger("banditflags_server.events")
 async def post_events(request: Request) -> Response:
     """Validate, then add the batch up and record its id in one transaction; 202 only after the commit."""
     t0 = time.perf_counter()
-    body = await read_json(request)
-    batch = validate_events(body)
-    report = metrics.sdk_report(body)
+    batch, report = events_from_json(await read_body(request))  # report: config_revision and config_age
     c = ctx(request)
     result = await run_in_threadpool(c.store.ingest, batch)
     names = metrics.VARIANT_NAMES
@@ -36,16 +35,9 @@ async def post_events(request: Request) -> Response:
     request.app.state.reports.note(await actor(request), batch.sdk)  # "when SDKs last reported"
     if batch.dropped and not result.duplicate:
         log.info("an SDK (%s) reports %d dropped events", batch.sdk[:60] or "unknown", batch.dropped)
-    return json_response(
-        {
-            "batch_id": result.batch_id,
-            "duplicate": result.duplicate,
-            "exposures": result.exposures,
-            "rewards": result.rewards,
-            "ignored": result.ignored,
-        },
-        status=202,
-    )
+    ignored = [Ignored(i["field"], i["reason"]) for i in result.ignored]
+    answer = EventsAccepted(result.batch_id, result.duplicate, result.exposures, result.rewards, ignored)
+    return struct_response(answer, status=202)
 
 
 routes = [Route("/v1/events", post_events, methods=["POST"])]

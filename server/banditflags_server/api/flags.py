@@ -12,9 +12,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from banditflags_server.api.auth import actor, requires
-from banditflags_server.api.context import ctx, flag_key, iso, read_json
+from banditflags_server.api.context import ctx, flag_key, iso, read_body
 from banditflags_server.api.responses import json_response
-from banditflags_server.api.validation import parse_json, patch_validator, validate_new_flag
+from banditflags_server.api.validation import new_flag_from_json, patch_from_json, reason_from_json
 from banditflags_server.engine.bandit import SRM_P, arm_estimates, srm_check, winner
 from banditflags_server.engine.planning import params_for, with_context
 from banditflags_server.errors import ApiError, ValidationError, conflict, not_found
@@ -138,8 +138,7 @@ async def list_flags(request: Request) -> Response:
 async def create_flag(request: Request) -> Response:
     """``POST /v1/flags`` → 201 with the flag; 409 if the key is taken."""
     c = ctx(request)
-    body, reason = actions.take_reason(await read_json(request))
-    spec = validate_new_flag(body, c.settings.recompute_interval)
+    spec, reason = new_flag_from_json(await read_body(request), c.settings.recompute_interval)
     who = await actor(request)
 
     def work() -> dict[str, Any]:
@@ -165,12 +164,12 @@ async def patch_flag(request: Request) -> Response:
     An optional ``reason`` goes to the audit log with the acting key's name."""
     c = ctx(request)
     key = flag_key(request)
-    body, reason = actions.take_reason(await read_json(request))
+    validate, reason = patch_from_json(await read_body(request))
     who = await actor(request)
 
     def work() -> dict[str, Any]:
         rng = c.rng()
-        updated = actions.patch_flag(c.store, key, patch_validator(body), rng, who, reason)
+        updated = actions.patch_flag(c.store, key, validate, rng, who, reason)
         return _full(c.store, updated, rng)
 
     return json_response(await run_in_threadpool(work))
@@ -187,10 +186,7 @@ async def delete_flag(request: Request) -> Response:
     if raw.strip():
         if len(raw) > ctx(request).settings.max_body:
             raise ApiError(413, "the body is too large")
-        body = parse_json(raw)
-        if not isinstance(body, dict) or set(body) - {"reason"}:
-            raise ValidationError([(None, 'the body may only be {"reason": "..."}')])
-        _, reason = actions.take_reason(body)
+        reason = reason_from_json(raw)
     problem = audit_mod.validate_reason(reason)
     if problem is not None:
         raise ValidationError([("reason", problem)])

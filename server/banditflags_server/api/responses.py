@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import msgspec
 from starlette.responses import Response
 
 from banditflags_server.errors import ApiError
@@ -18,6 +19,16 @@ def dumps(obj: Any) -> bytes:
 def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     """A JSON response serialised with :func:`dumps`."""
     return Response(dumps(obj), status_code=status, headers=headers, media_type="application/json")
+
+
+def struct_response(
+    obj: msgspec.Struct, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    """A response body of the schemas (:mod:`banditflags_server.api.schemas`), encoded by msgspec: the same
+    compact UTF-8 JSON as :func:`dumps`."""
+    return Response(
+        msgspec.json.encode(obj), status_code=status, headers=headers, media_type="application/json"
+    )
 
 
 def error_response(err: ApiError) -> Response:

@@ -1,61 +1,65 @@
-"""Validation of request bodies into typed values (docs/protocol.md "Flags", "Events", "Limits").
+"""Request bodies into the records the server works with (docs/protocol.md "Flags", "Events", "Limits").
 
-Every problem is collected with its field path (``variants[1].key``, ``exposures[3].count``) and raised
-together as one :class:`~banditflags_server.errors.ValidationError` (422), before anything is written.
+The shapes are the typed schemas of :mod:`~banditflags_server.api.schemas`, decoded straight from the
+request bytes (``*_from_json``, for the API's handlers) or converted from a dict (``validate_*`` and
+:func:`patch_validator`, for the console's forms). This module adds what a schema cannot say (a control
+that names a variant, unique keys and metrics, the policy parameters of this flag, the row cap) and builds
+the records. Every problem names its field (``variants[1].key``, ``exposures[3].count``) in one
+:class:`~banditflags_server.errors.ValidationError` (422), before anything is written; 400 for bad JSON,
+413 for a batch of more than :data:`~banditflags_server.api.schemas.MAX_ROWS` rows.
+
+A body msgspec refuses takes the dict path: it lists every bad field (msgspec stops at the first) and
+runs the checks across fields on the fields that did decode, as the hand-written validators did.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import re
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple, TypeVar
 
+import msgspec
+from msgspec import UNSET
+
+from banditflags_server.api.responses import dumps
+from banditflags_server.api.schema_errors import MAX_PROBLEMS, explain
+from banditflags_server.api.schemas import (
+    MAX_ROWS,
+    MAX_VALUE_BYTES,
+    DeleteBody,
+    EventsBody,
+    Guardrail,
+    NewFlagBody,
+    Objective,
+    PatchBody,
+    Variant,
+    VariantItem,
+)
+from banditflags_server.engine.bandit import ParamError, PolicyParams
 from banditflags_server.errors import ApiError, ValidationError
 from banditflags_server.records import EventBatch, EventRow, Flag, FlagPatch, NewFlag
 
-FLAG_KEY_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
-VARIANT_KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-BATCH_ID_RE = re.compile(r"[A-Za-z0-9_-]{8,64}")
-METRIC_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
-MAX_GUARDRAILS = 10
-MAX_VARIANTS = 100
-MAX_VALUE_BYTES = 32 * 1024
-MAX_DESCRIPTION = 1000
-MAX_ROWS = 10_000
-MAX_COUNT = 10**12  # per row; keeps sums far inside a 64-bit integer
-STATES = ("running", "frozen", "killed")
-BASELINES = ("control", "leader")
-OBJECTIVE_DEFAULTS: dict[str, Any] = {
-    "reward": "binary",
-    "direction": "maximize",
-    "unit": "decision",
-    "credit_window": 86400,
-}
-CREATE_FIELDS = {
-    "key",
-    "description",
-    "variants",
-    "control",
-    "objective",
-    "policy",
-    "state",
-    "exploration",
-    "baseline",
-    "recompute_interval",
-    "guardrails",
-}
-PATCH_FIELDS = {
-    "state",
-    "exploration",
-    "policy",
-    "baseline",
-    "description",
-    "recompute_interval",
-    "guardrails",
-    "disabled",
-}
+__all__ = [
+    "SdkReport",
+    "events_from_json",
+    "new_flag_from_json",
+    "parse_json",
+    "patch_from_json",
+    "patch_validator",
+    "reason_from_json",
+    "validate_events",
+    "validate_new_flag",
+    "validate_patch",
+]
+
+S = TypeVar("S", bound=msgspec.Struct)
+#: What an events batch says of the SDK's config: its revision and age (for the staleness metrics).
+SdkReport = tuple[int | None, float | None]
+
+_NEW_FLAG = msgspec.json.Decoder(NewFlagBody)
+_PATCH = msgspec.json.Decoder(PatchBody)
+_DELETE = msgspec.json.Decoder(DeleteBody)
+_EVENTS = msgspec.json.Decoder(EventsBody)
 
 
 class Problems:
@@ -68,251 +72,230 @@ class Problems:
         """Record one problem."""
         self.items.append((field, message))
 
-    def __bool__(self) -> bool:
-        return bool(self.items)
-
     def check(self) -> None:
         """Raise the collected problems, if any."""
         if self.items:
             raise ValidationError(self.items)
 
 
+def _bad_json(exc: Exception) -> ApiError:
+    return ApiError(400, f"request body is not valid JSON: {exc}")
+
+
 def parse_json(raw: bytes) -> Any:
     """Parse a UTF-8 JSON body; 400 ``invalid_json`` on anything else (NaN and Infinity included)."""
-
-    def _reject(name: str) -> Any:
-        raise ValueError(f"{name} is not valid JSON")
-
     try:
-        return json.loads(raw.decode("utf-8"), parse_constant=_reject)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise ApiError(400, f"request body is not valid JSON: {exc}") from None
+        return msgspec.json.decode(raw)
+    except (msgspec.DecodeError, RecursionError) as exc:
+        raise _bad_json(exc) from None
 
 
-def is_int(x: Any) -> bool:
-    """An int that is not a bool."""
-    return isinstance(x, int) and not isinstance(x, bool)
+def _decode(decoder: msgspec.json.Decoder[S], raw: bytes, refused: Callable[[Any], object]) -> S:
+    """``raw`` as the decoder's Struct; 400 if it is not JSON. A body msgspec refuses gets the answer
+    ``refused`` (the dict path) gives its JSON: the 422 naming every bad field, or a 413."""
+    try:
+        return decoder.decode(raw)
+    except msgspec.ValidationError as exc:  # (a subclass of DecodeError)
+        value = parse_json(raw)  # msgspec stops at the first bad field: the JSON may still be broken later
+        refused(value)
+        raise ValidationError(explain(exc, value, decoder.type)) from None  # (the same schema refused it)
+    except (msgspec.DecodeError, RecursionError) as exc:
+        raise _bad_json(exc) from None
 
 
-def is_number(x: Any) -> bool:
-    """A finite int or float that is not a bool."""
-    return (is_int(x) or isinstance(x, float)) and math.isfinite(x)
+#: The checks across fields of a body: ``(body, fields that did not decode, problems)``.
+Checks = Callable[[S, frozenset[str], Problems], object]
 
 
-def require_object(body: Any) -> dict[str, Any]:
-    """The body must be a JSON object."""
+def _convert(body: Any, schema: type[S], checks: Checks[S] | None = None) -> S:
+    """A body given as Python values, checked by the same schema as the API's bytes. If the schema
+    refuses it, ``checks`` (the checks across fields) still run on the fields that decode: see
+    :func:`_partial`."""
+    bad = _non_finite(body)
+    if bad is not None:
+        raise ValidationError([(bad, "must be a finite number")])
+    try:
+        return msgspec.convert(body, schema)
+    except msgspec.ValidationError as exc:
+        p = Problems()
+        p.items.extend(explain(exc, body, schema))
+        partial = _partial(body, schema) if checks is not None else None
+        if checks is not None and partial is not None:
+            checks(partial[0], partial[1], p)
+        raise ValidationError(p.items[:MAX_PROBLEMS]) from None
+
+
+def _partial(body: Any, schema: type[S]) -> tuple[S, frozenset[str]] | None:
+    """A refused body's fields that decode, in a ``schema`` (the others at their defaults, None where
+    required), and the names of the others (for the checks that need a required one)."""
     if not isinstance(body, dict):
-        raise ValidationError([(None, "request body must be a JSON object")])
-    return body
+        return None
+    good: dict[str, Any] = {}
+    bad: set[str] = set()
+    for f in msgspec.structs.fields(schema):
+        try:
+            if f.encode_name in body:
+                good[f.name] = msgspec.convert(body[f.encode_name], f.type)
+            elif f.required:
+                bad.add(f.name)
+        except msgspec.ValidationError:
+            bad.add(f.name)
+        if f.name in bad and f.required:
+            good[f.name] = None  # Struct() does not check types; the checks skip what is in `bad`
+    return schema(**good), frozenset(bad)
 
 
-def _unknown(body: Mapping[str, Any], allowed: set[str], p: Problems) -> None:
-    for name in sorted(set(body) - allowed):
-        p.add(name, "unknown field")
+def _non_finite(value: Any, field: str = "") -> str | None:
+    """The first field holding NaN or an infinity: JSON cannot carry them (the decoder refuses them), a
+    dict can, and ``msgspec.convert`` lets them through where a number has no bounds."""
+    if isinstance(value, float):
+        return field if field and not math.isfinite(value) else None
+    if isinstance(value, dict):
+        children = [(f"{field}.{k}" if field else str(k), v) for k, v in value.items()]
+    elif isinstance(value, list):
+        children = [(f"{field}[{i}]", v) for i, v in enumerate(value)]
+    else:
+        return None
+    for where, child in children:
+        found = _non_finite(child, where)
+        if found is not None:
+            return found
+    return None
 
 
-def _description(value: Any, p: Problems) -> str:
-    if not isinstance(value, str):
-        p.add("description", "must be a string")
-        return ""
-    if len(value) > MAX_DESCRIPTION:
-        p.add("description", f"must be at most {MAX_DESCRIPTION} characters")
-    return value
+# -- flags ----------------------------------------------------------------------------------------------
 
 
-def _state(value: Any, p: Problems) -> str:
-    if value not in STATES:
-        p.add("state", f"must be one of {', '.join(STATES)}")
-        return "running"
-    return str(value)
+def new_flag_from_json(raw: bytes, default_interval: float) -> tuple[NewFlag, str]:
+    """A ``POST /v1/flags`` body: the new flag and the reason for the audit log."""
+    body = _decode(_NEW_FLAG, raw, lambda value: validate_new_flag(value, default_interval))
+    return _new_flag(body, default_interval), body.reason.strip()
 
 
-def _exploration(value: Any, p: Problems) -> float:
-    if not is_number(value) or not 0.0 <= value <= 1.0:
-        p.add("exploration", "must be a number in [0, 1]")
-        return 1.0
-    return float(value)
+def validate_new_flag(body: Any, default_interval: float) -> NewFlag:
+    """A flag creation body given as a dict (its ``reason``, if any, is checked and left out)."""
+    return _new_flag(_convert(body, NewFlagBody, _flag_checks), default_interval)
 
 
-def _baseline(value: Any, p: Problems) -> str:
-    if value not in BASELINES:
-        p.add("baseline", f"must be one of {', '.join(BASELINES)}")
-        return "control"
-    return str(value)
+def _new_flag(body: NewFlagBody, default_interval: float) -> NewFlag:
+    p = Problems()
+    variants, control, objective, policy, guardrails = _flag_checks(body, frozenset(), p)
+    p.check()
+    assert policy is not None
+    interval = default_interval if body.recompute_interval is UNSET else body.recompute_interval
+    return NewFlag(
+        body.key, body.description, variants, control, objective, policy, body.state, body.exploration,
+        body.baseline, float(interval), guardrails,
+    )  # fmt: skip
 
 
-def _interval(value: Any, p: Problems) -> float:
-    if not is_number(value) or not 1 <= value <= 86400:
-        p.add("recompute_interval", "must be a number of seconds in 1..86400")
-        return 60.0
-    return float(value)
+def _flag_checks(
+    body: NewFlagBody, bad: frozenset[str], p: Problems
+) -> tuple[list[dict[str, Any]], int, dict[str, Any], dict[str, Any] | None, list[dict[str, Any]]]:
+    """The checks across the fields of a flag body, and what they give: variants, the control's index,
+    objective, policy, guardrails (those of a body whose ``bad`` variants did not decode are skipped)."""
+    variants = [] if "variants" in bad else _variants(body.variants, p)
+    control = 0
+    if body.control is not UNSET:
+        keys = [v["key"] for v in variants]
+        if body.control in keys:
+            control = keys.index(body.control)
+        elif variants:  # across fields: the control names one of the variants given
+            p.add("control", "must be the key of one of the variants")
+    objective = msgspec.structs.asdict(body.objective or Objective())
+    policy = None if "variants" in bad else _policy(body.policy, objective, len(body.variants), p)
+    return variants, control, objective, policy, _guardrails(body.guardrails, p)
 
 
-def _variants(value: Any, p: Problems) -> list[dict[str, Any]]:
-    if not isinstance(value, list) or not 1 <= len(value) <= MAX_VARIANTS:
-        p.add("variants", f"must be a list of 1..{MAX_VARIANTS} variants")
-        return []
+def _variants(items: list[VariantItem], p: Problems) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     seen: set[str] = set()
-    for i, item in enumerate(value):
-        where = f"variants[{i}]"
-        if isinstance(item, str):
-            item = {"key": item, "value": item}
-        if not isinstance(item, dict):
-            p.add(where, "must be a string or an object {key, value}")
+    for i, item in enumerate(items):
+        variant = Variant(item, item) if isinstance(item, str) else item
+        value = variant.key if variant.value is UNSET else variant.value
+        if variant.key in seen:  # uniqueness within a list: not a schema constraint
+            p.add(f"variants[{i}].key", f"duplicate variant key {variant.key!r}")
             continue
-        for extra in sorted(set(item) - {"key", "value"}):
-            p.add(f"{where}.{extra}", "unknown field")
-        key = item.get("key")
-        if not isinstance(key, str) or not VARIANT_KEY_RE.fullmatch(key):
-            p.add(f"{where}.key", "must match ^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-            continue
-        if key in seen:
-            p.add(f"{where}.key", f"duplicate variant key {key!r}")
-            continue
-        seen.add(key)
-        val = item.get("value", key)
-        try:
-            size = len(json.dumps(val, allow_nan=False).encode("utf-8"))
-        except ValueError:
-            p.add(f"{where}.value", "must be JSON")
+        seen.add(variant.key)
+        try:  # the size of a JSON value, as the config serves it: not a schema constraint either
+            size = len(dumps(value))
+        except (TypeError, ValueError):
+            p.add(f"variants[{i}].value", "must be JSON")
             continue
         if size > MAX_VALUE_BYTES:
-            p.add(f"{where}.value", f"must be at most {MAX_VALUE_BYTES} bytes of JSON")
+            p.add(f"variants[{i}].value", f"must be at most {MAX_VALUE_BYTES} bytes of JSON")
             continue
-        out.append({"key": key, "value": val})
+        out.append({"key": variant.key, "value": value})
     return out
 
 
-def validate_objective(value: Any, p: Problems) -> dict[str, Any]:
-    """The objective with its defaults filled in."""
-    if value is None:
-        return dict(OBJECTIVE_DEFAULTS)
-    if not isinstance(value, dict):
-        p.add("objective", "must be an object")
-        return dict(OBJECTIVE_DEFAULTS)
-    out = dict(OBJECTIVE_DEFAULTS)
-    for name in sorted(set(value) - set(OBJECTIVE_DEFAULTS)):
-        p.add(f"objective.{name}", "unknown field")
-    choices = {
-        "reward": ("binary", "continuous"),
-        "direction": ("maximize", "minimize"),
-        "unit": ("decision", "user"),
-    }
-    for name, allowed in choices.items():
-        if name in value:
-            if value[name] not in allowed:
-                p.add(f"objective.{name}", f"must be one of {', '.join(allowed)}")
-            else:
-                out[name] = value[name]
-    if "credit_window" in value:
-        cw = value["credit_window"]
-        if not is_number(cw) or not 1 <= cw <= 2_592_000:
-            p.add("objective.credit_window", "must be a number of seconds in 1..2592000")
-        else:
-            out["credit_window"] = cw
-    return out
-
-
-def validate_policy(policy: Any, objective: dict[str, Any], k: int, p: Problems) -> dict[str, Any] | None:
-    """Check policy parameters with the engine; returns the user's parameters (or None if invalid)."""
-    from banditflags_server.engine.bandit import ParamError, PolicyParams
-
-    if not isinstance(policy, dict):
-        p.add("policy", "must be an object")
-        return None
-    if k < 1:
-        return None  # variants already reported
+def _policy(policy: dict[str, Any], objective: dict[str, Any], k: int, p: Problems) -> dict[str, Any] | None:
+    """The user's policy parameters if the engine takes them for ``k`` arms (they depend on the flag)."""
     try:
         PolicyParams.from_dict(policy, objective, k)
     except ParamError as exc:
-        for f, m in exc.errors:
-            p.add(f, m)
+        for field, message in exc.errors:
+            p.add(field, message)
         return None
     return dict(policy)
 
 
-GUARDRAIL_DEFAULTS: dict[str, Any] = {
-    "direction": "minimize",
-    "reward": "binary",
-    "tolerance": 0.1,
-    "relative": True,
-    "confidence": 0.99,
-}
-
-
-def validate_guardrails(value: Any, p: Problems) -> list[dict[str, Any]]:
-    """Guardrail metrics: ``[{"metric", "direction", "reward", "tolerance", "relative", "confidence"}]``.
-
-    An arm is disabled when, with probability ``confidence``, its metric is worse than the control's by
-    more than ``tolerance`` (a fraction of the control's mean when ``relative``, else in metric units).
-    """
-    if not isinstance(value, list) or len(value) > MAX_GUARDRAILS:
-        p.add("guardrails", f"must be a list of at most {MAX_GUARDRAILS} guardrails")
-        return []
+def _guardrails(items: list[Guardrail], p: Problems) -> list[dict[str, Any]]:
+    """Guardrails as stored, defaults filled in; a metric is declared once (not a schema constraint)."""
     out: list[dict[str, Any]] = []
     names: set[str] = set()
-    for i, g in enumerate(value):
-        where = f"guardrails[{i}]"
-        if not isinstance(g, dict):
-            p.add(where, "must be an object")
-            continue
-        for extra in sorted(set(g) - {"metric", *GUARDRAIL_DEFAULTS}):
-            p.add(f"{where}.{extra}", "unknown field")
-        item = {**GUARDRAIL_DEFAULTS, **g}
-        metric = item.get("metric")
-        if not isinstance(metric, str) or not METRIC_RE.fullmatch(metric):
-            p.add(f"{where}.metric", "must match ^[a-z0-9][a-z0-9_.-]{0,63}$")
-        elif metric in names:
-            p.add(f"{where}.metric", f"duplicate metric {metric!r}")
-        else:
-            names.add(metric)
-        if item["direction"] not in ("minimize", "maximize"):
-            p.add(f"{where}.direction", "must be one of minimize, maximize")
-        if item["reward"] not in ("binary", "continuous"):
-            p.add(f"{where}.reward", "must be one of binary, continuous")
-        if not is_number(item["tolerance"]) or item["tolerance"] < 0:
-            p.add(f"{where}.tolerance", "must be a number >= 0")
-        if not isinstance(item["relative"], bool):
-            p.add(f"{where}.relative", "must be true or false")
-        if not is_number(item["confidence"]) or not 0.5 <= item["confidence"] < 1:
-            p.add(f"{where}.confidence", "must be a number in [0.5, 1)")
-        out.append(item)
+    for i, g in enumerate(items):
+        if g.metric in names:
+            p.add(f"guardrails[{i}].metric", f"duplicate metric {g.metric!r}")
+        names.add(g.metric)
+        out.append(
+            {
+                "direction": g.direction,
+                "reward": g.reward,
+                "tolerance": g.tolerance,
+                "relative": g.relative,
+                "confidence": g.confidence,
+                "metric": g.metric,
+            }
+        )
     return out
 
 
-def validate_new_flag(body: Any, default_interval: float) -> NewFlag:
-    """Validate a flag creation body (all problems reported at once)."""
-    body = require_object(body)
-    p = Problems()
-    _unknown(body, CREATE_FIELDS, p)
-    key = body.get("key")
-    if not isinstance(key, str) or not FLAG_KEY_RE.fullmatch(key):
-        p.add("key", "must match ^[a-z0-9][a-z0-9_.-]{0,63}$")
-        key = ""
-    description = _description(body.get("description", ""), p)
-    variants = _variants(body.get("variants"), p)
-    control = 0
-    if "control" in body:
-        keys = [v["key"] for v in variants]
-        if body["control"] not in keys or not isinstance(body["control"], str):
-            if variants or not isinstance(body["control"], str):
-                p.add("control", "must be the key of one of the variants")
-        else:
-            control = keys.index(body["control"])
-    objective = validate_objective(body.get("objective"), p)
-    policy = validate_policy(body.get("policy", {"name": "thompson"}), objective, len(variants), p)
-    state = _state(body.get("state", "running"), p)
-    exploration = _exploration(body.get("exploration", 1.0), p)
-    baseline = _baseline(body.get("baseline", "control"), p)
-    interval = _interval(body.get("recompute_interval", default_interval), p)
-    guardrails = validate_guardrails(body.get("guardrails", []), p)
-    p.check()
-    assert policy is not None
-    return NewFlag(
-        key, description, variants, control, objective, policy, state, exploration, baseline, interval,
-        guardrails,
-    )  # fmt: skip
+class _FlagFacts(NamedTuple):
+    """What a PATCH is checked against: the flag's policy, objective, number of arms, keys and control."""
+
+    policy: dict[str, Any]
+    objective: dict[str, Any]
+    k: int
+    keys: list[str]
+    control: str | None
+
+    @classmethod
+    def of(cls, flag: Flag) -> _FlagFacts:
+        keys = [v["key"] for v in flag.variants]
+        return cls(flag.policy, flag.objective, flag.k, keys, keys[flag.control])
+
+
+def patch_from_json(raw: bytes) -> tuple[Callable[[Flag], FlagPatch], str]:
+    """A ``PATCH /v1/flags/{key}`` body: its validator against the flag (for
+    :func:`service.flags.patch_flag`) and the reason for the audit log; 400 now if it is not JSON."""
+    try:
+        body = _PATCH.decode(raw)
+    except msgspec.ValidationError:
+        # Refused once the flag is found, with the checks only the flag allows (as for a dict).
+        return patch_validator(parse_json(raw)), ""
+    except (msgspec.DecodeError, RecursionError) as exc:
+        raise _bad_json(exc) from None
+    return (lambda flag: _patch(body, _FlagFacts.of(flag))), body.reason.strip()
+
+
+def patch_validator(body: Any) -> Callable[[Flag], FlagPatch]:
+    """A validator of the dict ``body`` as a PATCH of a given flag (for :func:`service.flags.patch_flag`)."""
+
+    def validate(flag: Flag) -> FlagPatch:
+        return _patch_dict(body, _FlagFacts.of(flag))
+
+    return validate
 
 
 def validate_patch(
@@ -325,145 +308,99 @@ def validate_patch(
     control: str | None = None,
 ) -> FlagPatch:
     """Validate a PATCH body against the flag; ``policy`` is merged into the current parameters."""
-    body = require_object(body)
+    return _patch_dict(body, _FlagFacts(current_policy, objective, k, variant_keys or [], control))
+
+
+def _patch_dict(body: Any, facts: _FlagFacts) -> FlagPatch:
+    def checks(partial: PatchBody, bad: frozenset[str], p: Problems) -> None:
+        _patch_changes(partial, facts, p)  # the fields that did not decode are UNSET: skipped
+
+    return _patch(_convert(body, PatchBody, checks), facts)
+
+
+def _patch(body: PatchBody, facts: _FlagFacts) -> FlagPatch:
     p = Problems()
-    _unknown(body, PATCH_FIELDS, p)
-    out: dict[str, Any] = {}
-    if "state" in body:
-        out["state"] = _state(body["state"], p)
-    if "exploration" in body:
-        out["exploration"] = _exploration(body["exploration"], p)
-    if "baseline" in body:
-        out["baseline"] = _baseline(body["baseline"], p)
-    if "description" in body:
-        out["description"] = _description(body["description"], p)
-    if "recompute_interval" in body:
-        out["recompute_interval"] = _interval(body["recompute_interval"], p)
-    if "guardrails" in body:
-        out["guardrails"] = validate_guardrails(body["guardrails"], p)
-    if "disabled" in body:
-        # The operator's list of disabled variants: leaving one out re-enables it.
-        d = body["disabled"]
-        keys = variant_keys or []
-        if not isinstance(d, list) or not all(isinstance(x, str) for x in d):
-            p.add("disabled", "must be a list of variant keys")
-        else:
-            for i, x in enumerate(d):
-                if x not in keys:
-                    p.add(f"disabled[{i}]", "must be the key of one of the variants")
-                elif x == control:
-                    p.add(f"disabled[{i}]", "the control cannot be disabled")
-            out["disabled"] = list(dict.fromkeys(d))
-    if "policy" in body:
-        if not isinstance(body["policy"], dict):
-            p.add("policy", "must be an object")
-        else:
-            merged = {**current_policy, **body["policy"]}
-            checked = validate_policy(merged, objective, k, p)
-            if checked is not None:
-                out["policy"] = checked
+    changes = _patch_changes(body, facts, p)
     p.check()
-    return FlagPatch(out)
+    return FlagPatch(changes)
+
+
+def _patch_changes(body: PatchBody, facts: _FlagFacts, p: Problems) -> dict[str, Any]:
+    """The changes a PATCH body asks for, with the checks against the flag."""
+    out: dict[str, Any] = {}
+    if body.state is not UNSET:
+        out["state"] = body.state
+    if body.exploration is not UNSET:
+        out["exploration"] = body.exploration
+    if body.baseline is not UNSET:
+        out["baseline"] = body.baseline
+    if body.description is not UNSET:
+        out["description"] = body.description
+    if body.recompute_interval is not UNSET:
+        out["recompute_interval"] = body.recompute_interval
+    if body.guardrails is not UNSET:
+        out["guardrails"] = _guardrails(body.guardrails, p)
+    if body.disabled is not UNSET:
+        # The operator's list of disabled variants: leaving one out re-enables it. Which keys exist is
+        # the flag's (in the database), not the schema's.
+        for i, key in enumerate(body.disabled):
+            if key not in facts.keys:
+                p.add(f"disabled[{i}]", "must be the key of one of the variants")
+            elif key == facts.control:
+                p.add(f"disabled[{i}]", "the control cannot be disabled")
+        out["disabled"] = list(dict.fromkeys(body.disabled))
+    if body.policy is not UNSET:
+        checked = _policy({**facts.policy, **body.policy}, facts.objective, facts.k, p)
+        if checked is not None:
+            out["policy"] = checked
+    return out
+
+
+def reason_from_json(raw: bytes) -> str:
+    """The reason of a ``DELETE /v1/flags/{key}`` body (``{"reason": "..."}`` and nothing else)."""
+    return _decode(_DELETE, raw, lambda value: _convert(value, DeleteBody)).reason.strip()
 
 
 # -- events ---------------------------------------------------------------------------------------------
 
 
-def _rows(body: Mapping[str, Any], name: str, p: Problems) -> list[EventRow]:
-    value = body.get(name, [])
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        p.add(name, "must be a list")
-        return []
-    out = []
-    reward = name == "rewards"
-    for i, row in enumerate(value):
-        where = f"{name}[{i}]"
-        if not isinstance(row, dict):
-            p.add(where, "must be an object")
-            continue
-        bad = False
-        flag = row.get("flag")
-        if not isinstance(flag, str) or not flag:
-            p.add(f"{where}.flag", "must be a non-empty string")
-            bad = True
-        for fname, low in (("version", 1), ("arm", 0), ("count", 1)):
-            x: Any = row.get(fname)
-            if not is_int(x) or not low <= x <= MAX_COUNT:
-                p.add(f"{where}.{fname}", f"must be an integer ≥ {low}")
-                bad = True
-        s: Any = 0.0
-        ss: Any = 0.0
-        metric = row.get("metric") if reward else None
-        if metric is not None and (not isinstance(metric, str) or not METRIC_RE.fullmatch(metric)):
-            p.add(f"{where}.metric", "must match ^[a-z0-9][a-z0-9_.-]{0,63}$ or be null")
-            bad = True
-        if reward:
-            s, ss = row.get("sum"), row.get("sum_sq")
-            if not is_number(s):
-                p.add(f"{where}.sum", "must be a finite number")
-                bad = True
-            if not is_number(ss) or ss < 0:
-                p.add(f"{where}.sum_sq", "must be a finite number ≥ 0")
-                bad = True
-        if not bad:
-            out.append(
-                EventRow(
-                    where,
-                    str(flag),
-                    row["version"],
-                    row["arm"],
-                    row["count"],
-                    reward,
-                    float(s),
-                    float(ss),
-                    metric,
-                )
-            )
-    return out
+def events_from_json(raw: bytes) -> tuple[EventBatch, SdkReport]:
+    """A ``POST /v1/events`` body: the batch and what it says of the SDK's config (the hot path)."""
+    body = _decode(_EVENTS, raw, validate_events)
+    return _batch(body), (body.config_revision, body.config_age)
 
 
 def validate_events(body: Any) -> EventBatch:
-    """Validate the shape of an events batch; 413 if it has more than :data:`MAX_ROWS` rows."""
-    body = require_object(body)
-    p = Problems()
-    batch_id = body.get("batch_id")
-    if not isinstance(batch_id, str) or not BATCH_ID_RE.fullmatch(batch_id):
-        p.add("batch_id", "must match ^[A-Za-z0-9_-]{8,64}$")
-    sent_at = body.get("sent_at")
-    if sent_at is not None and not (isinstance(sent_at, str) or is_number(sent_at)):
-        p.add("sent_at", "must be an RFC 3339 string or epoch seconds")
-    sdk = body.get("sdk", "")
-    if not isinstance(sdk, str) or len(sdk) > 200:
-        p.add("sdk", "must be a string of at most 200 characters")
-        sdk = ""
-    dropped = body.get("dropped", 0)
-    if not is_int(dropped) or dropped < 0:
-        p.add("dropped", "must be an integer ≥ 0")
-        dropped = 0
-    n_rows = sum(len(body.get(n) or []) for n in ("exposures", "rewards") if isinstance(body.get(n), list))
+    """An events batch given as a dict; 413 if it has more than :data:`MAX_ROWS` rows."""
+    _row_cap(body)
+    return _batch(_convert(body, EventsBody))
+
+
+def _row_cap(value: Any) -> None:
+    """413 for too many rows, before any row is looked at (the cap spans two lists)."""
+    if isinstance(value, dict):
+        lists = (value.get("exposures"), value.get("rewards"))
+        _check_rows(sum(len(v) for v in lists if isinstance(v, list)))
+
+
+def _check_rows(n_rows: int) -> None:
     if n_rows > MAX_ROWS:
         raise ApiError(
             413, f"a batch has at most {MAX_ROWS} rows (exposures + rewards), got {n_rows}", field="exposures"
         )
-    exposures = _rows(body, "exposures", p)
-    rewards = _rows(body, "rewards", p)
-    p.check()
-    return EventBatch(str(batch_id), exposures, rewards, sdk, dropped)
 
 
-def patch_validator(body: Any) -> Callable[[Flag], FlagPatch]:
-    """A validator of ``body`` as a PATCH of a given flag (for :func:`service.flags.patch_flag`)."""
-
-    def validate(flag: Flag) -> FlagPatch:
-        return validate_patch(
-            body,
-            current_policy=flag.policy,
-            objective=flag.objective,
-            k=flag.k,
-            variant_keys=[v["key"] for v in flag.variants],
-            control=flag.variants[flag.control]["key"],
-        )
-
-    return validate
+def _batch(body: EventsBody) -> EventBatch:
+    exposures = body.exposures or []
+    rewards = body.rewards or []
+    _check_rows(len(exposures) + len(rewards))
+    return EventBatch(
+        body.batch_id,
+        [EventRow(f"exposures[{i}]", r.flag, r.version, r.arm, r.count) for i, r in enumerate(exposures)],
+        [
+            EventRow(f"rewards[{i}]", r.flag, r.version, r.arm, r.count, True, r.sum, r.sum_sq, r.metric)
+            for i, r in enumerate(rewards)
+        ],
+        body.sdk,
+        body.dropped,
+    )
