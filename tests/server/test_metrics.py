@@ -169,6 +169,23 @@ def test_label_values_are_escaped() -> None:
     ]
 
 
+def test_guardrail_metric_rows_are_not_objective_rewards() -> None:
+    from banditflags_server.records import EventBatch, EventRow, IngestResult
+    from banditflags_server.service import metrics
+
+    flag = "gm-" + uuid.uuid4().hex[:8]
+    rows = [
+        EventRow("rewards[0]", flag, 1, 0, 3, is_reward=True, sum=2.0, sum_sq=2.0),
+        EventRow("rewards[1]", flag, 1, 0, 5, is_reward=True, sum=900.0, sum_sq=1e5, metric="latency_ms"),
+    ]
+    metrics.record_ingest(
+        EventBatch("c" * 8, [], rows), IngestResult("c" * 8, False), (None, None), {}, None, 0.0
+    )
+    m = parse(metrics.render(None)[0].decode())
+    assert m[f'banditflags_rewards_total{{flag="{flag}",variant="0"}}'] == 3.0
+    assert m[f'banditflags_reward_sum{{flag="{flag}",variant="0"}}'] == 2.0
+
+
 #: The module docstring's table: metric (as exposed) -> (type, label names).
 TABLE = {
     m.group(1): (m.group(3), tuple(m.group(2).split(",")) if m.group(2) else ())

@@ -3,9 +3,6 @@
 Each action validates, writes the change and its audit entry in one transaction, and raises
 :class:`~banditflags_server.errors.ApiError` (404, 409, 422) for what the caller must be told. All
 functions block: call them from a worker thread in async code.
-
->>> take_reason({"state": "killed", "reason": "pager"})
-({'state': 'killed'}, 'pager')
 """
 
 from __future__ import annotations
@@ -17,25 +14,11 @@ from typing import Any
 import numpy as np
 
 from banditflags_server.engine.planning import new_flag
-from banditflags_server.errors import ValidationError, conflict, not_found
+from banditflags_server.errors import conflict, not_found
 from banditflags_server.records import Flag, FlagPatch, NewFlag
 from banditflags_server.service import recompute as rc
-from banditflags_server.storage.audit import SUMMARY_FIELDS, AuditEntry, validate_reason
+from banditflags_server.storage.audit import SUMMARY_FIELDS, AuditEntry
 from banditflags_server.storage.store import FlagExists, FlagLimit, Store
-
-
-def take_reason(body: Any) -> tuple[Any, str]:
-    """Split the optional ``reason`` off a request body; 422 naming ``reason`` if it is not a string
-    of at most 500 characters. Bodies that are not objects are returned as they are (the validator
-    rejects them)."""
-    if not isinstance(body, dict) or "reason" not in body:
-        return body, ""
-    rest = {k: v for k, v in body.items() if k != "reason"}
-    problem = validate_reason(body["reason"])
-    if problem is not None:
-        raise ValidationError([("reason", problem)])
-    reason: str = body["reason"]
-    return rest, reason.strip()
 
 
 def summary(flag: Flag) -> dict[str, Any]:

@@ -67,7 +67,6 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from banditflags_server.errors import ApiError
 from banditflags_server.records import EventBatch, Flag, IngestResult
 from banditflags_server.storage.store import Store
 
@@ -165,19 +164,6 @@ _EXPOSURE_CHILDREN = _Children(EXPOSURES)
 _REWARD_CHILDREN = _Children(REWARDS, REWARD_SUM)
 
 
-def sdk_report(body: object) -> tuple[int | None, float | None]:
-    """The optional ``config_revision`` and ``config_age`` of an events batch; 422 naming a bad one."""
-    if not isinstance(body, Mapping):
-        return None, None
-    revision = body.get("config_revision")
-    if revision is not None and (type(revision) is not int or revision < 0):
-        raise ApiError(422, "config_revision: must be an integer >= 0", field="config_revision")
-    age = body.get("config_age")
-    if age is not None and (type(age) not in (int, float) or not math.isfinite(age) or age < 0):
-        raise ApiError(422, "config_age: must be a number of seconds >= 0", field="config_age")
-    return revision, None if age is None else float(age)
-
-
 def record_ingest(
     batch: EventBatch,
     result: IngestResult,
@@ -200,7 +186,8 @@ def record_ingest(
         # (bench/bench_metrics.py).
         exposures, rewards = _EXPOSURE_CHILDREN.by_labels, _REWARD_CHILDREN.by_labels
         for row in (*batch.exposures, *batch.rewards):
-            if row.where in ignored:
+            # Guardrail-metric rows (latency, errors) are not the objective: their sums are other units.
+            if row.where in ignored or row.metric is not None:
                 continue
             names = variants.get(row.flag)
             key = (row.flag, names[row.arm] if names is not None and row.arm < len(names) else str(row.arm))
