@@ -216,7 +216,7 @@ def validate_objective(value: Any, p: Problems) -> dict[str, Any]:
 
 def validate_policy(policy: Any, objective: dict[str, Any], k: int, p: Problems) -> dict[str, Any] | None:
     """Check policy parameters with the engine; returns the user's parameters (or None if invalid)."""
-    from banditflags_server.engine.bandit import ParamError, PolicyParams
+    from banditflags_server.engine import ParamError, PolicyParams
 
     if not isinstance(policy, dict):
         p.add("policy", "must be an object")

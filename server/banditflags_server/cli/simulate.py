@@ -41,7 +41,7 @@ from typing import Any, TextIO
 import numpy as np
 import numpy.typing as npt
 
-from banditflags_server.engine.bandit import ParamError, PolicyParams, compute_weights
+from banditflags_server.engine import ParamError, PolicyParams, compute_weights
 
 FloatArray = npt.NDArray[np.float64]
 
