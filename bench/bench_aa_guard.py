@@ -48,7 +48,7 @@ import numpy as np
 import numpy.typing as npt
 
 from banditflags_server.cli.simulate import make_scenario, run_once
-from banditflags_server.engine import bandit
+from banditflags_server.engine import guards, policies
 
 FloatArray = npt.NDArray[np.float64]
 PLAIN = {"name": "thompson", "stratify": False, "stability": 0.0}
@@ -122,21 +122,21 @@ def _oracle_differ(scenario: str, threshold: float) -> Any:
 
 def _install(settings: dict[str, Any], scenario: str) -> None:
     """Set the experiment's variant of the engine in this (worker) process."""
-    orig_thompson, orig_differ = bandit._thompson, bandit._differ
+    orig_thompson, orig_differ = policies.thompson, guards._differ
     if settings.get("fill"):
-        bandit._cap = _fill_cap
+        guards._cap = _fill_cap
     if "oracle" in settings:
-        bandit._differ = _oracle_differ(scenario, settings["oracle"])
+        guards._differ = _oracle_differ(scenario, settings["oracle"])
         return
-    bandit._BALANCE_ALPHA = settings.get("alpha", bandit._BALANCE_ALPHA)
-    bandit._BALANCE_N0 = settings.get("n0", bandit._BALANCE_N0)
+    guards._BALANCE_ALPHA = settings.get("alpha", guards._BALANCE_ALPHA)
+    guards._BALANCE_N0 = settings.get("n0", guards._BALANCE_N0)
     if "lift" in settings:
         lift = settings["lift"]
 
         def differ(a: Any, params: Any) -> bool:
             return bool(float(a.n.sum()) >= lift * 1000 - 1)  # the scenarios serve 1,000 users per update
 
-        bandit._differ = differ
+        guards._differ = differ
         return
     if "chi2" in settings:
         thr = settings["chi2"]
@@ -149,7 +149,7 @@ def _install(settings: dict[str, Any], scenario: str) -> None:
             mw = float(w @ m) / float(w.sum())
             return bool(float(w @ (m - mw) ** 2) >= thr)
 
-        bandit._differ = differ_q
+        guards._differ = differ_q
         return
     if "eb" not in settings and "temper" not in settings:
         return
@@ -164,7 +164,7 @@ def _install(settings: dict[str, Any], scenario: str) -> None:
         if "temper" in settings:
             prior = settings["temper"]
             unit = math.sqrt(max(float(v[0] * n[0]), 1e-300))  # the pooled standard deviation
-            le = bandit._log_mix_lr((m - m.mean()) / unit, v / unit**2, 1.0 / bandit._BALANCE_N0[0])
+            le = guards._log_mix_lr((m - m.mean()) / unit, v / unit**2, 1.0 / guards._BALANCE_N0[0])
             lo = math.log(prior / (1.0 - prior)) + le
             q = 1.0 / (1.0 + math.exp(-lo)) if lo > -700 else 0.0
             return np.asarray(q * orig_thompson(n, s, ss, p, rng) + (1.0 - q) / k, dtype=np.float64)
@@ -180,7 +180,7 @@ def _install(settings: dict[str, Any], scenario: str) -> None:
         x = mu[:, None] + sd[:, None] * rng.standard_normal((k, p.draws))
         return np.asarray(np.bincount(x.argmax(axis=0), minlength=k) / p.draws, dtype=np.float64)
 
-    bandit._thompson = thompson
+    policies.thompson = thompson
     del orig_differ
 
 

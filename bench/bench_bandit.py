@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from banditflags_server.engine import PolicyParams, compute_weights
 from banditflags_server.engine.allocation import (
     encode_rle,
     initial_table,
@@ -29,7 +30,6 @@ from banditflags_server.engine.allocation import (
     table_counts,
     target_counts,
 )
-from banditflags_server.engine.bandit import PolicyParams, compute_weights
 
 K = 10
 

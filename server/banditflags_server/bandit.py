@@ -1,6 +1,7 @@
 """The bandit engine's public names at the path DESIGN.md §6 gives (``banditflags_server.bandit``).
 
-The code lives in :mod:`banditflags_server.engine`; this module only re-exports it.
+The code lives in :mod:`banditflags_server.engine` (one module per job: weights, params, pooling,
+posteriors, policies, guards, estimates, stattests); this module only re-exports its public names.
 
 Example:
     >>> import numpy as np
@@ -11,34 +12,7 @@ Example:
     [0.01, 0.99]
 """
 
-from banditflags_server.engine.bandit import (
-    DIRECTIONS,
-    POLICIES,
-    REWARDS,
-    ArmEstimate,
-    ParamError,
-    PolicyParams,
-    SrmResult,
-    arm_estimates,
-    chi2_sf,
-    compute_weights,
-    guardrail_harm,
-    srm_check,
-    winner,
-)
+from banditflags_server import engine
+from banditflags_server.engine import *  # noqa: F403
 
-__all__ = [
-    "DIRECTIONS",
-    "POLICIES",
-    "REWARDS",
-    "ArmEstimate",
-    "ParamError",
-    "PolicyParams",
-    "SrmResult",
-    "arm_estimates",
-    "chi2_sf",
-    "compute_weights",
-    "guardrail_harm",
-    "srm_check",
-    "winner",
-]
+__all__ = engine.__all__

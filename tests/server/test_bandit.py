@@ -1,4 +1,4 @@
-"""Tests for banditflags_server.engine.bandit: weight invariants, policies, parameters, estimates."""
+"""Tests for banditflags_server.engine: weight invariants, policies, parameters, estimates."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from bf_strategies import active_arms, arm_stats
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from banditflags_server.engine.bandit import (
+from banditflags_server.engine import (
     POLICIES,
     ArmEstimate,
     ParamError,

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from banditflags_server.cli.simulate import make_scenario, parse_policies, run_once, simulate
-from banditflags_server.engine.bandit import (
+from banditflags_server.engine import (
     POLICIES,
     ArmEstimate,
     ParamError,

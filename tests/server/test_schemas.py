@@ -26,7 +26,7 @@ from banditflags_server.api.validation import (
     validate_events,
     validate_new_flag,
 )
-from banditflags_server.engine.bandit import DIRECTIONS, REWARDS
+from banditflags_server.engine import DIRECTIONS, REWARDS
 from banditflags_server.engine.planning import new_flag
 from banditflags_server.errors import ApiError
 from banditflags_server.records import Flag

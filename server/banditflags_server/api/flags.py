@@ -15,8 +15,9 @@ from banditflags_server.api.auth import actor, requires
 from banditflags_server.api.context import ctx, flag_key, iso, read_body
 from banditflags_server.api.responses import json_response
 from banditflags_server.api.validation import new_flag_from_json, patch_from_json, reason_from_json
-from banditflags_server.engine.bandit import SRM_P, arm_estimates, srm_check, winner
+from banditflags_server.engine import arm_estimates, srm_check, winner
 from banditflags_server.engine.planning import params_for, with_context
+from banditflags_server.engine.stattests import SRM_P
 from banditflags_server.errors import ApiError, ValidationError, conflict, not_found
 from banditflags_server.records import Flag, Periods
 from banditflags_server.service import flags as actions

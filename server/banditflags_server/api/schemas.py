@@ -67,8 +67,8 @@ FlagKey = Annotated[str, _matching(_NAME, "a flag key, unique on the server")]
 VariantKey = Annotated[str, _matching("[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", "a variant key, unique in the flag")]
 MetricName = Annotated[str, _matching(_NAME, "a guardrail metric")]
 BatchId = Annotated[str, _matching("[A-Za-z0-9_-]{8,64}", "unique per batch, reused on retry")]
-Reward = Literal["binary", "continuous"]  # engine.bandit.REWARDS (a test pins them together)
-Direction = Literal["maximize", "minimize"]  # engine.bandit.DIRECTIONS
+Reward = Literal["binary", "continuous"]  # engine.params.REWARDS (a test pins them together)
+Direction = Literal["maximize", "minimize"]  # engine.params.DIRECTIONS
 State = Literal["running", "frozen", "killed"]
 Baseline = Literal["control", "leader"]
 Description = Annotated[str, Meta(max_length=MAX_DESCRIPTION)]

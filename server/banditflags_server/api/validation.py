@@ -35,7 +35,7 @@ from banditflags_server.api.schemas import (
     Variant,
     VariantItem,
 )
-from banditflags_server.engine.bandit import ParamError, PolicyParams
+from banditflags_server.engine import ParamError, PolicyParams
 from banditflags_server.errors import ApiError, ValidationError
 from banditflags_server.records import EventBatch, EventRow, Flag, FlagPatch, NewFlag
 

@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from banditflags_server.cli.sim_scenarios import FloatArray, Policy, Scenario
-from banditflags_server.engine.bandit import PolicyParams, compute_weights
+from banditflags_server.engine import PolicyParams, compute_weights
 
 
 @dataclass

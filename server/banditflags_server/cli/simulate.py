@@ -33,7 +33,7 @@ from banditflags_server.cli.sim_scenarios import (
     make_scenario,
     parse_policies,
 )
-from banditflags_server.engine.bandit import ParamError, PolicyParams
+from banditflags_server.engine import ParamError, PolicyParams
 
 __all__ = [
     "POLICY_PRESETS",

@@ -19,13 +19,10 @@ from typing import Any
 import numpy as np
 
 from banditflags_server.engine import allocation as alloc_mod
-from banditflags_server.engine.bandit import (
-    PolicyParams,
-    arm_estimates,
-    compute_weights,
-    guardrail_harm,
-    winner,
-)
+from banditflags_server.engine.estimates import arm_estimates
+from banditflags_server.engine.params import PolicyParams
+from banditflags_server.engine.stattests import guardrail_harm, winner
+from banditflags_server.engine.weights import compute_weights
 from banditflags_server.records import Allocation, Flag, NewFlag, Periods, RecomputeWrite
 
 #: Metric sums of a flag's guardrails: metric -> (sum, sum of squares) per arm, pooled over versions.

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from banditflags_server.engine.bandit import compute_weights
+from banditflags_server.engine import compute_weights
 from banditflags_server.engine.planning import (
     baseline_index,
     next_write,
