@@ -84,7 +84,11 @@ class Flag:
 
 @dataclass
 class Periods:
-    """A flag's arm stats as ``(P, K)`` arrays over its versions, oldest first."""
+    """A flag's arm stats as ``(P, K)`` arrays over its versions, oldest first.
+
+    ``clamped`` (same shape, or None: nothing was) holds the binary rewards left out of ``s`` because a
+    cell had more of them than exposures: a rate above 1 cannot be true, so it never reaches the engine.
+    """
 
     versions: list[int]
     created_at: list[float]
@@ -92,17 +96,31 @@ class Periods:
     r: np.ndarray
     s: np.ndarray
     ss: np.ndarray
+    clamped: np.ndarray | None = None
+
+    def clamped_per_arm(self) -> np.ndarray:
+        """The rewards left out per arm, over all versions (zeros when none were)."""
+        if self.clamped is None or self.clamped.size == 0:
+            return np.zeros(self.n.shape[1] if self.n.ndim == 2 else 0)
+        return np.asarray(self.clamped.sum(axis=0), dtype=float)
 
 
 @dataclass
 class IngestResult:
-    """What ``POST /v1/events`` answers."""
+    """What ``POST /v1/events`` answers.
+
+    ``duplicates``: conversions not counted because their decision id was credited already, per flag in
+    ``duplicate_flags`` and per row (its ``where``) in ``removed``.
+    """
 
     batch_id: str
     duplicate: bool
     exposures: int = 0
     rewards: int = 0
     ignored: list[dict[str, str]] = field(default_factory=list)
+    duplicates: int = 0
+    duplicate_flags: dict[str, int] = field(default_factory=dict)
+    removed: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -160,6 +178,7 @@ class EventRow:
     sum: float = 0.0
     sum_sq: float = 0.0
     metric: str | None = None  # a guardrail metric; None: the flag's objective
+    ids: list[str] | None = None  # decision ids of the conversions in ``sum`` (binary objectives)
 
 
 @dataclass

@@ -142,7 +142,7 @@ def test_an_events_answer_lists_ignored_rows(app: Any) -> None:
     assert r.status_code == 202 and r.headers["content-type"] == "application/json"
     assert r.content == (
         b'{"batch_id":"batch-ig1","duplicate":false,"exposures":0,"rewards":0,'
-        b'"ignored":[{"field":"exposures[0]","reason":"unknown flag"}]}'
+        b'"ignored":[{"field":"exposures[0]","reason":"unknown flag"}],"duplicates":0}'
     )
 
 

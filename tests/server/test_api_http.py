@@ -113,6 +113,7 @@ def test_events_are_idempotent_per_batch(
         "exposures": 2,
         "rewards": 1,
         "ignored": [],
+        "duplicates": 0,
     }
     again = sdk.post("/v1/events", json=_batch("batch-0001", rows, rewards))
     assert again.status_code == 202 and again.json()["duplicate"] is True

@@ -3,39 +3,16 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
-import pytest
 import sqlalchemy as sa
 
 from banditflags_server.api.validation import validate_new_flag
 from banditflags_server.engine.planning import new_flag
 from banditflags_server.records import EventBatch, EventRow
 from banditflags_server.service.recompute import recompute_due
-from banditflags_server.settings import database_url
 from banditflags_server.storage import schema as db
 from banditflags_server.storage.store import Store
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return database_url(str(tmp_path / "store.db"))
-    pg: str = request.getfixturevalue("pg_url")
-    engine = sa.create_engine(database_url(pg))
-    with engine.begin() as conn:
-        db.metadata.drop_all(conn)
-    engine.dispose()
-    return database_url(pg)
-
-
-@pytest.fixture
-def store(url: str) -> Iterator[Store]:
-    s = Store.open(url)
-    yield s
-    s.close()
 
 
 def _make(store: Store, key: str, **extra: object) -> None:

@@ -216,7 +216,7 @@ def test_the_page_parses_with_prometheus_client_and_matches_the_table(
 ) -> None:
     """The real server over HTTP, read by prometheus-client's own parsers: every metric of the module's
     table and nothing else, with its type and labels; the same page as OpenMetrics when asked for it."""
-    assert len(TABLE) == 17, TABLE
+    assert len(TABLE) == 19, TABLE
     server = live_server()
     with server.client("admin") as admin, server.client("sdk") as sdk:
         assert admin.post("/v1/flags", json=flag_body("btn")).status_code == 201
@@ -225,6 +225,12 @@ def test_the_page_parses_with_prometheus_client_and_matches_the_table(
             sdk.post("/v1/events", json=events("btn", config_revision=revision, config_age=3)).status_code
             == 202
         )
+        # A conversion tracked twice with its decision id, and more conversions than exposures without.
+        conversion = {"flag": "btn", "version": 1, "arm": 0, "count": 1, "sum": 1, "sum_sq": 1}
+        for extra in ({"ids": ["00000000000000aa"]}, {"ids": ["00000000000000aa"]}, {"count": 9, "sum": 9}):
+            body = {"batch_id": uuid.uuid4().hex, "rewards": [{**conversion, **extra}]}
+            assert sdk.post("/v1/events", json=body).status_code == 202
+        assert admin.post("/v1/flags/btn/recompute").status_code == 200
     r = httpx.get(server.url + "/metrics", timeout=10.0)
     assert r.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
     families = list(text_string_to_metric_families(r.text))
@@ -234,6 +240,9 @@ def test_the_page_parses_with_prometheus_client_and_matches_the_table(
     values = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in families for s in f.samples}
     assert values[("banditflags_exposures_total", (("flag", "btn"), ("variant", "green")))] == 7
     assert values[("banditflags_sdk_config_age_seconds_bucket", (("le", "5.0"),))] == 1
+    assert values[("banditflags_duplicate_conversions_total", (("flag", "btn"),))] == 1
+    assert values[("banditflags_clamped_rewards", (("flag", "btn"),))] == 5  # 10 conversions, 5 exposures
+    assert values[("banditflags_rewards_total", (("flag", "btn"), ("variant", "blue")))] == 10  # not 11
 
     om = httpx.get(
         server.url + "/metrics",

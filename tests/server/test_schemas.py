@@ -188,6 +188,7 @@ def test_error_bodies_and_events_answers_match_their_schemas() -> None:
         "exposures": 1,
         "rewards": 0,
         "ignored": [{"field": "exposures[0]", "reason": "unknown flag"}],
+        "duplicates": 0,
     }
 
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,33 +13,8 @@ from banditflags_server.api.validation import validate_new_flag
 from banditflags_server.engine.planning import new_flag, plan
 from banditflags_server.errors import ValidationError
 from banditflags_server.records import Allocation, EventBatch, EventRow
-from banditflags_server.settings import database_url
 from banditflags_server.storage import schema as db
 from banditflags_server.storage.store import Store
-
-
-def _reset_pg(url: str) -> None:
-    engine = sa.create_engine(database_url(url))
-    with engine.begin() as conn:
-        db.metadata.drop_all(conn)
-    engine.dispose()
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A database URL, empty: a SQLite file, or the session's PostgreSQL database with no tables."""
-    if request.param == "sqlite":
-        return database_url(str(tmp_path / "store.db"))
-    pg: str = request.getfixturevalue("pg_url")
-    _reset_pg(pg)
-    return database_url(pg)
-
-
-@pytest.fixture
-def store(url: str) -> Iterator[Store]:
-    s = Store.open(url)
-    yield s
-    s.close()
 
 
 def _make(store: Store, key: str = "f1", variants: int = 3) -> None:

@@ -36,7 +36,9 @@ async def post_events(request: Request) -> Response:
     if batch.dropped and not result.duplicate:
         log.info("an SDK (%s) reports %d dropped events", batch.sdk[:60] or "unknown", batch.dropped)
     ignored = [Ignored(i["field"], i["reason"]) for i in result.ignored]
-    answer = EventsAccepted(result.batch_id, result.duplicate, result.exposures, result.rewards, ignored)
+    answer = EventsAccepted(
+        result.batch_id, result.duplicate, result.exposures, result.rewards, ignored, result.duplicates
+    )
     return struct_response(answer, status=202)
 
 

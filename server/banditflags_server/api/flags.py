@@ -37,9 +37,11 @@ def _num(x: Any) -> float | None:
 def stats_json(
     flag: Flag, periods: Periods, rng: np.random.Generator, *, sum_sq: bool = False
 ) -> list[dict[str, Any]]:
-    """Per-variant totals over all versions plus the engine's estimates (mean, interval, P(best))."""
+    """Per-variant totals over all versions plus the engine's estimates (mean, interval, P(best));
+    ``clamped``: binary rewards above exposures left out (see :func:`warnings_json`)."""
     params = with_context(params_for(flag), flag, periods, time.time())
     k = flag.k
+    clamped = periods.clamped_per_arm() if periods.n.shape[0] else np.zeros(k)
     if periods.n.shape[0] == 0:
         n = r = s = ss = np.zeros(k)
         estimates = arm_estimates(np.zeros(k), np.zeros(k), np.zeros(k), params, rng)
@@ -59,11 +61,29 @@ def stats_json(
             "ci_high": _num(est.ci_high),
             "p_best": _num(est.p_best),
             "expected_loss": _num(est.expected_loss),
+            "clamped": float(clamped[i]),
         }
         if sum_sq:
             row["sum_sq"] = float(ss[i])
         out.append(row)
     return out
+
+
+def warnings_json(stats: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What an operator should know about the numbers: variants whose binary rewards outnumber their
+    exposures in some version (repeats sent without decision ids), clamped to one per exposure."""
+    return [
+        {
+            "code": "rewards_above_exposures",
+            "variant": row["variant"],
+            "clamped": row["clamped"],
+            "message": f"{row['clamped']:g} conversions of variant {row['variant']!r} are more than its "
+            "exposures (in some version) and were left out: some conversions are tracked more than "
+            "once without decision ids (an older SDK, or bf1 tokens)",
+        }
+        for row in stats
+        if row.get("clamped")
+    ]
 
 
 class _Est:
@@ -103,6 +123,7 @@ def flag_json(flag: Flag, stats: list[dict[str, Any]] | None) -> dict[str, Any]:
     }
     if stats is not None:
         out["stats"] = stats
+        out["warnings"] = warnings_json(stats)
     return out
 
 
@@ -267,6 +288,7 @@ async def stats(request: Request) -> Response:
                 "rewards": [int(x) for x in p.r[i]],
                 "s": [float(x) for x in p.s[i]],
                 "ss": [float(x) for x in p.ss[i]],
+                "clamped": [float(x) for x in p.clamped[i]] if p.clamped is not None else [0.0] * flag.k,
             }
             for i, v in enumerate(p.versions)
         ]
@@ -285,6 +307,7 @@ async def stats(request: Request) -> Response:
             "key": key,
             "version": flag.version,
             "variants": variants,
+            "warnings": warnings_json(variants),
             "periods": periods,
             "srm": {
                 "chi2": _num(srm.chi2),
@@ -337,4 +360,4 @@ routes = [
     Route("/v1/flags/{key}/recompute", recompute_now, methods=["POST"]),
 ]
 
-__all__ = ["flag_json", "routes", "stats_json"]
+__all__ = ["flag_json", "routes", "stats_json", "warnings_json"]

@@ -26,6 +26,7 @@ __all__ = [
     "MAX_CREDIT_WINDOW",
     "MAX_DESCRIPTION",
     "MAX_GUARDRAILS",
+    "MAX_IDS",
     "MAX_INTERVAL",
     "MAX_ROWS",
     "MAX_VALUE_BYTES",
@@ -49,6 +50,7 @@ MAX_VARIANTS = 100
 MAX_VALUE_BYTES = 32 * 1024
 MAX_DESCRIPTION = 1000
 MAX_ROWS = 10_000
+MAX_IDS = 10_000  # decision ids per batch, over all rows: de-duplicating each costs the ingest a lookup
 MAX_COUNT = 10**12  # per row; keeps sums far inside a 64-bit integer
 MAX_INTERVAL = 86_400
 MAX_CREDIT_WINDOW = 2_592_000
@@ -67,6 +69,7 @@ FlagKey = Annotated[str, _matching(_NAME, "a flag key, unique on the server")]
 VariantKey = Annotated[str, _matching("[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", "a variant key, unique in the flag")]
 MetricName = Annotated[str, _matching(_NAME, "a guardrail metric")]
 BatchId = Annotated[str, _matching("[A-Za-z0-9_-]{8,64}", "unique per batch, reused on retry")]
+DecisionId = Annotated[str, _matching("[0-9a-f]{16}", "a decision id: 16 lower-case hex digits")]
 Reward = Literal["binary", "continuous"]  # engine.params.REWARDS (a test pins them together)
 Direction = Literal["maximize", "minimize"]  # engine.params.DIRECTIONS
 State = Literal["running", "frozen", "killed"]
@@ -201,11 +204,19 @@ class ExposureRow(Struct, gc=False):
 
 
 class RewardRow(ExposureRow, gc=False):
-    """The rewards of count decisions: their sum and sum of squares (JSON numbers are finite)."""
+    """The rewards of count decisions: their sum and sum of squares (JSON numbers are finite); for a
+    binary objective, the decision ids of the conversions in ``sum`` (each counted once, docs/protocol.md)."""
 
     sum: float
     sum_sq: Annotated[float, Meta(ge=0.0)]
     metric: MetricName | None = None
+    ids: (
+        Annotated[
+            list[DecisionId],
+            Meta(description="decision ids of the conversions counted in sum (at most sum of them)"),
+        ]
+        | None
+    ) = None
 
 
 SentAt = Annotated[
@@ -238,13 +249,15 @@ class Ignored(Struct):
 
 
 class EventsAccepted(Struct):
-    """The 202 answer of POST /v1/events."""
+    """The 202 answer of POST /v1/events; ``duplicates``: conversions not counted because their decision
+    id was credited already (not a duplicate batch: that is ``duplicate``)."""
 
     batch_id: str
     duplicate: bool
     exposures: int
     rewards: int
     ignored: list[Ignored]
+    duplicates: int = 0
 
 
 # -- errors -------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from msgspec import UNSET
 from banditflags_server.api.responses import dumps
 from banditflags_server.api.schema_errors import MAX_PROBLEMS, explain
 from banditflags_server.api.schemas import (
+    MAX_IDS,
     MAX_ROWS,
     MAX_VALUE_BYTES,
     DeleteBody,
@@ -32,6 +33,7 @@ from banditflags_server.api.schemas import (
     NewFlagBody,
     Objective,
     PatchBody,
+    RewardRow,
     Variant,
     VariantItem,
 )
@@ -394,13 +396,41 @@ def _batch(body: EventsBody) -> EventBatch:
     exposures = body.exposures or []
     rewards = body.rewards or []
     _check_rows(len(exposures) + len(rewards))
+    _check_ids(rewards)
     return EventBatch(
         body.batch_id,
         [EventRow(f"exposures[{i}]", r.flag, r.version, r.arm, r.count) for i, r in enumerate(exposures)],
         [
-            EventRow(f"rewards[{i}]", r.flag, r.version, r.arm, r.count, True, r.sum, r.sum_sq, r.metric)
+            EventRow(
+                f"rewards[{i}]", r.flag, r.version, r.arm, r.count, True, r.sum, r.sum_sq, r.metric, r.ids
+            )
             for i, r in enumerate(rewards)
         ],
         body.sdk,
         body.dropped,
     )
+
+
+def _check_ids(rewards: list[RewardRow]) -> None:
+    """Decision ids: at most ``sum`` per row (one per conversion), none on a guardrail metric's row, at
+    most :data:`MAX_IDS` per batch (413, like the row cap). Whether the flag's objective is binary is the
+    store's to check (it knows the flag)."""
+    p = Problems()
+    total = 0
+    for i, r in enumerate(rewards):
+        if r.ids is None:
+            continue
+        total += len(r.ids)
+        if r.metric is not None:
+            p.add(f"rewards[{i}].ids", "decision ids are for the objective's conversions, not a metric's")
+        elif len(r.ids) > r.sum:
+            p.add(
+                f"rewards[{i}].ids",
+                f"at most sum ({r.sum:g}) ids: one per conversion counted in this row, got {len(r.ids)}",
+            )
+    if total > MAX_IDS:
+        raise ApiError(
+            413, f"a batch has at most {MAX_IDS} decision ids (rewards[].ids), got {total}", field="rewards"
+        )
+    p.items = p.items[:MAX_PROBLEMS]
+    p.check()

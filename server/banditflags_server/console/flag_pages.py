@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from banditflags_server.api.context import Context, ctx
-from banditflags_server.api.flags import stats_json
+from banditflags_server.api.flags import stats_json, warnings_json
 from banditflags_server.console import charts
 from banditflags_server.console.auth import authed
 from banditflags_server.console.sessions import Session
@@ -190,6 +190,7 @@ def _detail(c: Context, key: str) -> dict[str, Any] | None:
         "unkill_to": unkill_to,
         "reward_kind": flag.objective.get("reward", "binary"),
         "direction": flag.objective.get("direction", "maximize"),
+        "warnings": warnings_json(stats),
     }
 
 

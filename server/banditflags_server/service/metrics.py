@@ -14,6 +14,8 @@ metric                                             type       meaning
 ``banditflags_rewards_total{flag,variant}``        counter    rewards ingested by this process
 ``banditflags_reward_sum{flag,variant}``           gauge      sum of those rewards (may be negative)
 ``banditflags_event_batches_total{result}``        counter    batches: ``accepted`` or ``duplicate``
+``banditflags_duplicate_conversions_total{flag}``  counter    conversions not counted: decision id credited
+``banditflags_clamped_rewards{flag}``              gauge      binary rewards above exposures, left out
 ``banditflags_sdk_dropped_events_total``           counter    events the SDKs report they had to drop
 ``banditflags_ingest_duration_seconds``            histogram  ``POST /v1/events``: read, validate, commit
 ``banditflags_sdk_config_age_seconds``             histogram  config age the SDKs report with each batch
@@ -105,6 +107,21 @@ REWARD_SUM = Gauge(  # a gauge: rewards may be negative; with several workers th
 BATCHES = Counter(
     "banditflags_event_batches_total", "Event batches received, by result.", ("result",), registry=REGISTRY
 )
+DUPLICATE_CONVERSIONS = Counter(
+    "banditflags_duplicate_conversions_total",
+    "Conversions not counted because their decision id was credited already (a repeated track).",
+    ("flag",),
+    registry=REGISTRY,
+)
+# Set by the recompute: a binary flag's rewards beyond its exposures, per version and arm, cannot be
+# conversions of distinct decisions (repeats without decision ids): left out of the estimates.
+CLAMPED = Gauge(
+    "banditflags_clamped_rewards",
+    "Binary rewards above the exposures of their version and arm, left out at the flag's last recompute.",
+    ("flag",),
+    registry=REGISTRY,
+    multiprocess_mode="mostrecent",
+)
 SDK_DROPPED = Counter(
     "banditflags_sdk_dropped_events_total", "Events the SDKs report they dropped.", registry=REGISTRY
 )
@@ -147,10 +164,10 @@ class _Children:
 
     def __init__(self, *families: Counter | Gauge) -> None:
         self.families = families
-        self.by_labels: dict[tuple[str, str], tuple[Callable[[float], None], ...]] = {}
+        self.by_labels: dict[tuple[str, ...], tuple[Callable[[float], None], ...]] = {}
         self._lock = threading.Lock()
 
-    def add(self, labels: tuple[str, str]) -> tuple[Callable[[float], None], ...] | None:
+    def add(self, labels: tuple[str, ...]) -> tuple[Callable[[float], None], ...] | None:
         """The entry for ``labels``, made now unless the cap is reached (then None: not counted)."""
         with self._lock:
             incs = self.by_labels.get(labels)
@@ -162,6 +179,8 @@ class _Children:
 
 _EXPOSURE_CHILDREN = _Children(EXPOSURES)
 _REWARD_CHILDREN = _Children(REWARDS, REWARD_SUM)
+_DUPLICATE_CHILDREN = _Children(DUPLICATE_CONVERSIONS)
+_CLAMPED_FLAGS: dict[str, Callable[[float], None]] = {}  # flag -> its gauge's set, once it had a clamp
 
 
 def record_ingest(
@@ -182,6 +201,11 @@ def record_ingest(
         if batch.dropped:
             SDK_DROPPED.inc(batch.dropped)
         ignored = {i.get("field") for i in result.ignored} if result.ignored else ()
+        removed = result.removed  # conversions taken out of a row as repeats: not ingested
+        for flag, n in result.duplicate_flags.items():
+            incs = _DUPLICATE_CHILDREN.by_labels.get((flag,)) or _DUPLICATE_CHILDREN.add((flag,))
+            if incs is not None:
+                incs[0](n)
         # A plain dict lookup per row, the children's bound inc methods: the ingest rate is a measured budget
         # (bench/bench_metrics.py).
         exposures, rewards = _EXPOSURE_CHILDREN.by_labels, _REWARD_CHILDREN.by_labels
@@ -193,9 +217,10 @@ def record_ingest(
             key = (row.flag, names[row.arm] if names is not None and row.arm < len(names) else str(row.arm))
             if row.is_reward:
                 incs = rewards.get(key) or _REWARD_CHILDREN.add(key)
+                repeats = removed.get(row.where, 0) if removed else 0
                 if incs is not None:
-                    incs[0](row.count)
-                    incs[1](row.sum)
+                    incs[0](row.count - repeats)
+                    incs[1](row.sum - repeats)
             else:
                 incs = exposures.get(key) or _EXPOSURE_CHILDREN.add(key)
                 if incs is not None:
@@ -206,6 +231,20 @@ def record_ingest(
         if sdk_revision is not None and revision is not None:
             SDK_BEHIND.observe(max(0, revision - sdk_revision))
     except Exception:  # metrics must never fail an acknowledged batch
+        pass
+
+
+def record_clamped(flag: str, rewards: float) -> None:
+    """Set the clamped-rewards gauge of ``flag`` (at a recompute); a series is made only for a flag that
+    had some, so flags that never had any add none. Never raises."""
+    try:
+        set_value = _CLAMPED_FLAGS.get(flag)
+        if set_value is None:
+            if rewards <= 0 or len(_CLAMPED_FLAGS) >= MAX_SERIES:
+                return
+            set_value = _CLAMPED_FLAGS.setdefault(flag, CLAMPED.labels(flag).set)
+        set_value(rewards)
+    except Exception:
         pass
 
 

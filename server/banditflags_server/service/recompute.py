@@ -28,6 +28,7 @@ from banditflags_server.engine.planning import (
 )
 from banditflags_server.records import Flag, FlagPatch, RecomputeWrite
 from banditflags_server.service import metrics
+from banditflags_server.service.metrics import record_clamped
 from banditflags_server.storage.audit import entry_for_patch
 from banditflags_server.storage.store import Store
 
@@ -37,6 +38,8 @@ log = logging.getLogger("banditflags_server.recompute")
 CHUNK = 500
 #: Event batch ids are remembered this long for idempotency (SDK retries are far shorter).
 BATCH_RETENTION = 7 * 86400.0
+#: Seconds between prunes of old batch ids and expired decision ids.
+PRUNE_EVERY = 3600.0
 
 
 class FlagNotFound(Exception):
@@ -158,6 +161,7 @@ def recompute_flag(
                 raise NotRunning(key)
             return RecomputeResult(key, False, flag.version, False, 0, flag.bandit_weights)
         periods = store.load_periods({key: flag.k})[key]
+        record_clamped(key, float(periods.clamped_per_arm().sum()))
         metrics = store.load_metrics({key: flag.k})[key] if flag.guardrails else None
         w = next_write(flag, flag.allocation, periods, rng, time.time(), metrics)
         (ok,) = store.apply_recomputes([w])
@@ -180,6 +184,7 @@ def recompute_due(store: Store, rng: np.random.Generator, now: float | None = No
         for f in chunk:
             if f.key not in tables:
                 continue  # deleted meanwhile
+            record_clamped(f.key, float(periods[f.key].clamped_per_arm().sum()))
             try:
                 todo.append((f, next_write(f, tables[f.key], periods[f.key], rng, now, metrics.get(f.key))))
             except Exception:  # one bad flag must not stop the others
@@ -198,9 +203,11 @@ async def recompute_loop(store: Store, tick: float, stop: asyncio.Event, seed: A
             t0 = time.perf_counter()
             results = await asyncio.to_thread(recompute_due, store, rng)
             metrics.record_recompute(results, time.perf_counter() - t0)
-            if time.time() - last_prune > 3600:
+            if time.time() - last_prune > PRUNE_EVERY:
                 last_prune = time.time()
                 await asyncio.to_thread(store.prune_batches, last_prune - BATCH_RETENTION)
+                # Decision ids past their credit window: a repeat of one of them counts again.
+                await asyncio.to_thread(store.prune_conversions, last_prune)
         except Exception:
             # The database may be briefly unavailable; keep serving and try again next tick.
             log.exception("recompute cycle failed")

@@ -6,6 +6,13 @@ and written together with its id in one transaction: a retried batch finds its i
 onto the same rows with upserts that lock them in one order. The recompute loop forgets ids after the
 SDK's retry window (:meth:`EventsMixin.prune_batches`).
 
+Conversions of a binary objective may come with their decision ids (``ids``): each ``(flag, arm, id)``
+is credited once per credit window (:func:`dedup`), whichever batch, row or process repeats it; a repeat
+is taken out of its row's count, sum and sum of squares and counted in ``duplicates``. The ids live in
+the ``conversions`` table until their window ends (:meth:`EventsMixin.prune_conversions`); a repeat that
+arrives after that counts again. Two batches racing for one id on PostgreSQL both insert it: the second
+fails on the primary key, and its transaction is retried, then finds the id.
+
 :func:`count_batch` does the work inside a transaction it is given; :meth:`EventsMixin.ingest` gives it
 one per batch and retries on a conflict.
 """
@@ -27,12 +34,40 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from banditflags_server.errors import ValidationError
 from banditflags_server.records import EventBatch, EventRow, IngestResult
 from banditflags_server.storage import schema as db
-from banditflags_server.storage.schema import allocations, arm_stats, batches, flags, metric_stats
+from banditflags_server.storage.schema import (
+    allocations,
+    arm_stats,
+    batches,
+    conversions,
+    flags,
+    metric_stats,
+)
 
 #: (flag, version, arm) -> [exposures, rewards, sum, sum of squares]
 ArmTotals = dict[tuple[str, int, int], list[float]]
 #: (flag, version, arm, metric) -> [rewards, sum, sum of squares]
 MetricTotals = dict[tuple[str, int, int, str], list[float]]
+#: Decision ids looked up per statement (bind parameters stay far below SQLite's limit).
+ID_CHUNK = 500
+#: Expired conversions deleted per transaction by the prune (the write lock is let go in between).
+PRUNE_CHUNK = 20_000
+#: Attempts of a batch's transaction before a conflict is reported (as a 500: the SDK retries).
+ATTEMPTS = 8
+
+
+class _Raced(Exception):
+    """A concurrent batch renewed the same expired conversion first: retry, and find it."""
+
+
+@dataclass
+class Claim:
+    """The decision ids of one accepted reward row (``where``) of a binary objective."""
+
+    where: str
+    flag: str
+    version: int
+    arm: int
+    ids: list[str]
 
 
 class EventsMixin:
@@ -45,22 +80,43 @@ class EventsMixin:
 
         Raises :class:`ValidationError` (nothing written) for rows that do not fit their flag.
         """
-        for attempt in range(5):
+        for attempt in range(ATTEMPTS):
             try:
                 with db.write_tx(self.engine) as conn:
                     return count_batch(conn, batch, time.time() if now is None else now)
-            except (IntegrityError, OperationalError):
-                # A concurrent writer of the same batch id, or a flag deleted under us: try again, and
-                # the next attempt sees the duplicate or ignores the rows.
-                if attempt == 4:
+            except (IntegrityError, OperationalError, _Raced):
+                # A concurrent writer of the same batch id or decision id, or a flag deleted under us: try
+                # again, and the next attempt sees the duplicate or ignores the rows.
+                if attempt == ATTEMPTS - 1:
                     raise
-                time.sleep(0.01 * (attempt + 1))
+                time.sleep(0.005 * (attempt + 1))
         raise AssertionError("unreachable")
 
     def prune_batches(self, older_than: float) -> int:
         """Forget batch ids received before ``older_than`` (epoch seconds); returns how many."""
         with db.write_tx(self.engine) as conn:
             return int(conn.execute(sa.delete(batches).where(batches.c.received_at < older_than)).rowcount)
+
+    def prune_conversions(self, now: float) -> int:
+        """Forget the decision ids whose credit window ended before ``now``; returns how many.
+
+        In chunks of :data:`PRUNE_CHUNK` rows, one transaction each, so that ingest waits at most for one.
+        """
+        gone = 0
+        while True:
+            with db.write_tx(self.engine) as conn:
+                # The expiry of the chunk's last row: it and everything before it go (ties add a few).
+                edge = conn.execute(
+                    sa.select(conversions.c.expires_at)
+                    .where(conversions.c.expires_at < now)
+                    .order_by(conversions.c.expires_at)
+                    .offset(PRUNE_CHUNK - 1)
+                    .limit(1)
+                ).scalar()
+                expired = conversions.c.expires_at < now if edge is None else conversions.c.expires_at <= edge
+                gone += int(conn.execute(sa.delete(conversions).where(expired)).rowcount)
+            if edge is None:
+                return gone
 
 
 def count_batch(conn: Connection, batch: EventBatch, now: float) -> IngestResult:
@@ -74,8 +130,11 @@ def count_batch(conn: Connection, batch: EventBatch, now: float) -> IngestResult
     if seen:
         result.duplicate = True
         return result
-    totals, mtotals = _tally(rows, _targets(conn, rows), result)
+    targets = _targets(conn, rows)
+    totals, mtotals, claims = _tally(rows, targets, result)
     conn.execute(sa.insert(batches).values(batch_id=batch.batch_id, received_at=now))
+    if claims:
+        dedup(conn, claims, targets.windows, now, totals, result)
     # Sorted, so concurrent batches lock rows in one order (no deadlock on PostgreSQL).
     if totals:
         _add_up(
@@ -109,6 +168,7 @@ class _Targets:
     info: dict[str, tuple[int, str]]  # flag -> (number of arms, the objective's reward type)
     guard_metrics: dict[str, dict[str, str]]  # flag -> metric -> reward type
     known: set[tuple[str, int]]  # the (flag, version) pairs of the batch that exist
+    windows: dict[str, float]  # flag -> the objective's credit window (seconds)
 
 
 def _targets(conn: Connection, rows: Sequence[EventRow]) -> _Targets:
@@ -116,13 +176,16 @@ def _targets(conn: Connection, rows: Sequence[EventRow]) -> _Targets:
     info: dict[str, tuple[int, str]] = {}
     guard_metrics: dict[str, dict[str, str]] = {}
     known: set[tuple[str, int]] = set()
+    windows: dict[str, float] = {}
     if keys:
         for key, variants, objective, guardrails in conn.execute(
             sa.select(flags.c.key, flags.c.variants, flags.c.objective, flags.c.guardrails).where(
                 flags.c.key.in_(keys)
             )
         ):
-            info[key] = (len(json.loads(variants)), json.loads(objective).get("reward", "binary"))
+            obj = json.loads(objective)
+            info[key] = (len(json.loads(variants)), obj.get("reward", "binary"))
+            windows[key] = float(obj.get("credit_window", 86400))
             guard_metrics[key] = {
                 g["metric"]: g.get("reward", "binary") for g in json.loads(guardrails or "[]")
             }
@@ -137,17 +200,21 @@ def _targets(conn: Connection, rows: Sequence[EventRow]) -> _Targets:
                     )
                 )
             }
-    return _Targets(info, guard_metrics, known)
+    return _Targets(info, guard_metrics, known, windows)
 
 
-def _tally(rows: Sequence[EventRow], t: _Targets, result: IngestResult) -> tuple[ArmTotals, MetricTotals]:
-    """Add the rows up; count them in ``result`` or note there why a row is ignored.
+def _tally(
+    rows: Sequence[EventRow], t: _Targets, result: IngestResult
+) -> tuple[ArmTotals, MetricTotals, list[Claim]]:
+    """Add the rows up; count them in ``result`` or note there why a row is ignored; collect the
+    decision ids of the accepted conversions (de-duplicated afterwards, by :func:`dedup`).
 
     Raises :class:`ValidationError` naming every row that does not fit its flag.
     """
     errors: list[tuple[str | None, str]] = []
     totals: ArmTotals = {}
     mtotals: MetricTotals = {}
+    claims: list[Claim] = []
     for row in rows:
         if row.flag not in t.info:
             result.ignored.append({"field": row.where, "reason": "unknown flag"})
@@ -176,6 +243,10 @@ def _tally(rows: Sequence[EventRow], t: _Targets, result: IngestResult) -> tuple
         if row.is_reward and reward == "binary" and not 0 <= row.sum <= row.count:
             errors.append((f"{row.where}.sum", "binary reward sum must be within 0..count"))
             continue
+        if row.ids is not None and reward != "binary":
+            # Several rewards of one decision add up to its value (docs/protocol.md): nothing to drop.
+            errors.append((f"{row.where}.ids", "decision ids are only for binary objectives"))
+            continue
         if (row.flag, row.version) not in t.known:
             result.ignored.append({"field": row.where, "reason": "unknown version"})
             continue
@@ -185,12 +256,86 @@ def _tally(rows: Sequence[EventRow], t: _Targets, result: IngestResult) -> tuple
             acc[2] += row.sum
             acc[3] += row.sum_sq
             result.rewards += 1
+            if row.ids:
+                claims.append(Claim(row.where, row.flag, row.version, row.arm, row.ids))
         else:
             acc[0] += row.count
             result.exposures += 1
     if errors:
         raise ValidationError(errors)
-    return totals, mtotals
+    return totals, mtotals, claims
+
+
+def dedup(
+    conn: Connection,
+    claims: Sequence[Claim],
+    windows: dict[str, float],
+    now: float,
+    totals: ArmTotals,
+    result: IngestResult,
+) -> None:
+    """Credit each ``(flag, arm, decision id)`` once per credit window: take the repeats (of an earlier
+    batch, or within this one) out of ``totals`` and record the new ids, in the caller's transaction.
+
+    Each conversion added 1 to its row's count, sum and sum of squares, so a repeat takes 1 off each.
+    Raises IntegrityError (a concurrent batch inserted one of the ids first) or :class:`_Raced`: the
+    caller retries the whole batch, which then finds the id.
+    """
+    wanted: dict[tuple[str, int], set[str]] = {}
+    for c in claims:
+        wanted.setdefault((c.flag, c.arm), set()).update(c.ids)
+    live: dict[tuple[str, int, str], float] = {}  # ids on record: their expiry
+    for (flag, arm), dids in sorted(wanted.items()):
+        ordered = sorted(dids)
+        for start in range(0, len(ordered), ID_CHUNK):
+            stmt = sa.select(conversions.c.did, conversions.c.expires_at).where(
+                conversions.c.flag == flag,
+                conversions.c.arm == arm,
+                conversions.c.did.in_(ordered[start : start + ID_CHUNK]),
+            )
+            for did, expires in conn.execute(stmt):
+                live[(flag, arm, did)] = float(expires)
+    fresh: list[dict[str, Any]] = []
+    renewed: list[tuple[str, int, str, float]] = []
+    credited: set[tuple[str, int, str]] = set()
+    for c in claims:
+        repeats = 0
+        until = now + windows[c.flag]
+        for did in c.ids:
+            key = (c.flag, c.arm, did)
+            expires = live.get(key)
+            if key in credited or (expires is not None and expires > now):
+                repeats += 1
+                continue
+            credited.add(key)
+            if expires is None:
+                fresh.append({"flag": c.flag, "arm": c.arm, "did": did, "expires_at": until})
+            else:  # on record, but its window ended (not pruned yet): a new conversion
+                renewed.append((c.flag, c.arm, did, until))
+        if repeats:
+            acc = totals[(c.flag, c.version, c.arm)]
+            acc[1] -= repeats
+            acc[2] -= repeats
+            acc[3] -= repeats
+            result.duplicates += repeats
+            result.duplicate_flags[c.flag] = result.duplicate_flags.get(c.flag, 0) + repeats
+            result.removed[c.where] = repeats
+    # Sorted, so that concurrent batches take the key locks in one order (no deadlock on PostgreSQL).
+    if fresh:
+        conn.execute(sa.insert(conversions), sorted(fresh, key=lambda v: (v["flag"], v["arm"], v["did"])))
+    for flag, arm, did, until in sorted(renewed):
+        renew = (
+            sa.update(conversions)
+            .where(
+                conversions.c.flag == flag,
+                conversions.c.arm == arm,
+                conversions.c.did == did,
+                conversions.c.expires_at <= now,
+            )
+            .values(expires_at=until)
+        )
+        if conn.execute(renew).rowcount != 1:
+            raise _Raced()
 
 
 def _add_up(

@@ -27,7 +27,7 @@ from banditflags_server.storage.rows import (
     flag_from_row,
     flag_values,
 )
-from banditflags_server.storage.schema import allocations, arm_stats, flags, metric_stats
+from banditflags_server.storage.schema import allocations, arm_stats, conversions, flags, metric_stats
 
 MAX_FLAGS = 10_000
 
@@ -103,6 +103,7 @@ class FlagsMixin:
         with db.write_tx(self.engine) as conn:
             conn.execute(sa.delete(arm_stats).where(arm_stats.c.flag == key))
             conn.execute(sa.delete(metric_stats).where(metric_stats.c.flag == key))
+            conn.execute(sa.delete(conversions).where(conversions.c.flag == key))
             conn.execute(sa.delete(allocations).where(allocations.c.flag == key))
             gone = conn.execute(sa.delete(flags).where(flags.c.key == key)).rowcount
             if gone:

@@ -111,6 +111,19 @@ batches = sa.Table(
     sa.Column("received_at", sa.Double, nullable=False),
 )
 
+#: Conversions already credited (issue 11, migration 4): a binary objective counts at most one conversion
+#: per decision id on an arm (``did``: per decision for unit ``decision``, a keyed hash of the unit for
+#: unit ``user``) until ``expires_at`` (the first credit + the flag's credit window). The ingest path
+#: checks and inserts in the batch's transaction; the recompute loop prunes expired rows. No foreign
+#: key: ``delete_flag`` deletes a flag's rows, and the ingest path skips the lookup a key would cost.
+conversions = sa.Table(
+    "conversions",
+    metadata,
+    sa.Column("flag", sa.String(64), primary_key=True),
+    sa.Column("arm", sa.Integer, primary_key=True),
+    sa.Column("did", sa.String(16), primary_key=True),
+    sa.Column("expires_at", sa.Double, nullable=False, index=True),
+)
 
 #: Every operator change of a flag or its controls (issue 5): who (the key's *name*, never the key),
 #: when, before and after (JSON of the changed fields), an optional reason. No foreign key: the trail
@@ -170,8 +183,13 @@ def _migration_3(conn: Connection) -> None:
     metadata.create_all(conn, tables=[metric_stats])
 
 
+def _migration_4(conn: Connection) -> None:
+    """De-duplicated conversions: the conversions table (issue 11)."""
+    metadata.create_all(conn, tables=[conversions])
+
+
 #: Numbered migrations: index i brings the schema from version i to i + 1. Append only.
-MIGRATIONS: list[Callable[[Connection], None]] = [_migration_1, _migration_2, _migration_3]
+MIGRATIONS: list[Callable[[Connection], None]] = [_migration_1, _migration_2, _migration_3, _migration_4]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

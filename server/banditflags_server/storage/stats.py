@@ -1,10 +1,17 @@
 """What the bandit learns from: arm stats per allocation version (periods) and guardrail metric sums,
 read as numpy arrays for the engine (:mod:`banditflags_server.engine`).
 
-The counts are written by the ingest path (:mod:`banditflags_server.storage.events`).
+The counts are written by the ingest path (:mod:`banditflags_server.storage.events`). A binary
+objective's sums are clamped here, where every reader (the recompute, the API's estimates, the console)
+gets them: more conversions than exposures in a (version, arm) cannot be true (repeats sent without
+decision ids), so ``s`` and ``ss`` are cut to ``n`` per cell and the excess is kept in
+:attr:`Periods.clamped` for the warnings. Rewards may arrive before their exposures (in another batch),
+so this happens when the stats are read, never as a refusal at ingest.
 """
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import sqlalchemy as sa
@@ -12,7 +19,7 @@ from sqlalchemy.engine import Engine
 
 from banditflags_server.records import Periods
 from banditflags_server.storage import schema as db
-from banditflags_server.storage.schema import allocations, arm_stats, metric_stats
+from banditflags_server.storage.schema import allocations, arm_stats, flags, metric_stats
 
 
 class StatsMixin:
@@ -24,7 +31,7 @@ class StatsMixin:
         """Arm stats of the given flags (key -> number of arms) as ``(P, K)`` arrays, one query each.
 
         Every allocation version is a period, also those without any counts (zeros), so period ages line
-        up with the versions.
+        up with the versions. Binary objectives come clamped (``s``, ``ss`` <= ``n`` per cell).
         """
         out: dict[str, Periods] = {}
         if not arms:
@@ -47,6 +54,13 @@ class StatsMixin:
                     arm_stats.c.ss,
                 ).where(arm_stats.c.flag.in_(keys))
             ).all()
+            binary = {
+                key
+                for key, objective in conn.execute(
+                    sa.select(flags.c.key, flags.c.objective).where(flags.c.key.in_(keys))
+                )
+                if json.loads(objective).get("reward", "binary") == "binary"
+            }
         versions: dict[str, list[tuple[int, float]]] = {k: [] for k in keys}
         for flag, version, created in vrows:
             versions[flag].append((int(version), float(created)))
@@ -73,6 +87,8 @@ class StatsMixin:
             p.r[row, arm] = r
             p.s[row, arm] = s
             p.ss[row, arm] = ss
+        for key in binary:
+            _clamp(out[key])
         return out
 
     def load_metrics(self, arms: dict[str, int]) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
@@ -101,3 +117,10 @@ class StatsMixin:
                 out[flag][metric][0][arm] = float(s)
                 out[flag][metric][1][arm] = float(ss)
         return out
+
+
+def _clamp(p: Periods) -> None:
+    """Cut a binary objective's ``s`` and ``ss`` to ``n`` per cell; the excess goes to ``p.clamped``."""
+    p.clamped = np.maximum(p.s - p.n, 0.0)
+    np.minimum(p.s, p.n, out=p.s)
+    np.minimum(p.ss, p.n, out=p.ss)

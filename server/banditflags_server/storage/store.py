@@ -13,7 +13,8 @@ concurrent writer (another thread, process or replica) loses cleanly instead of 
 ``flags``          flags and their allocation history (:class:`FlagsMixin`, :class:`FlagExists`,
                    :class:`FlagLimit`, :data:`MAX_FLAGS`)
 ``stats``          arm stats and guardrail metrics for the engine (:class:`StatsMixin`)
-``events``         the ingest path: batches counted once, old batch ids pruned (:class:`EventsMixin`)
+``events``         the ingest path: batches counted once, conversions credited once per decision id,
+                   old batch ids and expired decision ids pruned (:class:`EventsMixin`)
 ``recompute``      what the recompute cycle reads and writes (:class:`RecomputeMixin`)
 ``rows``           rows <-> records, shared by the others
 =================  =====================================================================================
