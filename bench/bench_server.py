@@ -14,7 +14,11 @@ server; the output says which one ran). Runs:
 
 Target (issue 4): config polls at least half the hello-world's throughput.
 
-Run: bench/.venv/bin/python bench/bench_server.py [--seconds 10] [--connections 32]
+``--ids N`` (wrk only) adds two runs of the cost of de-duplicating conversions (issue 11): batches with
+N conversions (3 reward rows of N/3, plus the 3 exposure rows) without decision ids, then the same with
+their ids, every id new (each one looked up and inserted into the conversions table).
+
+Run: bench/.venv/bin/python bench/bench_server.py [--seconds 10] [--connections 32] [--ids 30]
 """
 
 from __future__ import annotations
@@ -51,6 +55,36 @@ local rows = [=[@ROWS@]=]
 request = function()
   n = n + 1
   local body = '{"batch_id":"' .. prefix .. string.format("%012d", n) .. '","sdk":"wrk",' .. rows .. '}'
+  local headers = {["Authorization"] = "Bearer @KEY@", ["Content-Type"] = "application/json"}
+  return wrk.format("POST", "@PATH@", headers, body)
+end
+"""
+
+# Batches of 3 reward rows of K conversions each, with K fresh decision ids per row when @IDS@ is true.
+LUA_CONVERSIONS = """
+math.randomseed(os.time() + os.clock() * 1e6)
+local prefix = string.format("w%08x", math.random(0, 0x7fffffff))
+local did_prefix = string.format("%08x", math.random(0, 0x7fffffff))
+local n, d = 0, 0
+local k, with_ids = @K@, @IDS@
+local exposures = [=[@EXPOSURES@]=]
+local function row(arm)
+  local r = '{"flag":"bench","version":1,"arm":' .. arm .. ',"count":' .. k
+  r = r .. ',"sum":' .. k .. ',"sum_sq":' .. k
+  if with_ids then
+    local ids = {}
+    for i = 1, k do
+      d = d + 1
+      ids[i] = string.format('"%s%08x"', did_prefix, d)
+    end
+    r = r .. ',"ids":[' .. table.concat(ids, ",") .. ']'
+  end
+  return r .. '}'
+end
+request = function()
+  n = n + 1
+  local body = '{"batch_id":"' .. prefix .. string.format("%012d", n) .. '","sdk":"wrk",' .. exposures
+    .. ',"rewards":[' .. row(0) .. ',' .. row(1) .. ',' .. row(2) .. ']}'
   local headers = {["Authorization"] = "Bearer @KEY@", ["Content-Type"] = "application/json"}
   return wrk.format("POST", "@PATH@", headers, body)
 end
@@ -168,7 +202,10 @@ def main() -> None:
     ap.add_argument(
         "--generator", choices=("wrk", "python"), default="wrk" if shutil.which("wrk") else "python"
     )
+    ap.add_argument("--ids", type=int, default=0, help="conversions per batch for the de-duplication runs")
     args = ap.parse_args()
+    if args.ids and args.generator != "wrk":
+        raise SystemExit("--ids needs wrk")
     print(f"load generator: {args.generator}, {args.connections} connections, {args.seconds} s per run")
     tmp = tempfile.mkdtemp(prefix="bf-bench-server-")
     results: dict[str, tuple[float, float, int]] = {}
@@ -209,6 +246,16 @@ def main() -> None:
             base + "/v1/config", args, {**sdk, "If-None-Match": etag}, None
         )
         results["banditflags POST /v1/events"] = load(base + "/v1/events", args, sdk, "/v1/events")
+        for with_ids in (False, True) if args.ids else ():
+            lua = (
+                LUA_CONVERSIONS.replace("@K@", str(max(1, args.ids // 3)))
+                .replace("@IDS@", "true" if with_ids else "false")
+                .replace("@EXPOSURES@", '"exposures":' + json.dumps(ROWS["exposures"]))
+                .replace("@PATH@", "/v1/events")
+                .replace("@KEY@", SDK)
+            )
+            name = f"banditflags POST /v1/events {args.ids // 3 * 3} conv. {'with' if with_ids else 'no'} ids"
+            results[name] = run_wrk(base + "/v1/events", args.seconds, args.connections, {}, lua)
         n = httpx.get(base + "/v1/flags/bench/stats", headers=admin).json()
         total = sum(p.get("n", 0) for p in n.get("variants", n.get("stats", [])) if isinstance(p, dict))
         print(f"(server counted {total} exposures after the events run)")
@@ -217,7 +264,7 @@ def main() -> None:
         log.close()
 
     for name, (rps, p99, bad) in results.items():
-        print(f"{name:<36} {rps:9.0f} req/s   p99 {p99:8.2f} ms   errors {bad}")
+        print(f"{name:<52} {rps:9.0f} req/s   p99 {p99:8.2f} ms   errors {bad}")
     cfg, hello_get = results["banditflags GET /v1/config (304)"][0], results["hello GET /"][0]
     ev, hello_post = results["banditflags POST /v1/events"][0], results["hello POST /events"][0]
     print(f"ratio config polls / hello GET   : {cfg / hello_get:.2f}  (target >= 0.5)")

