@@ -23,3 +23,19 @@ bf_install() {
         touch "$stamp"
     fi
 }
+
+# The console's browser tests need Debian's Chromium. Installing a system package is opt-in
+# (BANDITFLAGS_INSTALL_BROWSER=1, or scripts/test --install-browser); without it, the tests skip.
+bf_browser() {
+    local chromium="${BF_CHROMIUM:-/usr/bin/chromium}"  # BF_CHROMIUM: for tests of this function
+    [ -x "$chromium" ] && return 0
+    if [ "${BANDITFLAGS_INSTALL_BROWSER:-0}" != 1 ]; then
+        echo "==> $chromium is missing: the console's browser tests will be skipped" \
+             "(--install-browser installs Debian's chromium with apt-get, as root)" >&2
+    elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "==> installing Debian's chromium for the console's browser tests (--install-browser)" >&2
+        (apt-get update -q && apt-get install -y -q chromium) >&2
+    else
+        echo "==> --install-browser needs root and apt-get; the browser tests will be skipped" >&2
+    fi
+}

@@ -1,7 +1,9 @@
 """Fixtures of the console tests: Playwright driving Debian's Chromium, and the screenshots folder.
 
-Playwright's own browser download is not used (nor reachable here): ``.ci/run`` installs Debian's
-``chromium`` when it is missing. Outside CI a machine without it skips these tests, with the reason.
+Playwright's own browser download is not used (nor reachable here). ``./scripts/test --install-browser``
+(or ``BANDITFLAGS_INSTALL_BROWSER=1``, which ``.ci/run`` sets) installs Debian's ``chromium`` when it is
+missing; without it a machine lacking the browser skips these tests, with the reason. Under ``CI=true``
+they fail instead: CI must run them.
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 def _unavailable(reason: str) -> None:
     if os.environ.get("CI"):
-        pytest.fail(f"{reason} (.ci/run installs it: apt-get install -y chromium)")
-    pytest.skip(reason)
+        pytest.fail(f"{reason} (.ci/run installs it: BANDITFLAGS_INSTALL_BROWSER=1 ./scripts/test)")
+    pytest.skip(f"{reason}: the console's browser tests need it (./scripts/test --install-browser, as root)")
 
 
 @pytest.fixture(scope="module")
