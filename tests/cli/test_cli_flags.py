@@ -111,3 +111,47 @@ def test_create_from_a_file_and_the_installed_command(cli: Any, server: Any, tmp
         capture_output=True, text=True, timeout=60, env=env,
     )  # fmt: skip
     assert proc.returncode == 3 and "not found" in proc.stderr
+
+
+def test_throttle_takes_a_share_or_a_percentage_and_explains_the_range(cli: Any, admin: Any) -> None:
+    assert admin.post("/v1/flags", json={"key": "t", "variants": ["a", "b"]}).status_code == 201
+    for typed, share in (("15%", 0.15), ("0.15", 0.15), (" 40 % ", 0.4), ("100%", 1.0), ("0", 0.0)):
+        code, _, err = cli("throttle", "t", typed)
+        assert code == 0, err
+        assert admin.get("/v1/flags/t").json()["exploration"] == pytest.approx(share)
+    code, _, err = cli("throttle", "t", "150%")
+    assert code == 4 and "out of range" in err and "0% to 100%" in err and "share of traffic" in err
+    code, _, err = cli("throttle", "t", "15")
+    assert code == 4 and "did you mean 15%?" in err
+    assert admin.get("/v1/flags/t").json()["exploration"] == 0.0  # nothing changed
+    code, _, err = cli("throttle", "t", "lots")
+    assert code == 2 and "20%" in err
+
+
+def test_show_and_list_a_killed_flag_say_what_is_served(cli: Any, admin: Any) -> None:
+    body = {
+        "key": "k",
+        "variants": ["a", "b"],
+        "control": "b",
+        "policy": {"name": "fixed", "weights": [3, 1]},
+    }
+    assert admin.post("/v1/flags", json=body).status_code == 201
+    code, out, _ = cli("show", "k")
+    assert code == 0 and "WEIGHT" in out and "SERVED" not in out
+    assert cli("kill", "k")[0] == 0
+    code, out, _ = cli("show", "k")
+    assert code == 0 and "every unit is served the control 'b'" in out and "(a=75% b=25%)" in out
+    rows = {line.split()[0]: line.split()[-2:] for line in out.splitlines() if line.startswith(("a ", "b "))}
+    assert rows == {"a": ["0.0%", "75.0%"], "b": ["100.0%", "25.0%"]}  # SERVED, KEPT
+    code, out, _ = cli("list")
+    assert code == 0 and "a=0% b=100% (killed)" in out
+    code, out, _ = cli("throttle", "k", "50%")
+    assert code == 0 and "kept split" in out and "served until unkill" in out
+
+
+def test_one_variant_makes_a_plain_flag(cli: Any, admin: Any) -> None:
+    code, _, err = cli("create", "plain", "--variant", "on")
+    assert code == 0, err
+    assert admin.get("/v1/flags/plain").json()["policy"]["name"] == "fixed"
+    code, _, err = cli("create", "nope", "--variant", "on", "--policy", "thompson")
+    assert code == 4 and "plain flag, not an experiment" in err

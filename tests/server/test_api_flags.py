@@ -226,3 +226,19 @@ def test_leader_baseline(app: Any) -> None:
     _events(app, "batch-l1", "btn", 1, [1000, 1000, 1000], [10, 300, 10])
     flag = app.admin.post("/v1/flags/btn/recompute").json()
     assert flag["weights"] == [0.0, 1.0, 0.0]
+
+
+def test_a_flag_with_one_variant_is_a_plain_flag_not_an_experiment(app: Any) -> None:
+    r = app.admin.post("/v1/flags", json={"key": "plain", "variants": ["on"]})
+    assert r.status_code == 201, r.text
+    flag = r.json()
+    assert flag["policy"]["name"] == "fixed" and flag["weights"] == [1.0]
+    for policy in ({"name": "thompson"}, {"floor": 0.1}):
+        r = app.admin.post("/v1/flags", json={"key": "one", "variants": ["on"], "policy": policy})
+        assert r.status_code == 422 and r.json()["error"]["field"] == "policy.name"
+        assert "a bandit needs two variants or more" in r.json()["error"]["message"]
+    r = app.admin.patch("/v1/flags/plain", json={"policy": {"name": "ucb1"}})
+    assert r.status_code == 422 and r.json()["error"]["field"] == "policy.name"
+    assert app.admin.get("/v1/flags/plain").json()["policy"]["name"] == "fixed"
+    fixed = {"key": "one", "variants": ["on"], "policy": {"name": "fixed", "weights": [1]}}
+    assert app.admin.post("/v1/flags", json=fixed).status_code == 201

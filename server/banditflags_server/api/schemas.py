@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
 from banditflags_server.storage.audit import MAX_REASON
@@ -162,7 +161,7 @@ class NewFlagBody(Struct, forbid_unknown_fields=True, kw_only=True):
     variants: Variants
     control: Control | UnsetType = UNSET
     objective: Objective | None = None
-    policy: Policy = msgspec.field(default_factory=lambda: {"name": "thompson"})
+    policy: Policy | UnsetType = UNSET  # default: thompson; fixed for a flag with one variant
     state: State = "running"
     exploration: Share = 1.0
     baseline: Baseline = "control"

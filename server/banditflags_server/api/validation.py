@@ -205,7 +205,10 @@ def _flag_checks(
         elif variants:  # across fields: the control names one of the variants given
             p.add("control", "must be the key of one of the variants")
     objective = msgspec.structs.asdict(body.objective or Objective())
-    policy = None if "variants" in bad else _policy(body.policy, objective, len(body.variants), p)
+    policy = None
+    if "variants" not in bad:
+        given = body.policy if body.policy is not UNSET else {"name": default_policy(len(body.variants))}
+        policy = _policy(given, objective, len(body.variants), p)
     return variants, control, objective, policy, _guardrails(body.guardrails, p)
 
 
@@ -231,15 +234,31 @@ def _variants(items: list[VariantItem], p: Problems) -> list[dict[str, Any]]:
     return out
 
 
+def default_policy(k: int) -> str:
+    """The policy of a flag created without one: a bandit, or for one variant a plain flag."""
+    return "fixed" if k == 1 else "thompson"
+
+
 def _policy(policy: dict[str, Any], objective: dict[str, Any], k: int, p: Problems) -> dict[str, Any] | None:
-    """The user's policy parameters if the engine takes them for ``k`` arms (they depend on the flag)."""
+    """The user's policy parameters if the engine takes them for ``k`` arms (they depend on the flag).
+
+    A flag with one variant is a plain flag, not an experiment: only ``fixed`` serves it (a bandit with
+    one arm would learn nothing and show a P(best) of 100%)."""
+    problems = 0
     try:
         PolicyParams.from_dict(policy, objective, k)
     except ParamError as exc:
         for field, message in exc.errors:
             p.add(field, message)
-        return None
-    return dict(policy)
+        problems = len(exc.errors)
+    if k == 1 and policy.get("name", "thompson") != "fixed":
+        p.add(
+            "policy.name",
+            "a flag with one variant is a plain flag, not an experiment: its policy is fixed (or leave the "
+            "policy out); a bandit needs two variants or more",
+        )
+        problems += 1
+    return None if problems else dict(policy)
 
 
 def _guardrails(items: list[Guardrail], p: Problems) -> list[dict[str, Any]]:

@@ -72,9 +72,18 @@ def _num(x: Any) -> str:
     return "-" if x is None else f"{float(x):.4g}"
 
 
-def _split(flag: dict[str, Any]) -> str:
-    weights = flag.get("weights") or []
-    return " ".join(f"{v['key']}={_pct(w, 0)}" for v, w in zip(flag["variants"], weights, strict=False))
+def _served(flag: dict[str, Any]) -> list[float]:
+    """What SDKs serve now: a killed flag sends every unit to the control, whatever its kept table says."""
+    if flag["state"] == "killed":
+        return [1.0 if v["key"] == flag["control"] else 0.0 for v in flag["variants"]]
+    return list(flag.get("weights") or [])
+
+
+def _split(flag: dict[str, Any], weights: list[float] | None = None) -> str:
+    """The split as ``a=50% b=50%``: the served one (marked when killed) unless ``weights`` are given."""
+    shown = _served(flag) if weights is None else weights
+    text = " ".join(f"{v['key']}={_pct(w, 0)}" for v, w in zip(flag["variants"], shown, strict=False))
+    return text + (" (killed)" if weights is None and flag["state"] == "killed" else "")
 
 
 def _leader(flag: dict[str, Any]) -> tuple[str, str]:
@@ -172,16 +181,26 @@ def _show(api: Api, args: argparse.Namespace, out: TextIO) -> int:
         f" · baseline {flag['baseline']} · recompute every {flag['recompute_interval']:g} s",
         file=out,
     )
+    killed = flag["state"] == "killed"
+    if killed:
+        print(
+            f"  killed: every unit is served the control {flag['control']!r}; the kept split "
+            f"({_split(flag, flag.get('weights') or [])}) is served again on unkill",
+            file=out,
+        )
+    for w in flag.get("warnings") or []:
+        print(f"  warning: {w['message']}", file=out)
+    served = _served(flag)
     rows = []
     for i, (v, s) in enumerate(zip(flag["variants"], flag["stats"], strict=True)):
         ci = "-" if s["ci_low"] is None else f"{_num(s['ci_low'])}..{_num(s['ci_high'])}"
         weight = flag["weights"][i] if flag.get("weights") else None
         name = v["key"] + (" (control)" if v["key"] == flag["control"] else "")
-        rows.append([name, f"{s['n']:,}", _num(s["mean"]), ci, _pct(s["p_best"]), _pct(weight)])
+        row = [name, f"{s['n']:,}", _num(s["mean"]), ci, _pct(s["p_best"])]
+        rows.append([*row, _pct(served[i]), _pct(weight)] if killed else [*row, _pct(weight)])
+    headers = ["VARIANT", "N", "MEAN", "95% CI", "P(BEST)", *(["SERVED", "KEPT"] if killed else ["WEIGHT"])]
     print("", file=out)
-    print(
-        table(["VARIANT", "N", "MEAN", "95% CI", "P(BEST)", "WEIGHT"], rows, right={1, 2, 3, 4, 5}), file=out
-    )
+    print(table(headers, rows, right=set(range(1, len(headers)))), file=out)
     if audit["entries"]:
         print("\nrecent changes:", file=out)
         for e in audit["entries"]:
@@ -222,7 +241,8 @@ def _read_spec(args: argparse.Namespace) -> dict[str, Any]:
     if args.control:
         spec["control"] = args.control
     spec["objective"] = {"reward": args.reward, "direction": args.direction, "unit": args.unit}
-    policy: dict[str, Any] = {"name": args.policy}
+    # Without --policy the server chooses: thompson, or fixed for a one-variant (plain) flag.
+    policy: dict[str, Any] = {"name": args.policy} if args.policy else {}
     for item in args.param or []:
         name, sep, value = item.partition("=")
         if not sep:
@@ -231,7 +251,8 @@ def _read_spec(args: argparse.Namespace) -> dict[str, Any]:
             policy[name] = json.loads(value)
         except ValueError:
             policy[name] = value
-    spec["policy"] = policy
+    if policy:
+        spec["policy"] = policy
     if args.exploration is not None:
         spec["exploration"] = _exploration(args.exploration)
     if args.description:
@@ -252,12 +273,24 @@ def _create(api: Api, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _exploration(raw: str) -> float:
+    """A share as typed: ``0.15`` or ``15%``; out of range is rejected input (exit 4), with the range."""
     text = raw.strip()
+    percent = text.endswith("%")
     try:
-        value = float(text[:-1]) / 100.0 if text.endswith("%") else float(text)
+        value = float(text[:-1].strip() if percent else text)
     except ValueError:
-        raise CliError(USAGE, f"exploration {raw!r}: expected a number in [0, 1] or a percentage") from None
-    return value
+        raise CliError(
+            USAGE, f"exploration {raw!r}: expected a share like 0.2 or a percentage like 20%"
+        ) from None
+    share = value / 100.0 if percent else value
+    if not 0.0 <= share <= 1.0:  # (NaN too)
+        hint = f"; did you mean {value:g}%?" if not percent and 1.0 < value <= 100.0 else ""
+        raise CliError(
+            REJECTED,
+            f"exploration {raw!r} is out of range: it is the share of traffic the bandit may allocate "
+            f"(the rest goes to the baseline), from 0 to 1 or 0% to 100%{hint}",
+        )
+    return share
 
 
 WHAT = {
@@ -310,9 +343,13 @@ def _throttle(api: Api, args: argparse.Namespace, out: TextIO) -> int:
     if args.json:
         print(json.dumps(flag, indent=2), file=out)
         return OK
+    killed = flag["state"] == "killed"
+    kept = "kept split" if killed else "split"
     print(
         f"{args.key}: exploration {_pct(before['exploration'], 0)} -> {_pct(flag['exploration'], 0)}; "
-        f"split {_split(before)} -> {_split(flag)} (version {flag['version']})",
+        f"{kept} {_split(before, before.get('weights') or [])} -> {_split(flag, flag.get('weights') or [])} "
+        f"(version {flag['version']})"
+        + (f"; killed: the control {flag['control']!r} is served until unkill" if killed else ""),
         file=out,
     )
     return OK
@@ -344,13 +381,16 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     sp.add_argument("key")
     cp = acts.add_parser("create", parents=[common, change], help="create a flag")
     cp.add_argument("key")
-    cp.add_argument("--variant", action="append", help="NAME or NAME=VALUE (JSON or text); repeat")
+    cp.add_argument(
+        "--variant", action="append", help="NAME or NAME=VALUE (JSON or text); repeat (one: a plain flag)"
+    )
     cp.add_argument("--control", help="the control variant (default: the first)")
     cp.add_argument("--reward", choices=["binary", "continuous"], default="binary")
     cp.add_argument("--direction", choices=["maximize", "minimize"], default="maximize")
     cp.add_argument("--unit", choices=["decision", "user"], default="decision")
     cp.add_argument(
-        "--policy", default="thompson", help="thompson, top_two_thompson, ucb1, epsilon_greedy, fixed"
+        "--policy",
+        help="thompson (default), top_two_thompson, ucb1, epsilon_greedy, fixed (default for one variant)",
     )
     cp.add_argument("--param", action="append", help="policy parameter NAME=VALUE (JSON), e.g. floor=0.02")
     cp.add_argument("--exploration", help="0..1 or a percentage (default 1)")
@@ -370,7 +410,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
             )
     tp = acts.add_parser("throttle", parents=[common, change], help="set the exploration share")
     tp.add_argument("key")
-    tp.add_argument("exploration", help="0..1 or a percentage, e.g. 0.2 or 20%%")
+    tp.add_argument("exploration", help="0..1 or 0%%..100%%, e.g. 0.2 or 20%%")
 
 
 def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
