@@ -153,3 +153,22 @@ def test_simulate_command_runs_a_small_preset(tmp_path: Path, capsys: pytest.Cap
                 ["--plot", "x.gif"]):  # fmt: skip
         assert main(["simulate", "--no-progress", *bad]) == 2
         assert "banditflags simulate:" in capsys.readouterr().err
+
+
+def test_simulate_refuses_a_png_without_matplotlib_before_running(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import importlib.util
+
+    from banditflags_server.cli import simulate
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a)
+    )
+    ran: list[object] = []
+    monkeypatch.setattr(simulate, "simulate", lambda *a, **k: ran.append(a))
+    assert main(["simulate", "--no-progress", "--plot", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err
+    assert "needs matplotlib" in err and "banditflags[sim]" in err and not ran
+    assert not (tmp_path / "x.png").exists()

@@ -14,6 +14,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import math
 import sys
 import time
@@ -123,6 +124,11 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
             PolicyParams(draws=args.draws)
         if args.plot and not args.plot.endswith((".svg", ".png")):
             raise ValueError("--plot: the file name must end in .svg or .png")
+        if args.plot and args.plot.endswith(".png") and importlib.util.find_spec("matplotlib") is None:
+            # Before the simulation, not after minutes of it.
+            raise ValueError(
+                "--plot: a PNG needs matplotlib (pip install 'banditflags[sim]'); an .svg needs nothing"
+            )
     except (ValueError, ParamError) as exc:
         print(f"banditflags simulate: {exc}", file=err)
         return 2
