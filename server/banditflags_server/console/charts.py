@@ -1,7 +1,9 @@
 """Inline SVG charts for the console: allocation over time and reward estimate over time.
 
-Server-side, dependency-free, and readable without JavaScript. Colours are the Okabe-Ito palette
-(distinguishable with the common colour-vision deficiencies); arm ``i`` always has colour ``i``.
+Server-side, dependency-free, and readable without JavaScript. Each variant has its colour from
+:func:`~banditflags_server.console.palette.colours` (by its key: a variant named "green" is green). The
+reward axis speaks the objective's units: percentages for a binary objective (conversion rates), plain
+numbers for a continuous one (a mean reward of 0.8 is 0.8, not "80%").
 
 >>> svg = allocation_svg([0.0, 60.0], [[0.5, 0.5], [0.2, 0.8]], ["a", "b"], now=120.0)
 >>> svg.startswith("<svg") and "</svg>" in svg
@@ -15,18 +17,10 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from html import escape
 
-PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#555555")
+from banditflags_server.console.palette import colours
+
 W, H = 720, 220
-LEFT, RIGHT, TOP, BOTTOM = 48, 12, 10, 26
-
-
-def colour(i: int) -> str:
-    """The colour of arm ``i``.
-
-    >>> colour(0), colour(8)
-    ('#0072B2', '#0072B2')
-    """
-    return PALETTE[i % len(PALETTE)]
+LEFT, RIGHT, TOP, BOTTOM = 56, 12, 10, 26
 
 
 def _fmt_time(ts: float, span: float) -> str:
@@ -91,6 +85,7 @@ def allocation_svg(
     body = _axes(f, [(0.0, "0%"), (0.5, "50%"), (1.0, "100%")])
     ends = [*times[1:], f.t1]
     k = len(labels)
+    palette = colours(labels)
     for arm in range(k):
         upper: list[str] = []
         lower: list[str] = []
@@ -102,7 +97,7 @@ def allocation_svg(
             lower += [f"{x0:.1f},{f.y(below):.1f}", f"{x1:.1f},{f.y(below):.1f}"]
         points = " ".join(upper + lower[::-1])
         body.append(
-            f'<polygon points="{points}" fill="{colour(arm)}" fill-opacity="0.85">'
+            f'<polygon points="{points}" fill="{palette[arm]}" fill-opacity="0.85">'
             f"<title>{escape(labels[arm])}</title></polygon>"
         )
     for start, end in killed:
@@ -116,18 +111,45 @@ def allocation_svg(
     return _svg("allocation over time", body)
 
 
-def _nice_range(values: Sequence[float]) -> tuple[float, float]:
-    lo, hi = min(values), max(values)
-    if lo >= 0.0 and hi <= 1.0:
-        return 0.0, max(0.05, min(1.0, math.ceil(hi * 1.15 * 20) / 20))
-    pad = (hi - lo) * 0.1 or abs(hi) * 0.1 or 1.0
-    return lo - pad, hi + pad
+def axis(values: Sequence[float], percent: bool) -> tuple[float, float, list[tuple[float, str]]]:
+    """The reward axis: its range and round ticks labelled in one unit and one precision. Rates
+    (``percent``) start at 0 and end at 100% at most (the server clamps binary rates to 1).
+
+    >>> axis([0.04, 0.07], True)
+    (0.0, 0.1, [(0.0, '0%'), (0.05, '5%'), (0.1, '10%')])
+    >>> [label for _, label in axis([0.95, 1.55], False)[2]]
+    ['0.8', '1.0', '1.2', '1.4', '1.6', '1.8']
+    """
+    scale = 100.0 if percent else 1.0
+    lo, hi = min(values) * scale, max(values) * scale
+    if percent:
+        lo, hi = 0.0, min(100.0, max(hi * 1.15, 1.0))
+    else:
+        pad = (hi - lo) * 0.1 or abs(hi) * 0.1 or 1.0
+        lo, hi = lo - pad, hi + pad
+    raw = (hi - lo) / 4
+    magnitude = 10.0 ** math.floor(math.log10(raw))
+    step = next(m * magnitude for m in (1.0, 2.0, 5.0, 10.0) if m * magnitude >= raw * 0.999)
+    first, last = math.floor(lo / step + 1e-9), math.ceil(hi / step - 1e-9)
+    decimals = next(d for d in range(10) if abs(round(step, d) - step) < step * 1e-6)
+    unit = "%" if percent else ""
+    ticks = []
+    for i in range(first, last + 1):
+        v = i * step
+        ticks.append((v / scale, f"{v + 0.0:,.{decimals}f}{unit}".replace("-0" + unit, "0" + unit)))
+    return first * step / scale, last * step / scale, ticks
 
 
 def reward_svg(
-    times: Sequence[float], means: Sequence[Sequence[float | None]], labels: Sequence[str], *, now: float
+    times: Sequence[float],
+    means: Sequence[Sequence[float | None]],
+    labels: Sequence[str],
+    *,
+    now: float,
+    percent: bool = True,
 ) -> str:
-    """One line per arm: the cumulative observed mean reward at the end of each allocation version."""
+    """One line per arm: the cumulative observed mean reward at the end of each allocation version;
+    ``percent``: the objective is binary (rates), else the axis shows plain numbers."""
     if not times:
         return _svg("no data yet", [])
     ends = [*times[1:], max(now, times[-1])]
@@ -138,14 +160,15 @@ def reward_svg(
             "no exposures yet: the estimates appear once SDKs report</text>"
         ]
         return _svg("no data yet", body)
-    lo, hi = _nice_range(values)
+    lo, hi, ticks = axis(values, percent)
     f = _Frame(times[0], ends[-1], lo, hi)
-    body = _axes(f, [(lo, _num(lo)), ((lo + hi) / 2, _num((lo + hi) / 2)), (hi, _num(hi))])
+    body = _axes(f, ticks)
+    palette = colours(labels)
     for arm in range(len(labels)):
         pts = [(f.x(t), f.y(m)) for t, row in zip(ends, means, strict=True) if (m := row[arm]) is not None]
         if not pts:
             continue
-        c = colour(arm)
+        c = palette[arm]
         if len(pts) > 1:
             line = " ".join(f"{x:.1f},{y:.1f}" for x, y in pts)
             body.append(f'<polyline points="{line}" fill="none" stroke="{c}" stroke-width="2"/>')
@@ -153,10 +176,6 @@ def reward_svg(
             body.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.5" fill="{c}"/>')
         body.append(f"<title>{escape(labels[arm])}</title>")
     return _svg("reward estimate over time", body)
-
-
-def _num(v: float) -> str:
-    return f"{v * 100:.3g}%" if 0.0 <= v <= 1.0 else f"{v:.3g}"
 
 
 def killed_spans(changes: Sequence[tuple[float, str]], now: float) -> list[tuple[float, float]]:

@@ -18,6 +18,7 @@ from banditflags_server.api.context import Context, ctx
 from banditflags_server.api.flags import stats_json, warnings_json
 from banditflags_server.console import charts
 from banditflags_server.console.auth import authed
+from banditflags_server.console.palette import colours
 from banditflags_server.console.sessions import Session
 from banditflags_server.console.templating import PREFIX, compact, error_page, redirect, render
 from banditflags_server.engine.planning import params_for
@@ -63,18 +64,24 @@ def _leader(stats: list[dict[str, Any]]) -> tuple[str | None, float | None]:
 def _row(flag: Flag, stats: list[dict[str, Any]]) -> dict[str, Any]:
     leader, p_best = _leader(stats)
     weights = flag.allocation.weights if flag.allocation else [0.0] * flag.k
+    palette = colours([v["key"] for v in flag.variants])
     return {
         "key": flag.key,
         "description": flag.description,
         "state": flag.state,
         "exploration": flag.exploration,
         "variants": [
-            {"key": v["key"], "weight": w, "control": i == flag.control}
+            {"key": v["key"], "weight": w, "control": i == flag.control, "colour": palette[i]}
             for i, (v, w) in enumerate(zip(flag.variants, weights, strict=True))
         ],
         # What SDKs serve now: a killed flag sends everyone to the control whatever its table says.
         "served": [
-            {"key": v["key"], "weight": _served(flag, i, w), "control": i == flag.control}
+            {
+                "key": v["key"],
+                "weight": _served(flag, i, w),
+                "control": i == flag.control,
+                "colour": palette[i],
+            }
             for i, (v, w) in enumerate(zip(flag.variants, weights, strict=True))
         ],
         "control": flag.variants[flag.control]["key"],
@@ -152,7 +159,8 @@ def _detail(c: Context, key: str) -> dict[str, Any] | None:
         [float(s / n) if n > 0 else None for n, s in zip(rn, rs, strict=True)]
         for rn, rs in zip(cum_n, cum_s, strict=True)
     ]
-    reward = charts.reward_svg(periods.created_at, means, labels, now=now)
+    binary = flag.objective.get("reward", "binary") == "binary"
+    reward = charts.reward_svg(periods.created_at, means, labels, now=now, percent=binary)
     last_kill = next((e for e in entries if e.action == "kill"), None)
     unkill_to = (
         "frozen"
@@ -160,9 +168,11 @@ def _detail(c: Context, key: str) -> dict[str, Any] | None:
         else "running"
     )
     weights = flag.allocation.weights if flag.allocation else [0.0] * flag.k
+    palette = colours(labels)
     variants = [
         {
             "key": v["key"],
+            "colour": palette[i],
             "value": compact(v["value"]),
             "weight": weights[i],
             "served": _served(flag, i, weights[i]),

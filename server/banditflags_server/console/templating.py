@@ -2,7 +2,7 @@
 redirect carries, and the HTML error page (which ``app.py`` also uses for errors on console URLs).
 
 The filters (``ago``, ``pct``, ``num``, ``compact``, ``utc``) format values for people; the templates get
-the variant colours and the policy names as globals.
+the policy names as a global (each variant carries its colour: :mod:`~banditflags_server.console.palette`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from starlette.responses import RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
 from banditflags_server.api.context import iso
-from banditflags_server.console import charts
 
 HERE = Path(__file__).parent
 PREFIX = "/console"
@@ -90,7 +89,7 @@ def utc(ts: float | None) -> str:
 
 
 templates.env.filters.update(ago=ago, pct=pct, num=num, compact=compact, utc=utc)
-templates.env.globals.update(colour=charts.colour, policies=POLICIES)
+templates.env.globals.update(policies=POLICIES)
 
 
 # -- responses --------------------------------------------------------------------------------------
