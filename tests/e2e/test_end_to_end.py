@@ -76,7 +76,7 @@ def _create_flag(admin: httpx.Client) -> dict[str, Any]:
             "variants": [{"key": k, "value": f"#{i}"} for i, k in enumerate(VARIANTS)],
             "control": "blue",
             "objective": {"reward": "binary", "direction": "maximize", "unit": "decision"},
-            "policy": {"name": "thompson", "floor": 0.01, "burn_in": 100},
+            "policy": {"name": "thompson", "floor": 0.01, "burn_in": 100, "max_step": None},
         },
     )
     assert response.status_code == 201, response.text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
@@ -192,7 +193,7 @@ def test_frozen_keeps_its_version(app: Any) -> None:
 
 
 def test_recompute_moves_weights_toward_a_clear_winner(app: Any) -> None:
-    _create(app)
+    _create(app, policy={"name": "thompson", "max_step": None})
     _events(app, "batch-w1", "btn", 1, [2000, 2000, 2000], [40, 50, 400])
     flag = app.admin.post("/v1/flags/btn/recompute").json()
     assert flag["version"] == 2 and flag["recomputed_at"] is not None
@@ -242,3 +243,18 @@ def test_a_flag_with_one_variant_is_a_plain_flag_not_an_experiment(app: Any) -> 
     assert app.admin.get("/v1/flags/plain").json()["policy"]["name"] == "fixed"
     fixed = {"key": "one", "variants": ["on"], "policy": {"name": "fixed", "weights": [1]}}
     assert app.admin.post("/v1/flags", json=fixed).status_code == 201
+
+
+def test_the_default_step_limit_spreads_a_clear_winner_over_recomputes(app: Any) -> None:
+    """max_step 0.3 by default (issue 11): the first recompute after the burn-in moves no weight by more
+    than 0.3 (1/3 -> 0.63, not 0.98 at once); the next ones go on toward the winner."""
+    flag = _create(app)
+    assert flag["policy"]["max_step"] == 0.3
+    _events(app, "batch-s1", "btn", 1, [2000, 2000, 2000], [40, 50, 400])
+    steps = [flag["bandit_weights"]]
+    for _ in range(3):
+        steps.append(app.admin.post("/v1/flags/btn/recompute").json()["bandit_weights"])
+    moves = [max(abs(b - a) for a, b in zip(x, y, strict=True)) for x, y in itertools.pairwise(steps)]
+    assert moves[0] == pytest.approx(0.3) and moves[1] == pytest.approx(0.3)
+    assert steps[1][2] == pytest.approx(1 / 3 + 0.3) and steps[3][2] > 0.9
+    assert all(m <= 0.3 + 1e-9 for m in moves)

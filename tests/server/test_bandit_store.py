@@ -69,7 +69,7 @@ def test_metric_stats_add_up_per_metric(store: Store) -> None:
 
 def test_batched_recompute_writes_skip_changed_flags(store: Store) -> None:
     for i in range(5):
-        _make(store, f"f{i}")
+        _make(store, f"f{i}", policy={"max_step": None})
         rows = [EventRow(f"exposures[{a}]", f"f{i}", 1, a, 2000) for a in range(3)]
         store.ingest(
             EventBatch(f"batch-f{i}", rows, [EventRow("rewards[0]", f"f{i}", 1, 2, 400, True, 400.0, 400.0)])

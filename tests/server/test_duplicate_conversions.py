@@ -90,7 +90,7 @@ def test_the_duplicate_conversion_run(live_server: Callable[..., Any], with_ids:
         assert duplicates == 3 * int(RATES[0] * UNITS)  # every repeat found, across batches
         assert means == [RATES[0], RATES[1]]  # the true per-decision conversion rates
         assert flag["stats"][1]["p_best"] > 0.99
-        assert flag["bandit_weights"][1] > 0.9
+        assert flag["bandit_weights"][1] > flag["bandit_weights"][0]  # by max_step (0.3) a recompute
         assert flag["warnings"] == [] and stats["warnings"] == []
         assert [s["clamped"] for s in flag["stats"]] == [0.0, 0.0]
         assert _metric(server.url, f'banditflags_duplicate_conversions_total{{flag="{key}"}}') == duplicates

@@ -51,7 +51,7 @@ def test_only_due_running_flags_are_recomputed(store: Store) -> None:
 
 
 def test_recompute_uses_all_periods_and_moves_toward_the_winner(store: Store) -> None:
-    _make(store, "f")
+    _make(store, "f", policy={"max_step": None})
     rows = [EventRow(f"exposures[{i}]", "f", 1, i, 1000) for i in range(3)]
     store.ingest(EventBatch("batch-r1", rows, [EventRow("rewards[0]", "f", 1, 1, 200, True, 200.0, 200.0)]))
     first = recompute_flag(store, "f", np.random.default_rng(1))
@@ -92,7 +92,8 @@ def test_a_thousand_flags_in_one_cycle(store: Store) -> None:
 def test_the_loop_recomputes_in_a_live_server(live_server: Any) -> None:
     server = live_server(recompute_interval=1, args=["--log-level", "warning"])
     with server.client("admin") as admin, server.client("sdk") as sdk:
-        admin.post("/v1/flags", json={"key": "live", "variants": ["a", "b"], "recompute_interval": 1})
+        body = {"key": "live", "variants": ["a", "b"], "recompute_interval": 1, "policy": {"max_step": None}}
+        admin.post("/v1/flags", json=body)
         body = {
             "batch_id": "batch-live1",
             "exposures": [{"flag": "live", "version": 1, "arm": i, "count": 2000} for i in range(2)],

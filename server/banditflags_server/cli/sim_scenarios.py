@@ -27,9 +27,10 @@ FloatArray = npt.NDArray[np.float64]
 #: Policies by name: the ``policy`` object of a flag (None: the uniform split).
 POLICY_PRESETS: dict[str, dict[str, Any] | None] = {
     "uniform": None,
-    "thompson": {"name": "thompson", "stratify": False, "stability": 0.0},
-    "ucb1": {"name": "ucb1", "stratify": False, "stability": 0.0},
-    "epsilon_greedy": {"name": "epsilon_greedy", "stratify": False, "stability": 0.0},
+    # The peers' engines (GrowthBook, MABWiser): pooled history, no step limit.
+    "thompson": {"name": "thompson", "stratify": False, "stability": 0.0, "max_step": None},
+    "ucb1": {"name": "ucb1", "stratify": False, "stability": 0.0, "max_step": None},
+    "epsilon_greedy": {"name": "epsilon_greedy", "stratify": False, "stability": 0.0, "max_step": None},
     "top_two": {"name": "top_two_thompson"},
     "banditflags": {"name": "thompson"},
     "banditflags-stable": {"name": "thompson", "stability": 0.85},

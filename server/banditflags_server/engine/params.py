@@ -19,6 +19,7 @@ __all__ = [
     "MAX_ARMS",
     "MAX_BURN_IN",
     "MAX_DRAWS",
+    "MAX_STEP",
     "MIN_DRAWS",
     "POLICIES",
     "REWARDS",
@@ -37,6 +38,10 @@ MIN_DRAWS, MAX_DRAWS = 100, 100_000
 
 #: Default ``stability``: the guard is off (it costs regret, docs/bandit.md); 0.85 is the A/A-safe setting.
 STABILITY = 0.0
+#: Default ``max_step``: no weight moves by more than 0.3 per update, so a first recompute does not send
+#: 98% of the traffic to an arm at once (0.33 -> 0.63 -> 0.93); it costs 0-8% regret on the simulator's
+#: scenarios (docs/bandit.md, "max_step"). ``null`` turns it off.
+MAX_STEP = 0.3
 
 
 class ParamError(ValueError):
@@ -163,7 +168,7 @@ class PolicyParams:
     direction: str = "maximize"
     floor: float = 0.01
     burn_in: int = 100
-    max_step: float | None = None
+    max_step: float | None = MAX_STEP
     half_life: float | None = None
     window: float | None = None
     stratify: bool = True
