@@ -78,8 +78,8 @@ def warnings_json(stats: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "variant": row["variant"],
             "clamped": row["clamped"],
             "message": f"{row['clamped']:g} conversions of variant {row['variant']!r} are more than its "
-            "exposures (in some version) and were left out: some conversions are tracked more than "
-            "once without decision ids (an older SDK, or bf1 tokens)",
+            "exposures (in some version) and were left out: conversions tracked more than once without "
+            "decision ids (an older SDK, bf1 tokens), or exposures another process has not reported yet",
         }
         for row in stats
         if row.get("clamped")
