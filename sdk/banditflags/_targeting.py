@@ -26,9 +26,8 @@ TargetingError(path='rules[0].clauses', message='must be a non-empty list of cla
 
 from __future__ import annotations
 
-import contextlib
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -405,6 +404,7 @@ class _SegmentCompiler:
         self.raw = raw
         self.entries: dict[str, tuple[int, Mapping[str, Any]]] = {}
         self.matchers: dict[str, SegmentMatcher] = {}
+        self.depth: dict[str, int] = {}  # 1 for a segment that names none
         self.errors: dict[str, TargetingError] = {}
         self.problems: list[TargetingError] = []
 
@@ -427,33 +427,74 @@ class _SegmentCompiler:
             else:
                 self.entries[key] = (i, s)
         for key in self.entries:
-            with contextlib.suppress(InvalidRule):  # recorded in errors and problems
-                self.resolve(key, ())
+            self.compile_with_named(key)
         self.problems.sort(key=lambda e: _order(e.path))
         return Segments(MappingProxyType(self.matchers), MappingProxyType(self.errors), tuple(self.problems))
 
-    def resolve(self, key: str, stack: tuple[str, ...]) -> SegmentMatcher:
-        matcher = self.matchers.get(key)
-        if matcher is not None:
-            return matcher
-        if key in stack:
-            raise InvalidRule("", f"segment {key!r} names itself through {' -> '.join((*stack, key))}")
-        if key in self.errors:
-            raise InvalidRule("", f"segment {key!r} is invalid ({self.errors[key]})")
-        if key not in self.entries:
-            raise InvalidRule("", f"unknown segment {key!r:.80}")
-        if len(stack) >= MAX_SEGMENT_DEPTH:
-            raise InvalidRule("", f"segments nested more than {MAX_SEGMENT_DEPTH} deep")
+    def compile_with_named(self, root: str) -> None:
+        """Compile ``root`` after the segments it names, depth first without recursion (a long chain
+        of segments must not exhaust Python's stack)."""
+        path: list[str] = []  # the segments being compiled, outermost first: a cycle is a repeat
+        todo: list[tuple[str, Iterator[str]]] = []
+
+        def push(key: str) -> None:
+            if (
+                key in self.entries
+                and key not in self.matchers
+                and key not in self.errors
+                and key not in path
+            ):
+                path.append(key)
+                todo.append((key, iter(_named_segments(self.entries[key][1]))))
+
+        push(root)
+        while todo:
+            key, named = todo[-1]
+            child = next(named, None)
+            if child is not None:
+                push(child)
+                continue
+            todo.pop()
+            path.pop()
+            self.compile_one(key, path)
+
+    def compile_one(self, key: str, path: list[str]) -> None:
         i, entry = self.entries[key]
+        below = 0  # the depth of the deepest segment this one names
+
+        def resolve(k: str) -> SegmentMatcher:
+            nonlocal below
+            if k in path or k == key:
+                raise InvalidRule("", f"segment {k!r} names itself through {' -> '.join((*path, key, k))}")
+            matcher = self.matchers.get(k)
+            if matcher is not None:
+                below = max(below, self.depth[k])
+                return matcher
+            if k in self.errors:  # by path only: chains of invalid segments would nest messages
+                raise InvalidRule("", f"segment {k!r} is invalid (see {self.errors[k].path})")
+            raise InvalidRule("", f"unknown segment {k!r:.80}")
+
         try:
-            matcher = _segment(entry, lambda k: self.resolve(k, (*stack, key)))
+            matcher = _segment(entry, resolve)
+            if below >= MAX_SEGMENT_DEPTH:  # bounds the evaluator's recursion
+                raise InvalidRule("clauses", f"segments nested more than {MAX_SEGMENT_DEPTH} deep")
         except InvalidRule as exc:
             err = TargetingError(_join(f"segments[{i}]", exc.path), exc.message)
             self.errors[key] = err
             self.problems.append(err)
-            raise InvalidRule("", f"segment {key!r} is invalid ({err})") from None
+            return
         self.matchers[key] = matcher
-        return matcher
+        self.depth[key] = below + 1
+
+
+def _named_segments(entry: Mapping[str, Any]) -> list[str]:
+    """The keys a segment's well-formed ``in_segment`` clauses name (malformed ones fail to compile)."""
+    clauses = entry.get("clauses")
+    keys: list[str] = []
+    for c in clauses if isinstance(clauses, (list, tuple)) else ():
+        values = c.get("values") if isinstance(c, Mapping) and c.get("op") == "in_segment" else None
+        keys += [v for v in values if isinstance(v, str)] if isinstance(values, (list, tuple)) else []
+    return keys
 
 
 def _order(path: str) -> tuple[int, str]:
