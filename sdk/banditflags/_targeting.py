@@ -154,6 +154,7 @@ def _units(raw: object, path: str, limit: int) -> frozenset[str]:
 # -- clauses and rules ------------------------------------------------------------------------------
 
 _Resolve = Callable[[str], SegmentMatcher]  # a segment's matcher by key, or raises InvalidRule
+_Rule = tuple[Clause, Clause | None, Match]  # first clause, the AND of the others, what it serves
 
 
 def _clause(raw: object, resolve: _Resolve) -> tuple[int, Clause]:
@@ -195,8 +196,8 @@ def _segment_clause(values: object, negate: bool, resolve: _Resolve) -> Clause:
     return clause
 
 
-def _all_of(raw: object, path: str, resolve: _Resolve, *, empty: bool) -> Clause | None:
-    """The AND of a list of clauses, cheapest first; None for an (allowed) empty list."""
+def _clauses(raw: object, path: str, resolve: _Resolve, *, empty: bool) -> list[Clause]:
+    """A list of clauses compiled, cheapest first."""
     items = _list(raw, path, "clauses", MAX_CLAUSES, empty=empty)
     compiled: list[tuple[int, Clause]] = []
     for j, c in enumerate(items):
@@ -205,11 +206,13 @@ def _all_of(raw: object, path: str, resolve: _Resolve, *, empty: bool) -> Clause
         except InvalidRule as exc:
             raise _within(f"{path}[{j}]", exc) from None
     # Clauses are pure, so testing the cheap ones first changes only how soon a miss is known.
-    cs = [c for _, c in sorted(compiled, key=lambda t: t[0])]
-    if not cs:
-        return None
-    if len(cs) == 1:
-        return cs[0]
+    return [c for _, c in sorted(compiled, key=lambda t: t[0])]
+
+
+def _all_of(cs: Sequence[Clause]) -> Clause:
+    """The AND of clauses (of none: never, as a segment without clauses is only its included units)."""
+    if len(cs) <= 1:
+        return cs[0] if cs else _never
     if len(cs) == 2:
         first, second = cs
         return lambda u, a: first(u, a) and second(u, a)
@@ -301,7 +304,7 @@ def _compile_flag(
             raise InvalidRule("", f"segment {key!r} is invalid ({err})")
         raise InvalidRule("", f"unknown segment {key!r:.80}")
 
-    rules: list[tuple[Clause, Match]] = []
+    rules: list[_Rule] = []
     ids: set[str] = set()
     for i, raw in enumerate(rules_raw):
         try:
@@ -314,14 +317,16 @@ def _compile_flag(
                 why = "reserved" if rid == TARGET else "used by another rule"
                 raise InvalidRule("id", f"{rid!r} is {why}")
             ids.add(rid)
-            pred = _all_of(raw.get("clauses"), "clauses", resolve, empty=False)
-            assert pred is not None  # a rule's clause list is never empty
-            rules.append((pred, _serve(raw.get("serve"), rid, i, variants, tables)))
+            cs = _clauses(raw.get("clauses"), "clauses", resolve, empty=False)
+            # (first clause, the rest or None, match): evaluate calls the first directly, saving a
+            # call per rule that fails on its first clause, the common case.
+            rest = None if len(cs) == 1 else cs[1] if len(cs) == 2 else _all_of(cs[1:])
+            rules.append((cs[0], rest, _serve(raw.get("serve"), rid, i, variants, tables)))
         except InvalidRule as exc:
             raise _within(f"rules[{i}]", exc) from None
     return FlagTargeting(
         evaluate=_evaluator(targets, tuple(rules)),
-        rules=tuple(m for _, m in rules),
+        rules=tuple(m for _, _, m in rules),
         targets=len(targets),
     )
 
@@ -347,15 +352,15 @@ def _targets(raw: object, variants: Sequence[str]) -> dict[str, Match]:
     return units
 
 
-def _evaluator(targets: Mapping[str, Match], rules: tuple[tuple[Clause, Match], ...]) -> Evaluate:
+def _evaluator(targets: Mapping[str, Match], rules: tuple[_Rule, ...]) -> Evaluate:
     # Specialised on what the flag has, so a targets-only flag never looks at attributes.
     lookup = targets.get
 
     def by_rules(unit_id: str, attributes: Any = None) -> Match | None:
         try:
             a = attributes if attributes.__class__ is dict else _mapping(attributes)
-            for pred, match in rules:
-                if pred(unit_id, a):
+            for first, rest, match in rules:
+                if first(unit_id, a) and (rest is None or rest(unit_id, a)):
                     return match
         except Exception:  # e.g. a caller's Mapping whose get() raises: the default allocation
             pass
@@ -505,8 +510,7 @@ def _order(path: str) -> tuple[int, str]:
 def _segment(entry: Mapping[str, Any], resolve: _Resolve) -> SegmentMatcher:
     included = _units(entry.get("included"), "included", MAX_SEGMENT_UNITS)
     excluded = _units(entry.get("excluded"), "excluded", MAX_SEGMENT_UNITS)
-    pred = _all_of(entry.get("clauses"), "clauses", resolve, empty=True)
-    clauses: Clause = pred if pred is not None else _never
+    clauses = _all_of(_clauses(entry.get("clauses"), "clauses", resolve, empty=True))
     if not included and not excluded:
         return clauses
 
