@@ -29,7 +29,6 @@ Run: bench/.venv/bin/python bench/bench_targeting.py [--batches 300]   (made by 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -41,7 +40,7 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import mmh3
-from _common import SALT, TABLE, compare, floor_and_loop
+from _common import SALT, TABLE, compare, floor_and_loop, launchdarkly_client, unleash_client
 
 from banditflags._targeting import FlagTargeting, compile_flag
 
@@ -94,10 +93,7 @@ def banditflags() -> Contender:
 
 
 def launchdarkly(tmp: str) -> tuple[dict[str, Contender], Callable[[], None]]:
-    import ldclient
     from ldclient import Context
-    from ldclient.config import Config
-    from ldclient.integrations import Files
 
     ops = {"in": "in", "ends_with": "endsWith", "contains": "contains", "semver_lt": "semVerLessThan"}
     ops["gte"] = "greaterThanOrEqual"
@@ -112,32 +108,7 @@ def launchdarkly(tmp: str) -> tuple[dict[str, Contender], Callable[[], None]]:
         }
         rule.update({"rollout": rollout} if rid == "r5" else {"variation": 1})
         rules.append(rule)
-    flag = {
-        "key": FLAG,
-        "on": True,
-        "version": 1,
-        "salt": SALT,
-        "variations": VARIANTS,
-        "offVariation": 0,
-        "fallthrough": {"variation": 0},
-        "targets": [],
-        "rules": rules,
-        "prerequisites": [],
-        "trackEvents": False,
-        "trackEventsFallthrough": False,
-    }
-    path = os.path.join(tmp, "ld.json")
-    with open(path, "w") as fh:
-        json.dump({"flags": {FLAG: flag}}, fh)
-    client = ldclient.LDClient(
-        Config(
-            "sdk-bench",
-            update_processor_class=Files.new_data_source(paths=[path]),
-            send_events=False,
-            diagnostic_opt_out=True,
-        )
-    )
-    assert client.is_initialized()
+    client = launchdarkly_client(tmp, FLAG, variations=VARIANTS, fallthrough={"variation": 0}, rules=rules)
 
     def context(unit: str, attrs: Attrs) -> Any:
         b = Context.builder(unit)
@@ -200,9 +171,6 @@ def growthbook() -> dict[str, Contender]:
 
 
 def unleash(tmp: str) -> tuple[dict[str, Contender], Callable[[], None]]:
-    from UnleashClient import UnleashClient
-    from UnleashClient.cache import FileCache
-
     ops = {"in": "IN", "ends_with": "STR_ENDS_WITH", "contains": "STR_CONTAINS", "semver_lt": "SEMVER_LT"}
     ops["gte"] = "NUM_GTE"
 
@@ -228,19 +196,8 @@ def unleash(tmp: str) -> tuple[dict[str, Contender], Callable[[], None]]:
             "variants": variants,
         }
 
-    cache = FileCache("bench-targeting", directory=tmp)
     strategies = [strategy(rid, c) for rid, c in RULES]
-    feature = {"name": FLAG, "enabled": True, "strategies": strategies, "variants": []}
-    cache.bootstrap_from_dict({"version": 1, "features": [feature]})
-    client = UnleashClient(
-        url="http://127.0.0.1:9",  # never contacted: no fetch, no metrics, no registration
-        app_name="bench",
-        disable_metrics=True,
-        disable_registration=True,
-        cache=cache,
-        refresh_interval=86_400,
-    )
-    client.initialize_client(fetch_toggles=False)
+    client = unleash_client(tmp, {"name": FLAG, "enabled": True, "strategies": strategies, "variants": []})
     props: dict[str, dict[str, str]] = {}  # Unleash properties are strings: converted once per unit
 
     def evaluate(unit: str, attrs: Attrs) -> object:
