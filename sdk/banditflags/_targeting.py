@@ -17,7 +17,7 @@ caller's own Mapping type, answers ``None``).
 ...     "clauses": [{"attribute": "email", "op": "ends_with", "values": ["@corp.test"]}]}]}
 >>> t = compile_flag(flag, ["blue", "green"])
 >>> t.evaluate("u1", {"email": "ann@corp.test"})
-Match(rule='staff', index=0, serve='variant', variant=1, table=None)
+Match(rule='staff', index=0, serve='variant', variant=1)
 >>> t.evaluate("u1", {"email": "ann@example.com"}) is None
 True
 >>> compile_flag({"rules": [{"id": "x", "serve": {"variant": "red"}, "clauses": []}]}, ["blue"])

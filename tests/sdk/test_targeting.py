@@ -7,7 +7,9 @@ vectors (test_rules_vectors.py); this module covers what JSON cannot express and
 from __future__ import annotations
 
 import datetime as dt
+import doctest
 import enum
+import importlib
 import math
 import re
 import time
@@ -47,6 +49,12 @@ def matches(op: str, values: Any, value: Any, negate: bool = False) -> bool:
 
 
 # -- API ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("module", ["_targeting", "_operators", "_semver", "_timestamps"])
+def test_docstring_examples(module: str) -> None:
+    result = doctest.testmod(importlib.import_module(f"banditflags.{module}"), optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0 and result.attempted > 0
 
 
 @pytest.mark.parametrize(
