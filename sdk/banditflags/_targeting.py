@@ -1,7 +1,8 @@
 """Targeting (DESIGN.md §9): a flag's ``targets`` and ``rules`` compiled into one evaluator.
 
-Compiled once per config change, never interpreted per decision. :func:`compile_segments` turns the
-config's ``segments`` into matchers shared by every flag; :func:`compile_flag` turns one flag into a
+Compiled once per config change, never interpreted per decision. :func:`compile_segments`
+(:mod:`._segments`) turns the config's ``segments`` into matchers shared by every flag; clauses compile
+in :mod:`._clauses` and :mod:`._operators`; :func:`compile_flag` here turns one flag into a
 :class:`FlagTargeting` whose ``evaluate(unit_id, attributes)`` answers, in order:
 
 1. an individual target (``targets``: unit id → variant), then
@@ -27,13 +28,15 @@ TargetingError(path='rules[0].clauses', message='must be a non-empty list of cla
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
 from ._bucketing import table_from_weights
-from ._operators import Clause, InvalidRule, attribute_clause, clause_cost, is_finite_number
+from ._clauses import SegmentMatcher, TargetingError, all_of, as_list, compile_clauses, unit_set, within
+from ._operators import Clause, InvalidRule, is_finite_number
+from ._segments import NO_SEGMENTS, Segments, compile_segments
 
 __all__ = [
     "NO_SEGMENTS",
@@ -47,15 +50,9 @@ __all__ = [
 ]
 
 MAX_RULES = 100
-MAX_CLAUSES = 50
 MAX_TARGET_UNITS = 10_000  # per flag, over all its targets
-MAX_SEGMENTS = 1_000
-MAX_SEGMENT_UNITS = 100_000  # per segment list (included, excluded)
-MAX_SEGMENT_DEPTH = 8  # segments naming segments
-MAX_ATTRIBUTE_LENGTH = 256
 MAX_ARMS = 255
 RULE_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
-SEGMENT_KEY_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}\Z")
 TARGET = "target"  # Match.rule of an individual target; no rule may take this id
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
@@ -79,35 +76,7 @@ class Match:
     table: bytes | None = field(default=None, repr=False)
 
 
-@dataclass(frozen=True, slots=True)
-class TargetingError:
-    """A compile error: ``path`` names the field (relative to the flag, absolute for segments)."""
-
-    path: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.message}" if self.path else self.message
-
-
-SegmentMatcher = Callable[[str, Mapping[str, Any]], bool]
 Evaluate = Callable[[str, Any], "Match | None"]
-
-
-@dataclass(frozen=True, slots=True)
-class Segments:
-    """The config's segments, compiled once and shared by every flag that names one.
-
-    ``matchers`` holds the good ones by key; ``errors`` the bad ones by key (a flag naming one gets an
-    error, other flags are unaffected); ``problems`` every error in config order, for a validator.
-    """
-
-    matchers: Mapping[str, SegmentMatcher] = field(default_factory=lambda: _EMPTY)
-    errors: Mapping[str, TargetingError] = field(default_factory=lambda: _EMPTY)
-    problems: tuple[TargetingError, ...] = ()
-
-
-NO_SEGMENTS = Segments()
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,107 +92,9 @@ class FlagTargeting:
     targets: int  # individual units targeted
 
 
-def _join(prefix: str, path: str) -> str:
-    if not path:
-        return prefix
-    return f"{prefix}{path}" if path.startswith("[") or not prefix else f"{prefix}.{path}"
+# -- rules ------------------------------------------------------------------------------------------
 
-
-def _within(prefix: str, exc: InvalidRule) -> InvalidRule:
-    return InvalidRule(_join(prefix, exc.path), exc.message)
-
-
-def _list(raw: object, path: str, what: str, limit: int, *, empty: bool = True) -> list[Any]:
-    if raw is None and empty:
-        return []
-    if not isinstance(raw, (list, tuple)) or (not raw and not empty):
-        raise InvalidRule(path, f"must be a {'' if empty else 'non-empty '}list of {what}")
-    if len(raw) > limit:
-        raise InvalidRule(path, f"more than {limit} {what}")
-    return list(raw)
-
-
-def _units(raw: object, path: str, limit: int) -> frozenset[str]:
-    units = _list(raw, path, "unit ids", limit)
-    for i, u in enumerate(units):
-        if not isinstance(u, str) or not u:
-            raise InvalidRule(f"{path}[{i}]", "must be a non-empty string (a unit id)")
-    return frozenset(units)
-
-
-# -- clauses and rules ------------------------------------------------------------------------------
-
-_Resolve = Callable[[str], SegmentMatcher]  # a segment's matcher by key, or raises InvalidRule
 _Rule = tuple[Clause, Clause | None, Match]  # first clause, the AND of the others, what it serves
-
-
-def _clause(raw: object, resolve: _Resolve) -> tuple[int, Clause]:
-    if not isinstance(raw, Mapping):
-        raise InvalidRule("", "must be an object")
-    op = raw.get("op")
-    if not isinstance(op, str):
-        raise InvalidRule("op", "must be a string")
-    negate = raw.get("negate", False)
-    if not isinstance(negate, bool):
-        raise InvalidRule("negate", "must be true or false")
-    if op == "in_segment":
-        return clause_cost(op), _segment_clause(raw.get("values"), negate, resolve)
-    name = raw.get("attribute")
-    if not isinstance(name, str) or not 0 < len(name) <= MAX_ATTRIBUTE_LENGTH:
-        raise InvalidRule("attribute", f"must be a string of 1 to {MAX_ATTRIBUTE_LENGTH} characters")
-    return clause_cost(op), attribute_clause(name, op, raw.get("values"), negate)
-
-
-def _segment_clause(values: object, negate: bool, resolve: _Resolve) -> Clause:
-    keys = _list(values, "values", "segment keys", MAX_SEGMENTS, empty=False)
-    matchers: list[SegmentMatcher] = []
-    for i, key in enumerate(keys):
-        if not isinstance(key, str):
-            raise InvalidRule(f"values[{i}]", "must be a segment key (a string)")
-        try:
-            matchers.append(resolve(key))
-        except InvalidRule as exc:
-            raise _within(f"values[{i}]", exc) from None
-    if len(matchers) == 1 and not negate:
-        return matchers[0]
-
-    def clause(unit_id: str, attributes: Mapping[str, Any]) -> bool:
-        for m in matchers:
-            if m(unit_id, attributes):
-                return not negate
-        return negate
-
-    return clause
-
-
-def _clauses(raw: object, path: str, resolve: _Resolve, *, empty: bool) -> list[Clause]:
-    """A list of clauses compiled, cheapest first."""
-    items = _list(raw, path, "clauses", MAX_CLAUSES, empty=empty)
-    compiled: list[tuple[int, Clause]] = []
-    for j, c in enumerate(items):
-        try:
-            compiled.append(_clause(c, resolve))
-        except InvalidRule as exc:
-            raise _within(f"{path}[{j}]", exc) from None
-    # Clauses are pure, so testing the cheap ones first changes only how soon a miss is known.
-    return [c for _, c in sorted(compiled, key=lambda t: t[0])]
-
-
-def _all_of(cs: Sequence[Clause]) -> Clause:
-    """The AND of clauses (of none: never, as a segment without clauses is only its included units)."""
-    if len(cs) <= 1:
-        return cs[0] if cs else _never
-    if len(cs) == 2:
-        first, second = cs
-        return lambda u, a: first(u, a) and second(u, a)
-
-    def every(unit_id: str, attributes: Mapping[str, Any]) -> bool:
-        for c in cs:  # noqa: SIM110  # a loop: all() over a generator costs more
-            if not c(unit_id, attributes):
-                return False
-        return True
-
-    return every
 
 
 def _serve(raw: object, rule_id: str, index: int, variants: Sequence[str], tables: Any) -> Match:
@@ -291,7 +162,7 @@ def _compile_flag(
     if len(variants) > MAX_ARMS:
         raise InvalidRule("variants", f"more than {MAX_ARMS} variants")
     targets = _targets(flag.get("targets"), variants)
-    rules_raw = _list(flag.get("rules"), "rules", "rules", MAX_RULES)
+    rules_raw = as_list(flag.get("rules"), "rules", "rules", MAX_RULES)
     if not targets and not rules_raw:
         return None
 
@@ -317,13 +188,13 @@ def _compile_flag(
                 why = "reserved" if rid == TARGET else "used by another rule"
                 raise InvalidRule("id", f"{rid!r} is {why}")
             ids.add(rid)
-            cs = _clauses(raw.get("clauses"), "clauses", resolve, empty=False)
+            cs = compile_clauses(raw.get("clauses"), "clauses", resolve, empty=False)
             # (first clause, the rest or None, match): evaluate calls the first directly, saving a
             # call per rule that fails on its first clause, the common case.
-            rest = None if len(cs) == 1 else cs[1] if len(cs) == 2 else _all_of(cs[1:])
+            rest = None if len(cs) == 1 else cs[1] if len(cs) == 2 else all_of(cs[1:])
             rules.append((cs[0], rest, _serve(raw.get("serve"), rid, i, variants, tables)))
         except InvalidRule as exc:
-            raise _within(f"rules[{i}]", exc) from None
+            raise within(f"rules[{i}]", exc) from None
     return FlagTargeting(
         evaluate=_evaluator(targets, tuple(rules)),
         rules=tuple(m for _, _, m in rules),
@@ -332,7 +203,7 @@ def _compile_flag(
 
 
 def _targets(raw: object, variants: Sequence[str]) -> dict[str, Match]:
-    entries = _list(raw, "targets", "targets", MAX_ARMS)
+    entries = as_list(raw, "targets", "targets", MAX_ARMS)
     units: dict[str, Match] = {}
     count = 0
     for i, t in enumerate(entries):
@@ -343,7 +214,7 @@ def _targets(raw: object, variants: Sequence[str]) -> dict[str, Match]:
         if not isinstance(variant, str) or variant not in variants:
             raise InvalidRule(f"{path}.variant", f"must be one of the flag's variants, got {variant!r:.80}")
         match = Match(TARGET, -1, TARGET, variant=list(variants).index(variant))
-        ids = _units(t.get("units"), f"{path}.units", MAX_TARGET_UNITS)
+        ids = unit_set(t.get("units"), f"{path}.units", MAX_TARGET_UNITS)
         count += len(ids)
         if count > MAX_TARGET_UNITS:
             raise InvalidRule(f"{path}.units", f"more than {MAX_TARGET_UNITS} targeted units in the flag")
@@ -386,141 +257,3 @@ def _evaluator(targets: Mapping[str, Match], rules: tuple[_Rule, ...]) -> Evalua
 
 def _mapping(attributes: object) -> Mapping[str, Any]:
     return attributes if isinstance(attributes, Mapping) else _EMPTY
-
-
-# -- segments ---------------------------------------------------------------------------------------
-
-
-def compile_segments(raw: object) -> Segments:
-    """Compile the config's ``segments`` list once for all flags. Never raises.
-
-    A segment matches a unit in its ``excluded`` list never, else a unit in its ``included`` list
-    always, else when all its clauses match (a segment without clauses matches only its included
-    units). Segments may name other segments (``in_segment``), to a depth of 8, without cycles.
-    """
-    try:
-        return _SegmentCompiler(raw).run()
-    except Exception as exc:  # a bug here must not take the config down with a traceback
-        return Segments(problems=(TargetingError("segments", f"could not be compiled: {exc!r:.200}"),))
-
-
-class _SegmentCompiler:
-    def __init__(self, raw: object) -> None:
-        self.raw = raw
-        self.entries: dict[str, tuple[int, Mapping[str, Any]]] = {}
-        self.matchers: dict[str, SegmentMatcher] = {}
-        self.depth: dict[str, int] = {}  # 1 for a segment that names none
-        self.errors: dict[str, TargetingError] = {}
-        self.problems: list[TargetingError] = []
-
-    def run(self) -> Segments:
-        try:
-            items = _list(self.raw, "segments", "segments", MAX_SEGMENTS)
-        except InvalidRule as exc:
-            return Segments(problems=(TargetingError(exc.path, exc.message),))
-        for i, s in enumerate(items):
-            key = s.get("key") if isinstance(s, Mapping) else None
-            if not isinstance(s, Mapping):
-                self.problems.append(TargetingError(f"segments[{i}]", "must be an object"))
-            elif not isinstance(key, str) or SEGMENT_KEY_RE.match(key) is None:
-                msg = "must match ^[a-z0-9][a-z0-9_.-]{0,63}$"
-                self.problems.append(TargetingError(f"segments[{i}].key", msg))
-            elif key in self.entries:
-                err = TargetingError(f"segments[{i}].key", f"duplicate segment key {key!r}")
-                self.problems.append(err)
-                self.errors[key] = err
-            else:
-                self.entries[key] = (i, s)
-        for key in self.entries:
-            self.compile_with_named(key)
-        self.problems.sort(key=lambda e: _order(e.path))
-        return Segments(MappingProxyType(self.matchers), MappingProxyType(self.errors), tuple(self.problems))
-
-    def compile_with_named(self, root: str) -> None:
-        """Compile ``root`` after the segments it names, depth first without recursion (a long chain
-        of segments must not exhaust Python's stack)."""
-        path: list[str] = []  # the segments being compiled, outermost first: a cycle is a repeat
-        todo: list[tuple[str, Iterator[str]]] = []
-
-        def push(key: str) -> None:
-            if (
-                key in self.entries
-                and key not in self.matchers
-                and key not in self.errors
-                and key not in path
-            ):
-                path.append(key)
-                todo.append((key, iter(_named_segments(self.entries[key][1]))))
-
-        push(root)
-        while todo:
-            key, named = todo[-1]
-            child = next(named, None)
-            if child is not None:
-                push(child)
-                continue
-            todo.pop()
-            path.pop()
-            self.compile_one(key, path)
-
-    def compile_one(self, key: str, path: list[str]) -> None:
-        i, entry = self.entries[key]
-        below = 0  # the depth of the deepest segment this one names
-
-        def resolve(k: str) -> SegmentMatcher:
-            nonlocal below
-            if k in path or k == key:
-                raise InvalidRule("", f"segment {k!r} names itself through {' -> '.join((*path, key, k))}")
-            matcher = self.matchers.get(k)
-            if matcher is not None:
-                below = max(below, self.depth[k])
-                return matcher
-            if k in self.errors:  # by path only: chains of invalid segments would nest messages
-                raise InvalidRule("", f"segment {k!r} is invalid (see {self.errors[k].path})")
-            raise InvalidRule("", f"unknown segment {k!r:.80}")
-
-        try:
-            matcher = _segment(entry, resolve)
-            if below >= MAX_SEGMENT_DEPTH:  # bounds the evaluator's recursion
-                raise InvalidRule("clauses", f"segments nested more than {MAX_SEGMENT_DEPTH} deep")
-        except InvalidRule as exc:
-            err = TargetingError(_join(f"segments[{i}]", exc.path), exc.message)
-            self.errors[key] = err
-            self.problems.append(err)
-            return
-        self.matchers[key] = matcher
-        self.depth[key] = below + 1
-
-
-def _named_segments(entry: Mapping[str, Any]) -> list[str]:
-    """The keys a segment's well-formed ``in_segment`` clauses name (malformed ones fail to compile)."""
-    clauses = entry.get("clauses")
-    keys: list[str] = []
-    for c in clauses if isinstance(clauses, (list, tuple)) else ():
-        values = c.get("values") if isinstance(c, Mapping) and c.get("op") == "in_segment" else None
-        keys += [v for v in values if isinstance(v, str)] if isinstance(values, (list, tuple)) else []
-    return keys
-
-
-def _order(path: str) -> tuple[int, str]:
-    m = re.match(r"segments\[(\d+)\]", path)
-    return (int(m.group(1)) if m else -1, path)
-
-
-def _segment(entry: Mapping[str, Any], resolve: _Resolve) -> SegmentMatcher:
-    included = _units(entry.get("included"), "included", MAX_SEGMENT_UNITS)
-    excluded = _units(entry.get("excluded"), "excluded", MAX_SEGMENT_UNITS)
-    clauses = _all_of(_clauses(entry.get("clauses"), "clauses", resolve, empty=True))
-    if not included and not excluded:
-        return clauses
-
-    def matcher(unit_id: str, attributes: Mapping[str, Any]) -> bool:
-        if unit_id in excluded:
-            return False
-        return unit_id in included or clauses(unit_id, attributes)
-
-    return matcher
-
-
-def _never(unit_id: str, attributes: Mapping[str, Any]) -> bool:
-    return False

@@ -20,9 +20,9 @@ import pytest
 
 from banditflags._bucketing import TABLE_SIZE, bucket_of, table_counts
 from banditflags._operators import MAX_SUBJECT_LENGTH, MAX_VALUES, attribute_clause
+from banditflags._segments import MAX_SEGMENT_DEPTH
 from banditflags._targeting import (
     MAX_RULES,
-    MAX_SEGMENT_DEPTH,
     NO_SEGMENTS,
     FlagTargeting,
     Match,
@@ -51,7 +51,9 @@ def matches(op: str, values: Any, value: Any, negate: bool = False) -> bool:
 # -- API ------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("module", ["_targeting", "_operators", "_semver", "_timestamps"])
+@pytest.mark.parametrize(
+    "module", ["_targeting", "_segments", "_clauses", "_operators", "_semver", "_timestamps"]
+)
 def test_docstring_examples(module: str) -> None:
     result = doctest.testmod(importlib.import_module(f"banditflags.{module}"), optionflags=doctest.ELLIPSIS)
     assert result.failed == 0 and result.attempted > 0
