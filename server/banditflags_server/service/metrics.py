@@ -20,6 +20,8 @@ metric                                             type       meaning
 ``banditflags_sdk_config_revisions_behind``        histogram  current revision minus the SDK's, per batch
 ``banditflags_recompute_duration_seconds``         histogram  recompute cycles that recomputed >= 1 flag
 ``banditflags_recomputed_flags_total{result}``     counter    ``written`` or ``skipped`` (changed meanwhile)
+``banditflags_auth_failures_total``                counter    unknown keys presented (API, console, metrics)
+``banditflags_auth_throttled_total``               counter    requests refused with 429 (unknown keys)
 ``banditflags_weight{flag,variant}``               gauge      served weight (share of the table) now
 ``banditflags_bandit_weight{flag,variant}``        gauge      the policy's weight before the throttle
 ``banditflags_allocation_version{flag}``           gauge      current allocation version
@@ -134,6 +136,16 @@ RECOMPUTE = Histogram(
 )
 RECOMPUTED = Counter(
     "banditflags_recomputed_flags_total", "Flags recomputed, by result.", ("result",), registry=REGISTRY
+)
+AUTH_FAILURES = Counter(
+    "banditflags_auth_failures_total",
+    "Unknown keys presented to the API, the console's login or /metrics.",
+    registry=REGISTRY,
+)
+AUTH_THROTTLED = Counter(
+    "banditflags_auth_throttled_total",
+    "Requests refused with 429: their address presented too many unknown keys.",
+    registry=REGISTRY,
 )
 # The few fixed label values, made once (so they show as 0 from the start, as Prometheus recommends).
 _ACCEPTED, _DUPLICATE = BATCHES.labels("accepted"), BATCHES.labels("duplicate")
