@@ -61,7 +61,7 @@ async def read_body(request: Request, *, optional: bool = False) -> bytes:
         raise ApiError(415, "the body must be JSON (Content-Type: application/json)")
     cap = ctx(request).settings.max_body
     declared = request.headers.get("content-length", "")
-    if declared.isascii() and declared.isdigit() and int(declared) > cap:
+    if declared.isascii() and declared.isdigit() and (len(declared) > 18 or int(declared) > cap):
         raise ApiError(413, f"the body must be at most {cap} bytes")
     chunks: list[bytes] = []
     size = 0

@@ -10,8 +10,10 @@ the console: ``routes`` to mount, ``is_console`` and ``error_page`` for HTML err
 from __future__ import annotations
 
 from starlette.convertors import StringConvertor, register_url_convertor
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
 
 from banditflags_server.console import auth, flag_pages, forms
 from banditflags_server.console.templating import HERE, PREFIX, error_page, is_console
@@ -28,6 +30,16 @@ class FlagKey(StringConvertor):
 
 register_url_convertor("flag_key", FlagKey())
 
+
+class Static(StaticFiles):
+    """The stylesheet and the script, never sniffed into another type."""
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        response = await super().get_response(path, scope)
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
+
+
 routes: list[BaseRoute] = [
     Route("/", flag_pages.root, methods=["GET"]),
     Route(PREFIX, flag_pages.root, methods=["GET"]),
@@ -41,5 +53,5 @@ routes: list[BaseRoute] = [
     Route(PREFIX + "/flags/{key:flag_key}/state", forms.set_state, methods=["POST"]),
     Route(PREFIX + "/flags/{key:flag_key}/exploration", forms.set_exploration, methods=["POST"]),
     Route(PREFIX + "/flags/{key:flag_key}/policy", forms.set_policy, methods=["POST"]),
-    Mount(PREFIX + "/static", StaticFiles(directory=str(HERE / "static")), name="static"),
+    Mount(PREFIX + "/static", Static(directory=str(HERE / "static")), name="static"),
 ]
