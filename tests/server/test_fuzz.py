@@ -8,7 +8,8 @@ and sessions read the same before and after it. A stateful run follows the docum
 flag, then read, change, recompute and delete it). bench/bench_fuzz.py is the long run of the same
 test (docs/reliability.md has its figures).
 
-The examples are derandomized: a failure here is a regression, replayed the same on every run.
+The examples are derandomized: a failure here is a regression, replayed the same on every run
+(``BF_FUZZ_EXAMPLES``, ``BF_FUZZ_STATEFUL`` and ``BF_FUZZ_SEED`` change that, for the long run).
 """
 
 from __future__ import annotations
@@ -37,11 +38,15 @@ from banditflags_server.storage import schema as db
 #: Examples per operation and key (bench/bench_fuzz.py raises it through the environment).
 EXAMPLES = int(os.environ.get("BF_FUZZ_EXAMPLES", "100"))
 STATEFUL_EXAMPLES = int(os.environ.get("BF_FUZZ_STATEFUL", "15"))
+#: Unset: the same examples every run. bench/bench_fuzz.py --seed N explores others, reproducibly.
+SEED = os.environ.get("BF_FUZZ_SEED")
 
 SCHEMA = schemathesis.openapi.from_dict(document(routes)).exclude(operation_id="stream")
 # The key is the test's to choose (both kinds, below): generated or mutated Authorization headers would be
 # replaced anyway. tests/server/test_route_matrix.py checks every route without a key and with wrong ones.
 SCHEMA.config.generation.update(with_security_parameters=False)
+if SEED is not None:
+    SCHEMA.config.seed = int(SEED)
 # 422 is how the server refuses a body the schema cannot fully describe (a control that names no variant,
 # fixed weights of the wrong length): valid by the schema, refused with the field named. What valid data
 # must never get is a 400, 413 or 415 (the server misreading a well-formed request) or a 5xx.
@@ -140,7 +145,7 @@ def _settings(examples: int) -> settings:
     return settings(
         max_examples=examples,
         deadline=None,
-        derandomize=True,
+        derandomize=SEED is None,
         database=None,
         suppress_health_check=list(HealthCheck),
     )
