@@ -8,6 +8,8 @@ the things they compare so that both see the same machine state.
 from __future__ import annotations
 
 import gc
+import json
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -119,3 +121,46 @@ def compare(timers: dict[str, Callable[[], float]], batches: int, between: Calla
     finally:
         gc.enable()
     return {k: (statistics.median(v), percentile(v, 0.99)) for k, v in samples.items()}
+
+
+def launchdarkly_client(tmp: str, key: str, **fields: Any) -> Any:
+    """A LaunchDarkly client serving one flag (``fields`` over a plain on-flag) from the file data
+    source: no network, no events, no diagnostics."""
+    import ldclient
+    from ldclient.config import Config
+    from ldclient.integrations import Files
+
+    flag = {"key": key, "on": True, "version": 1, "salt": SALT, "offVariation": 0, "targets": [], "rules": []}
+    flag.update(prerequisites=[], trackEvents=False, trackEventsFallthrough=False, **fields)
+    path = os.path.join(tmp, f"ld-{key}.json")
+    with open(path, "w") as fh:
+        json.dump({"flags": {key: flag}}, fh)
+    client = ldclient.LDClient(
+        Config(
+            "sdk-bench",
+            update_processor_class=Files.new_data_source(paths=[path]),
+            send_events=False,
+            diagnostic_opt_out=True,
+        )
+    )
+    assert client.is_initialized()
+    return client
+
+
+def unleash_client(tmp: str, feature: dict[str, Any]) -> Any:
+    """An Unleash client bootstrapped with one feature: no fetch, no metrics, no registration."""
+    from UnleashClient import UnleashClient
+    from UnleashClient.cache import FileCache
+
+    cache = FileCache(f"bench-{feature['name']}", directory=tmp)
+    cache.bootstrap_from_dict({"version": 1, "features": [feature]})
+    client = UnleashClient(
+        url="http://127.0.0.1:9",  # never contacted
+        app_name="bench",
+        disable_metrics=True,
+        disable_registration=True,
+        cache=cache,
+        refresh_interval=86_400,
+    )
+    client.initialize_client(fetch_toggles=False)
+    return client

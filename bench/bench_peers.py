@@ -21,7 +21,6 @@ Run in the benchmark environment: bench/run_all.sh (or bench/.venv/bin/python be
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -31,7 +30,7 @@ from collections.abc import Callable
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import SALT, compare, config, floor_and_loop, transport
+from _common import compare, config, floor_and_loop, launchdarkly_client, transport, unleash_client
 
 from banditflags import Client
 
@@ -69,10 +68,6 @@ def growthbook(ids: list[str]) -> dict[str, Callable[[str], object]]:
 
 
 def unleash(tmp: str) -> tuple[dict[str, Callable[[str], object]], Callable[[], None]]:
-    from UnleashClient import UnleashClient
-    from UnleashClient.cache import FileCache
-
-    cache = FileCache("bench", directory=tmp)
     variants = [
         {"name": v, "weight": w, "stickiness": "userId", "weightType": "variable"}
         for v, w in zip(VARIANTS, (500, 300, 200), strict=True)
@@ -81,57 +76,18 @@ def unleash(tmp: str) -> tuple[dict[str, Callable[[str], object]], Callable[[], 
         "name": "flexibleRollout",
         "parameters": {"rollout": "100", "stickiness": "userId", "groupId": FLAG},
     }
-    cache.bootstrap_from_dict(
-        {
-            "version": 1,
-            "features": [{"name": FLAG, "enabled": True, "strategies": [strategy], "variants": variants}],
-        }
-    )
-    client = UnleashClient(
-        url="http://127.0.0.1:9",  # never contacted: no fetch, no metrics, no registration
-        app_name="bench",
-        disable_metrics=True,
-        disable_registration=True,
-        cache=cache,
-        refresh_interval=86_400,
-    )
-    client.initialize_client(fetch_toggles=False)
+    feature = {"name": FLAG, "enabled": True, "strategies": [strategy], "variants": variants}
+    client = unleash_client(tmp, feature)
     return {"Unleash": lambda u: client.get_variant(FLAG, {"userId": u})["name"]}, client.destroy
 
 
 def launchdarkly(tmp: str) -> tuple[dict[str, Callable[[str], object]], Callable[[], None]]:
-    import ldclient
     from ldclient import Context
-    from ldclient.config import Config
-    from ldclient.integrations import Files
 
     rollout = [{"variation": i, "weight": w} for i, w in enumerate((50_000, 30_000, 20_000))]
-    flag = {
-        "key": FLAG,
-        "on": True,
-        "version": 1,
-        "salt": SALT,
-        "variations": VARIANTS,
-        "offVariation": 0,
-        "fallthrough": {"rollout": {"variations": rollout}},
-        "targets": [],
-        "rules": [],
-        "prerequisites": [],
-        "trackEvents": False,
-        "trackEventsFallthrough": False,
-    }
-    path = os.path.join(tmp, "ld.json")
-    with open(path, "w") as fh:
-        json.dump({"flags": {FLAG: flag}}, fh)
-    client = ldclient.LDClient(
-        Config(
-            "sdk-bench",
-            update_processor_class=Files.new_data_source(paths=[path]),
-            send_events=False,
-            diagnostic_opt_out=True,
-        )
+    client = launchdarkly_client(
+        tmp, FLAG, variations=VARIANTS, fallthrough={"rollout": {"variations": rollout}}
     )
-    assert client.is_initialized()
     return {"LaunchDarkly": lambda u: client.variation(FLAG, Context.create(u), "blue")}, client.close
 
 

@@ -30,6 +30,7 @@ cd "$ROOT"
 echo "## $(date -u +%Y-%m-%dT%H:%M:%SZ) $(uname -m), $(nproc) cores, $("$P" -V)"
 echo; echo "### bench_variant.py: variant() vs the floor"; "$P" bench/bench_variant.py --batches $((B * 5))
 echo; echo "### bench_peers.py: variant() vs the peers"; "$P" bench/bench_peers.py --batches "$B"
+echo; echo "### bench_targeting.py: a 5-rule flag vs the floor and the peers"; "$P" bench/bench_targeting.py --batches "$B"
 echo; echo "### bench_trace.py: a decision in a recording trace vs a bare span"; "$P" bench/bench_trace.py --batches "$B"
 echo; echo "### bench_track.py: track() and memory"; "$P" bench/bench_track.py --batches "$B"
 echo; echo "### bench_server.py: the server under load vs a hello-world"; "$P" bench/bench_server.py --seconds "$S"

@@ -5,6 +5,8 @@ True
 >>> table = decode_table([[0, 5000], [1, 5000]])
 >>> len(table), table[0], table[9999]
 (10000, 0, 1)
+>>> table_counts(table_from_weights([1, 1, 1]), 3)
+(3334, 3333, 3333)
 """
 
 from __future__ import annotations
@@ -13,7 +15,15 @@ from collections.abc import Sequence
 
 import mmh3
 
-__all__ = ["TABLE_SIZE", "arm_of", "bucket_of", "decode_table", "hash_key", "table_counts"]
+__all__ = [
+    "TABLE_SIZE",
+    "arm_of",
+    "bucket_of",
+    "decode_table",
+    "hash_key",
+    "table_counts",
+    "table_from_weights",
+]
 
 TABLE_SIZE = 10_000
 
@@ -49,3 +59,20 @@ def decode_table(rle: Sequence[Sequence[int]]) -> bytes:
 def table_counts(table: bytes, arms: int) -> tuple[int, ...]:
     """Buckets per arm in a decoded table."""
     return tuple(table.count(bytes((arm,))) for arm in range(arms))
+
+
+def table_from_weights(weights: Sequence[float]) -> bytes:
+    """The table of a fixed split (a targeting rule's ``serve.weights``), as the server builds one.
+
+    Counts are the largest-remainder rounding of ``w_i / sum(w) * 10_000`` (remainders compared
+    exactly, ties to the lower arm), laid out as contiguous runs in arm order. The caller has checked
+    that the weights are finite, non-negative, at most 255 and of positive sum.
+    """
+    # as_integer_ratio is exact, so every quota is a rational over one common denominator.
+    ratios = [float(w).as_integer_ratio() for w in weights]
+    den = max(d for _, d in ratios)
+    nums = [n * (den // d) for n, d in ratios]
+    total = sum(nums)
+    counts, rems = zip(*(divmod(n * TABLE_SIZE, total) for n in nums), strict=True)
+    extra = set(sorted(range(len(nums)), key=lambda i: (-rems[i], i))[: TABLE_SIZE - sum(counts)])
+    return b"".join(bytes((arm,)) * (c + (arm in extra)) for arm, c in enumerate(counts))

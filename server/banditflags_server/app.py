@@ -28,6 +28,7 @@ from banditflags_server.console import routes as console
 from banditflags_server.errors import ApiError
 from banditflags_server.service.recompute import recompute_loop
 from banditflags_server.settings import Settings
+from banditflags_server.storage.notify import RevisionListener
 from banditflags_server.storage.reports import ReportTracker, flush_loop
 from banditflags_server.storage.store import Store
 
@@ -74,7 +75,10 @@ def create_app(settings: Settings, store: Store | None = None) -> Starlette:
     settings' keys, and runs the recompute loop, the stream's revision watcher and the sdk report
     writer until shutdown; it closes the store at the end."""
     hub = stream.StreamHub(
-        poll=settings.stream_poll, heartbeat=settings.stream_heartbeat, max_streams=settings.max_streams
+        poll=settings.stream_poll,
+        heartbeat=settings.stream_heartbeat,
+        max_streams=settings.max_streams,
+        listen_poll=settings.listen_poll,
     )
     reports = ReportTracker()
 
@@ -90,12 +94,23 @@ def create_app(settings: Settings, store: Store | None = None) -> Starlette:
             app.state.keys = ring
             stop = asyncio.Event()
             hub.reset()
+            if st.dialect == "postgresql":
+                loop = asyncio.get_running_loop()
+                hub.listener = RevisionListener(
+                    str(st.engine.url.render_as_string(hide_password=False)),
+                    lambda: loop.call_soon_threadsafe(hub.notified),
+                )
+                hub.listener.start()
             tasks = [
                 asyncio.create_task(hub.run(app.state.ctx, stop)),
                 asyncio.create_task(flush_loop(reports, st.engine, stop)),
             ]
             if settings.recompute_loop:
-                tasks.append(asyncio.create_task(recompute_loop(st, settings.recompute_tick, stop)))
+                tasks.append(
+                    asyncio.create_task(
+                        recompute_loop(st, settings.recompute_tick, stop, lease=settings.leader_lease)
+                    )
+                )
             try:
                 yield
             finally:
@@ -103,6 +118,8 @@ def create_app(settings: Settings, store: Store | None = None) -> Starlette:
                 hub.close()
                 for task in tasks:
                     await task
+                if hub.listener is not None:
+                    await run_in_threadpool(hub.listener.stop)
         finally:
             await run_in_threadpool(st.close)
 

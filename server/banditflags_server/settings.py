@@ -66,6 +66,10 @@ class Settings:
     sdk_keys: tuple[str, ...] = field(default=(), repr=False)
     recompute_interval: float = 60.0
     recompute_tick: float = 1.0
+    #: Seconds the recompute lease lasts unless renewed (every tick): with several replicas on one database
+    #: only the holder recomputes, and another takes over within ``leader_lease + recompute_tick`` after
+    #: it dies. Longer than a recompute cycle (a cycle that outlives it is discarded, not written).
+    leader_lease: float = 10.0
     log_level: str = "info"
     max_body: int = MAX_BODY
     #: Run the background recompute loop (tests and tools may switch it off).
@@ -73,6 +77,10 @@ class Settings:
     #: ``/v1/stream``: seconds between revision reads while streams are open, between keep-alive
     #: comments, and the most streams one process holds open (0: the stream always answers 503).
     stream_poll: float = 0.1
+    #: On PostgreSQL, while this process LISTENs for the other replicas' NOTIFY of every change, the
+    #: revision is read this rarely instead (a fallback: a notification is never lost silently, but a
+    #: connection may be); the fast ``stream_poll`` comes back at once when the listener is down.
+    listen_poll: float = 5.0
     stream_heartbeat: float = 15.0
     max_streams: int = 10_000
     #: Seconds a process trusts a key it has checked before asking the database again, so a key revoked
@@ -91,8 +99,12 @@ class Settings:
             raise SettingsError("recompute_interval: must be 1..86400 seconds")
         if not 0.01 <= float(self.recompute_tick) <= 3600.0:
             raise SettingsError("recompute_tick: must be 0.01..3600 seconds")
+        if not 2 * float(self.recompute_tick) <= float(self.leader_lease) <= 3600.0:
+            raise SettingsError("leader_lease: must be at least twice recompute_tick, at most 3600 seconds")
         if not 0.01 <= float(self.stream_poll) <= 60.0:
             raise SettingsError("stream_poll: must be 0.01..60 seconds")
+        if not float(self.stream_poll) <= float(self.listen_poll) <= 3600.0:
+            raise SettingsError("listen_poll: must be at least stream_poll, at most 3600 seconds")
         if not 0.05 <= float(self.stream_heartbeat) <= 3600.0:
             raise SettingsError("stream_heartbeat: must be 0.05..3600 seconds")
         if not isinstance(self.max_streams, int) or not 0 <= self.max_streams <= 1_000_000:
@@ -133,10 +145,13 @@ class Settings:
             )
         for name, attr, kind in (
             ("BANDITFLAGS_STREAM_POLL", "stream_poll", float),
+            ("BANDITFLAGS_LISTEN_POLL", "listen_poll", float),
             ("BANDITFLAGS_STREAM_HEARTBEAT", "stream_heartbeat", float),
             ("BANDITFLAGS_MAX_STREAMS", "max_streams", int),
             ("BANDITFLAGS_KEY_RECHECK", "key_recheck", float),
             ("BANDITFLAGS_BAD_KEY_LIMIT", "bad_key_limit", int),
+            ("BANDITFLAGS_RECOMPUTE_TICK", "recompute_tick", float),
+            ("BANDITFLAGS_LEADER_LEASE", "leader_lease", float),
         ):
             if env.get(name):
                 values[attr] = _number(env[name], name, kind)

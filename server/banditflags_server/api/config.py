@@ -1,9 +1,10 @@
 """``GET /v1/config``: every flag as the SDK needs it, with ``ETag: "<revision>"`` and 304.
 
 The serialised body is cached per revision in memory. The revision is read from the database at most
-every ``stream_poll`` seconds (0.1 s by default) and after every write through this process: a poll
-answers from memory otherwise (no database read, no thread hop), and a change made through another
-process or replica is seen within that interval, as the push stream sees it.
+every ``stream_poll`` seconds (0.1 s by default), after every write through this process and, on
+PostgreSQL, after every change another replica announces with NOTIFY (then the timed read falls back to
+``listen_poll``, 5 s): a poll answers from memory otherwise (no database read, no thread hop), and a
+change made through another process or replica is seen as soon as the push stream sees it.
 """
 
 from __future__ import annotations
@@ -89,12 +90,13 @@ def _matches(header: str, etag: str) -> bool:
 async def get_config(request: Request) -> Response:
     """``GET /v1/config`` → 200 with the config, or 304 when ``If-None-Match`` has the current ETag."""
     c = ctx(request)
-    writes: int = request.app.state.streams.writes
+    hub = request.app.state.streams
+    writes: int = hub.writes
     cached = c.config_cache
     if (
         cached is not None
         and c.revision_read_writes == writes
-        and time.monotonic() - c.revision_read_at < c.settings.stream_poll
+        and time.monotonic() - c.revision_read_at < hub.poll
     ):
         revision, body = cached  # fresh enough: no database read, no thread hop
     else:

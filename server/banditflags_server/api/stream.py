@@ -42,6 +42,7 @@ from banditflags_server.api.config import config_bytes
 from banditflags_server.api.context import Context, ctx
 from banditflags_server.api.operations import ApiRoute, Operation, Param
 from banditflags_server.errors import ApiError
+from banditflags_server.storage.notify import RevisionListener
 
 log = logging.getLogger("banditflags_server.stream")
 
@@ -64,8 +65,14 @@ class StreamHub:
     (0, None)
     """
 
-    def __init__(self, *, poll: float, heartbeat: float, max_streams: int) -> None:
-        self.poll = poll
+    def __init__(
+        self, *, poll: float, heartbeat: float, max_streams: int, listen_poll: float | None = None
+    ) -> None:
+        self.fast_poll = poll
+        self.listen_poll = poll if listen_poll is None else listen_poll
+        #: Set by the app on PostgreSQL: while it listens, changes of other replicas arrive as
+        #: notifications and the revision is polled only as a fallback (storage/notify.py).
+        self.listener: RevisionListener | None = None
         self.heartbeat = heartbeat
         self.max_streams = max_streams
         self.open_streams = 0
@@ -84,6 +91,17 @@ class StreamHub:
         self._changed = asyncio.Event()
         self._poke = asyncio.Event()
         self.closing = False
+
+    @property
+    def poll(self) -> float:
+        """Seconds between revision reads now: long while notifications arrive, short otherwise."""
+        listener = self.listener
+        return self.listen_poll if listener is not None and listener.healthy else self.fast_poll
+
+    def notified(self) -> None:
+        """Another replica (or this one) committed a change: re-read the revision now (event loop)."""
+        self.writes += 1  # makes GET /v1/config re-read the revision too
+        self._poke.set()
 
     def poke(self) -> None:
         """Check the revision now (after a write through this process) instead of at the next poll."""

@@ -22,6 +22,8 @@ metric                                             type       meaning
 ``banditflags_recomputed_flags_total{result}``     counter    ``written`` or ``skipped`` (changed meanwhile)
 ``banditflags_auth_failures_total``                counter    unknown keys presented (API, console, metrics)
 ``banditflags_auth_throttled_total``               counter    requests refused with 429 (unknown keys)
+``banditflags_recompute_leader``                   gauge      1 while this process holds the recompute lease
+``banditflags_recompute_lease_changes_total``      counter    times this process took or lost the lease
 ``banditflags_weight{flag,variant}``               gauge      served weight (share of the table) now
 ``banditflags_bandit_weight{flag,variant}``        gauge      the policy's weight before the throttle
 ``banditflags_allocation_version{flag}``           gauge      current allocation version
@@ -147,6 +149,17 @@ AUTH_THROTTLED = Counter(
     "Requests refused with 429: their address presented too many unknown keys.",
     registry=REGISTRY,
 )
+LEADER = Gauge(
+    "banditflags_recompute_leader",
+    "1 while this process holds the recompute lease (only the holder recomputes).",
+    registry=REGISTRY,
+    multiprocess_mode="livesum",
+)
+LEASE_CHANGES = Counter(
+    "banditflags_recompute_lease_changes_total",
+    "Times this process took or lost the recompute lease.",
+    registry=REGISTRY,
+)
 # The few fixed label values, made once (so they show as 0 from the start, as Prometheus recommends).
 _ACCEPTED, _DUPLICATE = BATCHES.labels("accepted"), BATCHES.labels("duplicate")
 _WRITTEN, _SKIPPED = RECOMPUTED.labels("written"), RECOMPUTED.labels("skipped")
@@ -246,6 +259,16 @@ class VariantNames:
 
 
 VARIANT_NAMES = VariantNames()
+
+
+def record_leadership(was: bool, now: bool) -> None:
+    """Whether this process holds the recompute lease after a tick. Never raises."""
+    try:
+        LEADER.set(1.0 if now else 0.0)
+        if was != now:
+            LEASE_CHANGES.inc()
+    except Exception:
+        pass
 
 
 def record_recompute(results: Sequence[Any], seconds: float) -> None:

@@ -29,6 +29,7 @@ from banditflags_server.engine.planning import (
 from banditflags_server.records import Flag, FlagPatch, RecomputeWrite
 from banditflags_server.service import metrics
 from banditflags_server.storage.audit import entry_for_patch
+from banditflags_server.storage.lease import Fence, LeaseLost, new_holder_id
 from banditflags_server.storage.store import Store
 
 log = logging.getLogger("banditflags_server.recompute")
@@ -166,8 +167,13 @@ def recompute_flag(
     raise Conflict(key)
 
 
-def recompute_due(store: Store, rng: np.random.Generator, now: float | None = None) -> list[RecomputeResult]:
-    """Recompute every running flag whose interval has passed: a few queries per chunk of flags."""
+def recompute_due(
+    store: Store, rng: np.random.Generator, now: float | None = None, fence: Fence | None = None
+) -> list[RecomputeResult]:
+    """Recompute every running flag whose interval has passed: a few queries per chunk of flags.
+
+    With a ``fence`` every write checks the recompute lease first; :class:`LeaseLost` ends the cycle.
+    """
     now = time.time() if now is None else now
     due = store.due_flags(now)
     results: list[RecomputeResult] = []
@@ -184,25 +190,54 @@ def recompute_due(store: Store, rng: np.random.Generator, now: float | None = No
                 todo.append((f, next_write(f, tables[f.key], periods[f.key], rng, now, metrics.get(f.key))))
             except Exception:  # one bad flag must not stop the others
                 log.exception("recompute of flag %s failed", f.key)
-        oks = store.apply_recomputes([w for _, w in todo])
+        oks = store.apply_recomputes([w for _, w in todo], fence)
         results.extend(_result(f, w, ok) for (f, w), ok in zip(todo, oks, strict=True))
     return results
 
 
-async def recompute_loop(store: Store, tick: float, stop: asyncio.Event, seed: Any = None) -> None:
-    """Every ``tick`` seconds, recompute the due flags in a worker thread, until ``stop`` is set."""
+async def recompute_loop(
+    store: Store,
+    tick: float,
+    stop: asyncio.Event,
+    seed: Any = None,
+    *,
+    lease: float = 10.0,
+    holder: int | None = None,
+) -> None:
+    """Every ``tick`` seconds, until ``stop``: take or renew the recompute lease, and while this process
+    holds it, recompute the due flags in a worker thread (fenced: a write after the lease was lost is
+    refused) and prune old batch ids. Replicas that do not hold the lease only keep trying to take it,
+    so exactly one recomputes and another takes over within ``lease + tick`` when it dies. The lease is
+    given up at shutdown, so a rolling restart hands over at once."""
     rng = np.random.default_rng(seed)
+    me = new_holder_id() if holder is None else holder
+    fence: Fence | None = None
     last_prune = 0.0
-    while not stop.is_set():
-        try:
-            t0 = time.perf_counter()
-            results = await asyncio.to_thread(recompute_due, store, rng)
-            metrics.record_recompute(results, time.perf_counter() - t0)
-            if time.time() - last_prune > 3600:
-                last_prune = time.time()
-                await asyncio.to_thread(store.prune_batches, last_prune - BATCH_RETENTION)
-        except Exception:
-            # The database may be briefly unavailable; keep serving and try again next tick.
-            log.exception("recompute cycle failed")
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=tick)
+    try:
+        while not stop.is_set():
+            was = fence is not None
+            try:
+                fence = await asyncio.to_thread(store.acquire_lease, me, lease)
+                if fence is not None:
+                    t0 = time.perf_counter()
+                    results = await asyncio.to_thread(recompute_due, store, rng, None, fence)
+                    metrics.record_recompute(results, time.perf_counter() - t0)
+                    if time.time() - last_prune > 3600:
+                        last_prune = time.time()
+                        await asyncio.to_thread(store.prune_batches, last_prune - BATCH_RETENTION)
+            except LeaseLost:
+                log.warning("recompute lease lost during a cycle (paused past it?); its writes were refused")
+                fence = None
+            except Exception:
+                # The database may be briefly unavailable; keep serving and try again next tick.
+                log.exception("recompute cycle failed")
+            metrics.record_leadership(was, fence is not None)
+            if fence is not None and not was:
+                log.info("this process now runs the recompute cycle (lease epoch %d)", fence.epoch)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=tick)
+    finally:
+        if fence is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(store.release_lease, fence)
+            metrics.record_leadership(True, False)

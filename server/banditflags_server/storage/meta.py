@@ -8,12 +8,16 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from banditflags_server.storage import schema as db
+from banditflags_server.storage.notify import CHANNEL
 from banditflags_server.storage.schema import meta
 
 
 def bump_revision(conn: Connection) -> None:
-    """Increase the config revision, inside the caller's write transaction."""
+    """Increase the config revision, inside the caller's write transaction; on PostgreSQL also notify
+    the other replicas (delivered at commit, :mod:`.notify`)."""
     conn.execute(sa.update(meta).where(meta.c.key == "revision").values(value=meta.c.value + 1))
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text(f"NOTIFY {CHANNEL}"))
 
 
 def _value(conn: Connection, key: str) -> int:

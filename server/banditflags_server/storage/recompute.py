@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 
 from banditflags_server.records import Allocation, Flag, RecomputeWrite
 from banditflags_server.storage import schema as db
+from banditflags_server.storage.lease import Fence, check_fence
 from banditflags_server.storage.meta import bump_revision
 from banditflags_server.storage.rows import (
     ALLOC_COLS,
@@ -63,21 +64,27 @@ class RecomputeMixin:
         with db.read_tx(self.engine) as conn:
             return {m["key"]: alloc_from_row(int(m["version"]), m) for m in conn.execute(stmt).mappings()}
 
-    def apply_recomputes(self, writes: Sequence[RecomputeWrite]) -> list[bool]:
+    def apply_recomputes(self, writes: Sequence[RecomputeWrite], fence: Fence | None = None) -> list[bool]:
         """Write recompute outcomes in one transaction; flags changed meanwhile are skipped (False).
 
+        With a ``fence`` (the recompute lease, :mod:`.lease`) the transaction first checks that the lease
+        is still held with that epoch and raises :class:`~.lease.LeaseLost` (nothing written) if not.
         Falls back to one transaction per flag if the batch hits a conflict.
         """
         if not writes:
             return []
         try:
             with db.write_tx(self.engine) as conn:
+                if fence is not None:
+                    check_fence(conn, fence)
                 return apply_writes(conn, writes)
         except IntegrityError:
             out = []
             for w in writes:
                 try:
                     with db.write_tx(self.engine) as conn:
+                        if fence is not None:
+                            check_fence(conn, fence)
                         out.extend(apply_writes(conn, [w]))
                 except IntegrityError:
                     out.append(False)

@@ -207,6 +207,13 @@ def _setup_sqlite(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
+def dialect_insert(conn: Connection) -> Callable[[sa.Table], Any]:
+    """The dialect's ``insert`` (with ``on_conflict_do_nothing`` / ``_do_update``) for ``conn``."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+
+
 @contextmanager
 def write_tx(engine: Engine) -> Iterator[Connection]:
     """A write transaction: committed on success, rolled back on any exception."""

@@ -15,6 +15,7 @@ concurrent writer (another thread, process or replica) loses cleanly instead of 
 ``stats``          arm stats and guardrail metrics for the engine (:class:`StatsMixin`)
 ``events``         the ingest path: batches counted once, old batch ids pruned (:class:`EventsMixin`)
 ``recompute``      what the recompute cycle reads and writes (:class:`RecomputeMixin`)
+``lease``          which replica runs the recompute cycle, with fencing (:class:`LeaseMixin`)
 ``rows``           rows <-> records, shared by the others
 =================  =====================================================================================
 """
@@ -28,6 +29,7 @@ from banditflags_server.storage import schema as db
 from banditflags_server.storage.events import EventsMixin
 from banditflags_server.storage.flags import MAX_FLAGS, FlagExists, FlagLimit, FlagsMixin
 from banditflags_server.storage.keys import KeysMixin, hash_key
+from banditflags_server.storage.lease import LeaseMixin
 from banditflags_server.storage.meta import MetaMixin
 from banditflags_server.storage.recompute import RecomputeMixin
 from banditflags_server.storage.stats import StatsMixin
@@ -35,7 +37,7 @@ from banditflags_server.storage.stats import StatsMixin
 __all__ = ["MAX_FLAGS", "FlagExists", "FlagLimit", "Store", "hash_key"]
 
 
-class Store(MetaMixin, KeysMixin, FlagsMixin, StatsMixin, EventsMixin, RecomputeMixin):
+class Store(MetaMixin, KeysMixin, FlagsMixin, StatsMixin, EventsMixin, RecomputeMixin, LeaseMixin):
     """The server's database; thread-safe (one SQLAlchemy engine with a connection pool)."""
 
     def __init__(self, engine: Engine) -> None:
