@@ -14,6 +14,7 @@ Every server started by the factory is stopped at the end of the test. The serve
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -192,6 +193,20 @@ def live_server(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
         server.stop()
 
 
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def module_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
+    """One started server (fresh keys) shared by the tests of a module, once on SQLite and once on a
+    PostgreSQL database of its own, for modules that make many requests of one server (the fuzzer)."""
+    tmp = tmp_path_factory.mktemp("module-server")
+    with contextlib.ExitStack() as stack:
+        db = str(tmp / "server.db") if request.param == "sqlite" else stack.enter_context(fresh_pg_database())
+        server = LiveServer(db, tmp / "server.log").start()
+        stack.callback(server.stop)
+        yield server
+
+
 @pytest.fixture
 def server(live_server: Callable[..., LiveServer]) -> LiveServer:
     """One started server (SQLite) for this test."""
@@ -212,12 +227,10 @@ def sdk(server: LiveServer) -> Iterator[httpx.Client]:
         yield client
 
 
-@pytest.fixture(scope="session")
-def pg_url() -> Iterator[str]:
-    """A fresh PostgreSQL database for this test session (``postgresql://...``), dropped at the end.
-
-    Skips (with the reason) only when PostgreSQL on 127.0.0.1:5432 is unreachable.
-    """
+@contextlib.contextmanager
+def fresh_pg_database() -> Iterator[str]:
+    """A new PostgreSQL database (``postgresql://...``), dropped on exit; skips (with the reason) only
+    when PostgreSQL on 127.0.0.1:5432 is unreachable."""
     sqlalchemy = pytest.importorskip("sqlalchemy")
     name = f"bf_test_{uuid.uuid4().hex[:12]}"
     admin_url = PG_ADMIN_URL.replace("postgresql://", "postgresql+psycopg://")
@@ -233,6 +246,13 @@ def pg_url() -> Iterator[str]:
         with engine.connect() as conn:
             conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session, dropped at the end (see fresh_pg_database)."""
+    with fresh_pg_database() as url:
+        yield url
 
 
 class AppClients:

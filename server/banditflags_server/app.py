@@ -19,10 +19,11 @@ from banditflags_server.api import config as api_config
 from banditflags_server.api import events as api_events
 from banditflags_server.api import flags as api_flags
 from banditflags_server.api import health as api_health
-from banditflags_server.api import metrics, otel, stream
+from banditflags_server.api import metrics, openapi, otel, stream
 from banditflags_server.api.auth import KeyRing
 from banditflags_server.api.context import Context
 from banditflags_server.api.responses import error_response
+from banditflags_server.api.throttle import BadKeyThrottle
 from banditflags_server.console import routes as console
 from banditflags_server.errors import ApiError
 from banditflags_server.service.recompute import recompute_loop
@@ -40,6 +41,7 @@ routes = [
     *api_flags.routes,
     *metrics.routes,
     *stream.routes,
+    *openapi.routes,
     *console.routes,
 ]
 
@@ -86,7 +88,7 @@ def create_app(settings: Settings, store: Store | None = None) -> Starlette:
         try:
             if store is None:
                 await run_in_threadpool(st.sync_settings_keys, settings.admin_keys, settings.sdk_keys)
-            ring = KeyRing(st, recheck=settings.key_recheck)
+            ring = KeyRing(st, recheck=settings.key_recheck, throttle=BadKeyThrottle(settings.bad_key_limit))
             await run_in_threadpool(ring.load)
             app.state.ctx = Context(settings=settings, store=st)
             app.state.keys = ring
@@ -128,6 +130,7 @@ def create_app(settings: Settings, store: Store | None = None) -> Starlette:
         middleware=[*otel.middleware(), Middleware(stream.PokeOnWrite, hub=hub)],
         lifespan=lifespan,
     )
+    app.state.settings = settings
     app.state.streams = hub
     app.state.reports = reports
     return app

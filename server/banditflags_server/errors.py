@@ -20,6 +20,7 @@ _STATUS_CODES = {
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "invalid_field",
+    429: "too_many_requests",
     500: "internal",
     503: "unavailable",
 }

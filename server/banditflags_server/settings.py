@@ -61,8 +61,9 @@ class Settings:
     db: str = DEFAULT_DB
     host: str = "127.0.0.1"
     port: int = 8080
-    admin_keys: tuple[str, ...] = ()
-    sdk_keys: tuple[str, ...] = ()
+    # Keys stay out of repr(), so a settings object in a log line or traceback shows none.
+    admin_keys: tuple[str, ...] = field(default=(), repr=False)
+    sdk_keys: tuple[str, ...] = field(default=(), repr=False)
     recompute_interval: float = 60.0
     recompute_tick: float = 1.0
     #: Seconds the recompute lease lasts unless renewed (every tick): with several replicas on one database
@@ -85,6 +86,10 @@ class Settings:
     #: Seconds a process trusts a key it has checked before asking the database again, so a key revoked
     #: through another process (a restart with rotated keys) stops working here too.
     key_recheck: float = 30.0
+    #: Unknown keys one client address may present per minute before it gets 429 (0: no throttle).
+    bad_key_limit: int = 20
+    #: The bearer key ``GET /metrics`` asks for (its labels name flags and variants); None: no key.
+    metrics_key: str | None = field(default=None, repr=False)
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -106,6 +111,10 @@ class Settings:
             raise SettingsError("max_streams: must be an integer in 0..1000000")
         if not 0.0 <= float(self.key_recheck) <= 86400.0:
             raise SettingsError("key_recheck: must be 0..86400 seconds")
+        if not isinstance(self.bad_key_limit, int) or not 0 <= self.bad_key_limit <= 1_000_000:
+            raise SettingsError("bad_key_limit: must be an integer in 0..1000000")
+        if self.metrics_key is not None:
+            _check_keys("metrics_key", (self.metrics_key,))
         if self.log_level not in _LOG_LEVELS:
             raise SettingsError(f"log_level: must be one of {', '.join(_LOG_LEVELS)}")
         if not self.host:
@@ -140,6 +149,7 @@ class Settings:
             ("BANDITFLAGS_STREAM_HEARTBEAT", "stream_heartbeat", float),
             ("BANDITFLAGS_MAX_STREAMS", "max_streams", int),
             ("BANDITFLAGS_KEY_RECHECK", "key_recheck", float),
+            ("BANDITFLAGS_BAD_KEY_LIMIT", "bad_key_limit", int),
             ("BANDITFLAGS_RECOMPUTE_TICK", "recompute_tick", float),
             ("BANDITFLAGS_LEADER_LEASE", "leader_lease", float),
         ):
@@ -149,6 +159,8 @@ class Settings:
             values["log_level"] = env["BANDITFLAGS_LOG_LEVEL"].lower()
         values["admin_keys"] = _split_keys(env.get("BANDITFLAGS_ADMIN_KEY"))
         values["sdk_keys"] = _split_keys(env.get("BANDITFLAGS_SDK_KEY"))
+        if env.get("BANDITFLAGS_METRICS_KEY", "").strip():
+            values["metrics_key"] = env["BANDITFLAGS_METRICS_KEY"].strip()
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 

@@ -456,7 +456,12 @@ def test_any_bytes_get_a_4xx_or_a_value(raw: bytes) -> None:
     st.lists(
         st.fixed_dictionaries(
             {
-                "flag": st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=8),
+                # Any text but NUL (refused: PostgreSQL cannot store it, test_fuzz_findings.py).
+                "flag": st.text(
+                    st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+                    min_size=1,
+                    max_size=8,
+                ),
                 "version": st.integers(1, 10**12),
                 "arm": st.integers(0, 10**12),
                 "count": st.integers(1, 10**12),

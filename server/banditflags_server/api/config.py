@@ -15,10 +15,11 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from banditflags_server.api.auth import requires
 from banditflags_server.api.context import Context, ctx, iso
+from banditflags_server.api.operations import ApiRoute, Operation, Param
+from banditflags_server.api.response_schemas import Config
 from banditflags_server.api.responses import dumps
 from banditflags_server.records import Flag
 
@@ -108,4 +109,22 @@ async def get_config(request: Request) -> Response:
     return Response(body, headers=headers, media_type="application/json")
 
 
-routes = [Route("/v1/config", get_config, methods=["GET"])]
+_ETAG = {"ETag": ('the config revision, quoted ("42")', True), "Cache-Control": ("no-cache", True)}
+
+routes = [
+    ApiRoute(
+        "/v1/config",
+        get_config,
+        "GET",
+        Operation(
+            "getConfig",
+            "Every flag as the SDK needs it",
+            "sdk",
+            "sdk",
+            answer=Config,
+            params=(Param("If-None-Match", "header", str, "an ETag this client has: 304 if it is current"),),
+            also=(304,),
+            headers={200: _ETAG, 304: _ETAG},
+        ),
+    )
+]

@@ -10,7 +10,8 @@ from datetime import datetime, timezone
 import numpy as np
 from starlette.requests import Request
 
-from banditflags_server.errors import ApiError
+from banditflags_server.api.schemas import FLAG_KEY
+from banditflags_server.errors import ApiError, not_found
 from banditflags_server.settings import Settings
 from banditflags_server.storage.store import Store
 
@@ -51,14 +52,16 @@ def _is_json(content_type: str) -> bool:
     return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
 
 
-async def read_body(request: Request) -> bytes:
+async def read_body(request: Request, *, optional: bool = False) -> bytes:
     """The request's JSON body as bytes, for a schema's decoder (:mod:`banditflags_server.api.validation`):
-    415 unless JSON, 413 past the size cap (counted while reading)."""
-    if not _is_json(request.headers.get("content-type", "")):
+    415 unless JSON, 413 past the size cap (counted while reading). An ``optional`` body (``DELETE``'s)
+    may come without a Content-Type, as it always could."""
+    content_type = request.headers.get("content-type", "")
+    if not _is_json(content_type) and not (optional and not content_type):
         raise ApiError(415, "the body must be JSON (Content-Type: application/json)")
     cap = ctx(request).settings.max_body
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > cap:
+    if declared.isascii() and declared.isdigit() and (len(declared) > 18 or int(declared) > cap):
         raise ApiError(413, f"the body must be at most {cap} bytes")
     chunks: list[bytes] = []
     size = 0
@@ -72,6 +75,8 @@ async def read_body(request: Request) -> bytes:
 
 
 def flag_key(request: Request) -> str:
-    """The ``{key}`` path parameter."""
+    """The ``{key}`` path parameter; 404 if it cannot be a flag's key (as the document says)."""
     key: str = request.path_params["key"]
+    if not FLAG_KEY.fullmatch(key):
+        raise not_found(f"flag {key[:80]!r}")
     return key

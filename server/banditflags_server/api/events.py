@@ -8,12 +8,12 @@ import time
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from banditflags_server.api.auth import actor, requires
 from banditflags_server.api.context import ctx, read_body
+from banditflags_server.api.operations import ApiRoute, Operation
 from banditflags_server.api.responses import struct_response
-from banditflags_server.api.schemas import EventsAccepted, Ignored
+from banditflags_server.api.schemas import EventsAccepted, EventsBody, Ignored
 from banditflags_server.api.validation import events_from_json
 from banditflags_server.service import metrics
 
@@ -42,4 +42,13 @@ async def post_events(request: Request) -> Response:
     return struct_response(answer, status=202)
 
 
-routes = [Route("/v1/events", post_events, methods=["POST"])]
+_OP = Operation(
+    "postEvents",
+    "Pre-aggregated counts, once per batch_id",
+    "sdk",
+    "sdk",
+    ok=202,
+    answer=EventsAccepted,
+    body=EventsBody,
+)
+routes = [ApiRoute("/v1/events", post_events, "POST", _OP)]

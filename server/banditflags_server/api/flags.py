@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+from msgspec import Meta
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from banditflags_server.api.auth import actor, requires
 from banditflags_server.api.context import ctx, flag_key, iso, read_body
+from banditflags_server.api.operations import ApiRoute, Operation, Param
+from banditflags_server.api.response_schemas import AuditLog, FlagList, FlagOut, History, Stats
 from banditflags_server.api.responses import json_response
+from banditflags_server.api.schemas import DeleteBody, FlagKey, NewFlagBody, PatchBody, Reason
 from banditflags_server.api.validation import new_flag_from_json, patch_from_json, reason_from_json
 from banditflags_server.engine import arm_estimates, srm_check, winner
 from banditflags_server.engine.planning import params_for, with_context
@@ -143,7 +146,7 @@ def _get(store: Store, key: str, rng: np.random.Generator) -> dict[str, Any]:
 async def list_flags(request: Request) -> Response:
     """``GET /v1/flags``; ``?stats=true`` adds per-variant stats (computed per flag, so opt-in)."""
     c = ctx(request)
-    with_stats = request.query_params.get("stats", "").lower() in ("1", "true", "yes")
+    with_stats = _flag_param(request, "stats")
 
     def work() -> dict[str, Any]:
         flags = c.store.list_flags()
@@ -201,17 +204,16 @@ async def patch_flag(request: Request) -> Response:
 async def delete_flag(request: Request) -> Response:
     """``DELETE /v1/flags/{key}`` → 204; removes its allocations and stats too (the audit log stays).
 
-    The optional reason comes as ``?reason=...`` or as a JSON body ``{"reason": "..."}``."""
+    The optional reason comes as ``?reason=...`` or as a JSON body ``{"reason": "..."}`` (which wins)."""
     key = flag_key(request)
     reason = request.query_params.get("reason", "")
-    raw = await request.body()
-    if raw.strip():
-        if len(raw) > ctx(request).settings.max_body:
-            raise ApiError(413, "the body is too large")
-        reason = reason_from_json(raw)
+    # Both are checked (a bad one is a 422 even when the other is given); the body's wins when it has one.
     problem = audit_mod.validate_reason(reason)
     if problem is not None:
         raise ValidationError([("reason", problem)])
+    raw = await read_body(request, optional=True)
+    if raw.strip():
+        reason = reason_from_json(raw) or reason
     who = await actor(request)
     await run_in_threadpool(actions.delete_flag, ctx(request).store, key, who, reason.strip())
     return Response(status_code=204)
@@ -236,11 +238,23 @@ async def audit(request: Request) -> Response:
     return json_response(await run_in_threadpool(work))
 
 
+StatsParam = Annotated[bool, Meta(description="true or false (the default)")]
+
+
+def _flag_param(request: Request, name: str) -> bool:
+    """A boolean query parameter: ``true`` or ``false`` (absent: false); 422 for anything else."""
+    raw = request.query_params.get(name, "false")
+    if raw not in ("true", "false"):
+        raise ValidationError([(name, "must be true or false")])
+    return raw == "true"
+
+
 def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
     raw = request.query_params.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    # isascii: str.isdigit() also takes digits int() refuses ("²"); the length bounds int()'s work.
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 20) or not low <= int(raw) <= high:
         raise ValidationError([(name, f"must be an integer in {low}..{high}")])
     return int(raw)
 
@@ -348,16 +362,122 @@ async def recompute_now(request: Request) -> Response:
     return json_response(await run_in_threadpool(work))
 
 
+KEY = Param("key", "path", FlagKey, "the flag's key", required=True)
+#: What ``POST /v1/flags`` links to: each takes the new flag's ``key``.
+ON_A_FLAG = ("getFlag", "patchFlag", "deleteFlag", "flagHistory", "flagStats", "flagAudit", "recomputeFlag")
+
 routes = [
-    Route("/v1/flags", list_flags, methods=["GET"]),
-    Route("/v1/flags", create_flag, methods=["POST"]),
-    Route("/v1/flags/{key}", get_flag, methods=["GET"]),
-    Route("/v1/flags/{key}", patch_flag, methods=["PATCH"]),
-    Route("/v1/flags/{key}", delete_flag, methods=["DELETE"]),
-    Route("/v1/flags/{key}/history", history, methods=["GET"]),
-    Route("/v1/flags/{key}/stats", stats, methods=["GET"]),
-    Route("/v1/flags/{key}/audit", audit, methods=["GET"]),
-    Route("/v1/flags/{key}/recompute", recompute_now, methods=["POST"]),
+    ApiRoute(
+        "/v1/flags",
+        list_flags,
+        "GET",
+        Operation(
+            "listFlags",
+            "Every flag",
+            "admin",
+            "flags",
+            answer=FlagList,
+            params=(Param("stats", "query", StatsParam, "add per-variant stats (computed per flag)"),),
+        ),
+    ),
+    ApiRoute(
+        "/v1/flags",
+        create_flag,
+        "POST",
+        Operation(
+            "createFlag",
+            "Create a flag",
+            "admin",
+            "flags",
+            ok=201,
+            answer=FlagOut,
+            body=NewFlagBody,
+            also=(409,),
+            headers={201: {"Location": ("the new flag's URL", True)}},
+            links=ON_A_FLAG,
+        ),
+    ),
+    ApiRoute(
+        "/v1/flags/{key}",
+        get_flag,
+        "GET",
+        Operation("getFlag", "A flag with fresh stats", "admin", "flags", answer=FlagOut, params=(KEY,)),
+    ),
+    ApiRoute(
+        "/v1/flags/{key}",
+        patch_flag,
+        "PATCH",
+        Operation(
+            "patchFlag",
+            "Change a flag's controls; only the fields given change",
+            "admin",
+            "flags",
+            answer=FlagOut,
+            body=PatchBody,
+            params=(KEY,),
+            also=(409,),
+        ),
+    ),
+    ApiRoute(
+        "/v1/flags/{key}",
+        delete_flag,
+        "DELETE",
+        Operation(
+            "deleteFlag",
+            "Delete a flag with its allocations and stats (its audit log stays)",
+            "admin",
+            "flags",
+            ok=204,
+            body=DeleteBody,
+            body_optional=True,
+            params=(KEY, Param("reason", "query", Reason, "why, for the audit log (or in the body)")),
+        ),
+    ),
+    ApiRoute(
+        "/v1/flags/{key}/history",
+        history,
+        "GET",
+        Operation("flagHistory", "Every allocation version", "admin", "flags", answer=History, params=(KEY,)),
+    ),
+    ApiRoute(
+        "/v1/flags/{key}/stats",
+        stats,
+        "GET",
+        Operation(
+            "flagStats", "Estimates and raw counts per version", "admin", "flags", answer=Stats, params=(KEY,)
+        ),
+    ),
+    ApiRoute(
+        "/v1/flags/{key}/audit",
+        audit,
+        "GET",
+        Operation(
+            "flagAudit",
+            "The flag's audit entries, newest first (kept after it is deleted)",
+            "admin",
+            "flags",
+            answer=AuditLog,
+            params=(
+                KEY,
+                Param("limit", "query", Annotated[int, Meta(ge=1, le=1000)], "entries at most (100)"),
+                Param("before", "query", Annotated[int, Meta(ge=1, le=2**62)], "an entry id: older ones"),
+            ),
+        ),
+    ),
+    ApiRoute(
+        "/v1/flags/{key}/recompute",
+        recompute_now,
+        "POST",
+        Operation(
+            "recomputeFlag",
+            "Recompute the weights now (409 for frozen or killed flags)",
+            "admin",
+            "flags",
+            answer=FlagOut,
+            params=(KEY,),
+            also=(409,),
+        ),
+    ),
 ]
 
 __all__ = ["flag_json", "routes", "stats_json", "warnings_json"]

@@ -7,9 +7,10 @@ import logging
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from banditflags_server.api.context import ctx
+from banditflags_server.api.operations import ApiRoute, Operation
+from banditflags_server.api.response_schemas import Alive, Readiness
 from banditflags_server.api.responses import json_response
 
 log = logging.getLogger("banditflags_server.health")
@@ -30,4 +31,19 @@ async def readyz(request: Request) -> Response:
     return json_response({"status": "ready", "revision": revision})
 
 
-routes = [Route("/healthz", healthz, methods=["GET"]), Route("/readyz", readyz, methods=["GET"])]
+routes = [
+    ApiRoute("/healthz", healthz, "GET", Operation("healthz", "Liveness", "none", "health", answer=Alive)),
+    ApiRoute(
+        "/readyz",
+        readyz,
+        "GET",
+        Operation(
+            "readyz",
+            "Readiness: the database answers",
+            "none",
+            "health",
+            answer=Readiness,
+            bodies={503: Readiness},
+        ),
+    ),
+]

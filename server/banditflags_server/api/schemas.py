@@ -14,6 +14,7 @@ Flag and patch bodies refuse unknown fields; event batches ignore them (newer SD
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from msgspec import UNSET, Meta, Struct, UnsetType
@@ -21,6 +22,7 @@ from msgspec import UNSET, Meta, Struct, UnsetType
 from banditflags_server.storage.audit import MAX_REASON
 
 __all__ = [
+    "FLAG_KEY",
     "MAX_COUNT",
     "MAX_CREDIT_WINDOW",
     "MAX_DESCRIPTION",
@@ -64,6 +66,8 @@ def _matching(regex: str, description: str) -> Meta:
 
 
 _NAME = "[a-z0-9][a-z0-9_.-]{0,63}"
+#: A whole string that is a flag key (for path parameters: the schema checks bodies).
+FLAG_KEY = re.compile(_NAME)
 FlagKey = Annotated[str, _matching(_NAME, "a flag key, unique on the server")]
 VariantKey = Annotated[str, _matching("[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", "a variant key, unique in the flag")]
 MetricName = Annotated[str, _matching(_NAME, "a guardrail metric")]
@@ -73,8 +77,23 @@ Reward = Literal["binary", "continuous"]  # engine.params.REWARDS (a test pins t
 Direction = Literal["maximize", "minimize"]  # engine.params.DIRECTIONS
 State = Literal["running", "frozen", "killed"]
 Baseline = Literal["control", "leader"]
-Description = Annotated[str, Meta(max_length=MAX_DESCRIPTION)]
-Reason = Annotated[str, Meta(max_length=MAX_REASON, description="why, for the audit log")]
+
+
+def _text(max_length: int | None, description: str | None = None, *, min_length: int | None = None) -> Meta:
+    # Free text is stored as text: PostgreSQL refuses a NUL character in it, so the schema does first.
+    what = "a non-empty string" if min_length else "a string"
+    limit = f" of at most {max_length} characters" if max_length else ""
+    return Meta(
+        min_length=min_length,
+        max_length=max_length,
+        pattern="^[^\\x00]*$",
+        description=description,
+        extra={"message": f"must be {what}{limit} without NUL characters"},
+    )
+
+
+Description = Annotated[str, _text(MAX_DESCRIPTION)]
+Reason = Annotated[str, _text(MAX_REASON, "why, for the audit log")]
 Share = Annotated[float, Meta(ge=0.0, le=1.0, description="the share of traffic the bandit may allocate")]
 
 
@@ -196,7 +215,7 @@ class DeleteBody(Struct, forbid_unknown_fields=True):
 class ExposureRow(Struct, gc=False):
     """Units that got an arm of a flag version (unknown fields are ignored)."""
 
-    flag: Annotated[str, Meta(min_length=1)]
+    flag: Annotated[str, _text(None, min_length=1)]
     version: Count
     arm: Annotated[int, Meta(ge=0, le=MAX_COUNT)]
     count: Count
@@ -232,7 +251,7 @@ class EventsBody(Struct, kw_only=True):
 
     batch_id: BatchId
     sent_at: SentAt = None
-    sdk: Annotated[str, Meta(max_length=200)] = ""
+    sdk: Annotated[str, _text(200, "the SDK's name and version")] = ""
     exposures: list[ExposureRow] | None = None
     rewards: list[RewardRow] | None = None
     dropped: Dropped = 0

@@ -35,12 +35,12 @@ from typing import Any
 import uvicorn
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
-from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from banditflags_server.api.auth import requires
 from banditflags_server.api.config import config_bytes
 from banditflags_server.api.context import Context, ctx
+from banditflags_server.api.operations import ApiRoute, Operation, Param
 from banditflags_server.errors import ApiError
 from banditflags_server.storage.notify import RevisionListener
 
@@ -171,7 +171,8 @@ class StreamHub:
 
 def _last_event_id(request: Request) -> int | None:
     raw = request.headers.get("last-event-id", "").strip()
-    return int(raw) if raw.isdigit() and len(raw) < 19 else None
+    # isascii: str.isdigit() also takes digits int() refuses ("²").
+    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 19 else None
 
 
 @requires("sdk")
@@ -191,7 +192,24 @@ async def get_stream(request: Request) -> Response:
     )
 
 
-routes = [Route("/v1/stream", get_stream, methods=["GET"])]
+routes = [
+    ApiRoute(
+        "/v1/stream",
+        get_stream,
+        "GET",
+        Operation(
+            "stream",
+            "Server-sent events: the whole config on every revision change (docs/protocol.md)",
+            "sdk",
+            "sdk",
+            answer=str,
+            media=("text/event-stream",),
+            params=(Param("Last-Event-ID", "header", str, "the revision this client has"),),
+            also=(503,),
+            headers={503: {"Retry-After": ("seconds", True)}},
+        ),
+    )
+]
 
 
 #: Writes that never change the config: event batches arrive all the time and must not make every

@@ -16,11 +16,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from banditflags_server.api.auth import keys
 from banditflags_server.api.context import ctx
 from banditflags_server.console import sessions
 from banditflags_server.console.sessions import Session
 from banditflags_server.console.templating import PREFIX, error_page, redirect, render
 from banditflags_server.errors import ApiError
+from banditflags_server.storage.store import hash_key
 
 COOKIE = "bf_console"
 LOGIN_COOKIE = "bf_login"
@@ -79,6 +81,7 @@ def authed(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
 
     endpoint.__name__ = handler.__name__
     endpoint.__doc__ = handler.__doc__
+    endpoint.auth_kind = "session"  # type: ignore[attr-defined]  # what the route matrix test expects
     return endpoint
 
 
@@ -120,13 +123,26 @@ async def login_post(request: Request) -> Response:
     key = form.get("key", "").strip()
     if not key:
         return await login_page(request, error="Enter an admin key.", status=422)
+    # The login form guesses keys as well as the API: the same throttle, by address (api/throttle.py).
+    ring, digest = keys(request), hash_key(key)
+    try:
+        ring.gate(request, digest)
+    except ApiError as exc:
+        page = await login_page(
+            request, error="Too many unknown keys from this address: wait a minute.", status=429
+        )
+        page.headers.update(exc.headers or {})
+        return page
     got = await run_in_threadpool(sessions.login, ctx(request).store.engine, key)
+    if got == "unknown":
+        ring.refused(request)
+        return await login_page(request, error="Unknown key.", status=401)
+    ring.accepted(request, digest)
     if got == "not_admin":
         return await login_page(
             request, error="An sdk key cannot sign in: the console needs an admin key.", status=403
         )
-    if isinstance(got, str):
-        return await login_page(request, error="Unknown key.", status=401)
+    assert not isinstance(got, str)
     sid, _ = got
     resp = redirect(_safe_next(form.get("next")))
     _set_cookie(request, resp, COOKIE, sid, int(sessions.SESSION_SECONDS))

@@ -121,7 +121,9 @@ def _list(c: Context, query: str, state: str, page: int) -> dict[str, Any]:
 async def flags_page(request: Request, session: Session) -> Response:
     """``GET /console/``: every flag with its state, split, exposures and leader."""
     q = request.query_params
-    page = int(q["page"]) if q.get("page", "").isdigit() else 1
+    raw = q.get("page", "")
+    # isascii and a length cap: int() refuses "²" and numbers of more than 4300 digits (both were 500s).
+    page = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 9 else 1
     state = q.get("state", "") if q.get("state", "") in ("running", "frozen", "killed") else ""
     data = await run_in_threadpool(_list, ctx(request), q.get("q", "").strip()[:64], state, page)
     return render(request, "flags.html", {"session": session, **data})

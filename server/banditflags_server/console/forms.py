@@ -37,7 +37,8 @@ POLICY_FIELDS = ("floor", "burn_in", "max_step", "half_life", "draws", "epsilon"
 
 
 def _reason(form: dict[str, str]) -> str:
-    return form.get("reason", "").strip()[: audit_mod.MAX_REASON]
+    # NUL cannot be stored (PostgreSQL text) and no one means to type it: dropped, as the cap cuts.
+    return form.get("reason", "").replace("\x00", "").strip()[: audit_mod.MAX_REASON]
 
 
 def _number(raw: str, integer: bool = False) -> float | int | None:

@@ -23,8 +23,12 @@ from sqlalchemy.engine import Engine
 from banditflags_server.storage import schema as db
 from banditflags_server.storage.schema import api_keys, console_sessions
 
-#: Sessions last 12 hours from login (an on-call shift), then the console asks for the key again.
+#: A session ends 12 hours after login (an on-call shift) or after 30 minutes without a page view or a
+#: change, whichever comes first; then the console asks for the key again.
 SESSION_SECONDS = 12 * 3600.0
+IDLE_SECONDS = 30 * 60.0
+#: The idle deadline (``expires_at``) slides forward on use, written at most once a minute per session.
+SLIDE_EVERY = 60.0
 
 
 @dataclass(frozen=True)
@@ -68,7 +72,7 @@ def login(engine: Engine, key: str, *, now: float | None = None) -> tuple[str, S
             return "not_admin"
         conn.execute(sa.delete(console_sessions).where(console_sessions.c.expires_at < now))
         sid = new_token()
-        session = Session(key_name=str(row[1]), csrf=new_token(), expires_at=now + SESSION_SECONDS)
+        session = Session(key_name=str(row[1]), csrf=new_token(), expires_at=_deadline(now, now))
         conn.execute(
             sa.insert(console_sessions).values(
                 sid_sha256=_sha(sid),
@@ -82,23 +86,38 @@ def login(engine: Engine, key: str, *, now: float | None = None) -> tuple[str, S
     return sid, session
 
 
+def _deadline(created_at: float, now: float) -> float:
+    """When a session used at ``now`` ends if it is not used again: idle or absolute, the earlier."""
+    return min(now + IDLE_SECONDS, created_at + SESSION_SECONDS)
+
+
 def lookup(engine: Engine, sid: str | None, *, now: float | None = None) -> Session | None:
-    """The live session for a cookie value: None if unknown, expired, or its admin key is gone."""
+    """The live session for a cookie value: None if unknown, expired (idle or absolute), or its admin key
+    is gone (rotated or revoked). A live one's idle deadline slides forward."""
     if not sid or len(sid) > 200:
         return None
     now = time.time() if now is None else now
+    c = console_sessions.c
     stmt = (
-        sa.select(console_sessions.c.key_name, console_sessions.c.csrf, console_sessions.c.expires_at)
-        .select_from(console_sessions.join(api_keys, api_keys.c.sha256 == console_sessions.c.key_sha256))
-        .where(
-            console_sessions.c.sid_sha256 == _sha(sid),
-            console_sessions.c.expires_at > now,
-            api_keys.c.kind == "admin",
-        )
+        sa.select(c.key_name, c.csrf, c.expires_at, c.created_at)
+        .select_from(console_sessions.join(api_keys, api_keys.c.sha256 == c.key_sha256))
+        .where(c.sid_sha256 == _sha(sid), c.expires_at > now, api_keys.c.kind == "admin")
     )
     with db.read_tx(engine) as conn:
         row = conn.execute(stmt).first()
-    return None if row is None else Session(str(row[0]), str(row[1]), float(row[2]))
+    if row is None:
+        return None
+    expires_at = float(row[2])
+    deadline = _deadline(float(row[3]), now)
+    if deadline - expires_at >= SLIDE_EVERY:
+        with db.write_tx(engine) as conn:
+            conn.execute(
+                sa.update(console_sessions)
+                .where(c.sid_sha256 == _sha(sid), c.expires_at > now)
+                .values(expires_at=deadline)
+            )
+        expires_at = deadline
+    return Session(str(row[0]), str(row[1]), expires_at)
 
 
 def logout(engine: Engine, sid: str | None) -> None:

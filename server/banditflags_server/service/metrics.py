@@ -22,6 +22,8 @@ metric                                             type       meaning
 ``banditflags_sdk_config_revisions_behind``        histogram  current revision minus the SDK's, per batch
 ``banditflags_recompute_duration_seconds``         histogram  recompute cycles that recomputed >= 1 flag
 ``banditflags_recomputed_flags_total{result}``     counter    ``written`` or ``skipped`` (changed meanwhile)
+``banditflags_auth_failures_total``                counter    unknown keys presented (API, console, metrics)
+``banditflags_auth_throttled_total``               counter    requests refused with 429 (unknown keys)
 ``banditflags_recompute_leader``                   gauge      1 while this process holds the recompute lease
 ``banditflags_recompute_lease_changes_total``      counter    times this process took or lost the lease
 ``banditflags_weight{flag,variant}``               gauge      served weight (share of the table) now
@@ -153,6 +155,16 @@ RECOMPUTE = Histogram(
 )
 RECOMPUTED = Counter(
     "banditflags_recomputed_flags_total", "Flags recomputed, by result.", ("result",), registry=REGISTRY
+)
+AUTH_FAILURES = Counter(
+    "banditflags_auth_failures_total",
+    "Unknown keys presented to the API, the console's login or /metrics.",
+    registry=REGISTRY,
+)
+AUTH_THROTTLED = Counter(
+    "banditflags_auth_throttled_total",
+    "Requests refused with 429: their address presented too many unknown keys.",
+    registry=REGISTRY,
 )
 LEADER = Gauge(
     "banditflags_recompute_leader",

@@ -167,13 +167,16 @@ def entries(
 
 
 def validate_reason(value: Any) -> str | None:
-    """The problem with a ``reason`` value, or None if it is acceptable (a string of ≤ 500 chars).
+    """The problem with a ``reason`` value, or None if it is acceptable (a string of ≤ 500 chars without
+    NUL, which PostgreSQL cannot store in text).
 
-    >>> validate_reason("rollback"), validate_reason(3)
-    (None, 'must be a string')
+    >>> validate_reason("rollback"), validate_reason(3), validate_reason("a" + chr(0))
+    (None, 'must be a string', 'must not contain NUL characters')
     """
     if not isinstance(value, str):
         return "must be a string"
     if len(value) > MAX_REASON:
         return f"must be at most {MAX_REASON} characters"
+    if "\x00" in value:
+        return "must not contain NUL characters"
     return None

@@ -52,7 +52,9 @@ class KeysMixin:
     def sync_settings_keys(self, admin: Sequence[str], sdk: Sequence[str]) -> None:
         """Make the stored ``env-*`` keys exactly the ones given through settings.
 
-        Rotating a key in the environment thus revokes the old one; generated keys are kept.
+        Rotating a key in the environment thus revokes the old one. Keys of a kind given through settings
+        also replace the generated key of that kind (``admin-initial``, ``sdk-initial``): the first start
+        prints it in clear, so configuring keys must be a way to revoke it. A kind not given keeps it.
         """
         wanted: dict[str, tuple[str, str]] = {}
         for kind, keys in (("admin", admin), ("sdk", sdk)):
@@ -62,6 +64,9 @@ class KeysMixin:
         now = time.time()
         with db.write_tx(self.engine) as conn:
             conn.execute(sa.delete(api_keys).where(api_keys.c.name.like("env-%")))
+            for kind, keys in (("admin", admin), ("sdk", sdk)):
+                if keys:
+                    conn.execute(sa.delete(api_keys).where(api_keys.c.name == f"{kind}-initial"))
             # A key given through settings may also be stored under another name (e.g. generated).
             if wanted:
                 conn.execute(sa.delete(api_keys).where(api_keys.c.sha256.in_(list(wanted))))
