@@ -28,6 +28,7 @@ __all__ = [
     "DisabledArm",
     "FlagList",
     "FlagOut",
+    "FlagWarning",
     "History",
     "HistoryVersion",
     "ObjectiveOut",
@@ -97,7 +98,23 @@ class VariantStats(_Out):
     ci_high: Estimate
     p_best: Estimate
     expected_loss: Estimate
+    clamped: Annotated[
+        float,
+        Meta(
+            ge=0.0,
+            description="binary conversions above the exposures of their version, left out of sum and mean",
+        ),
+    ]
     sum_sq: float | UnsetType = UNSET  # in GET /v1/flags/{key}/stats only
+
+
+class FlagWarning(_Out):
+    """Something an operator should know about a flag's numbers (docs/protocol.md, Events)."""
+
+    code: Literal["rewards_above_exposures"]
+    variant: str
+    clamped: Annotated[float, Meta(ge=0.0, description="the conversions left out")]
+    message: str
 
 
 class DisabledArm(_Out):
@@ -134,6 +151,7 @@ class FlagOut(_Out):
     guardrails: list[Guardrail]
     disabled: list[DisabledArm]
     stats: list[VariantStats] | UnsetType = UNSET  # GET /v1/flags lists them only with ?stats=true
+    warnings: list[FlagWarning] | UnsetType = UNSET  # with the stats
 
 
 class FlagList(_Out):
@@ -168,6 +186,7 @@ class Period(_Out):
     rewards: list[int]
     s: list[float]
     ss: list[float]
+    clamped: Annotated[list[float], Meta(description="binary conversions above exposures, left out of s")]
     weights: Weights
 
 
@@ -196,6 +215,7 @@ class Stats(_Out):
     key: str
     version: int
     variants: list[VariantStats]
+    warnings: list[FlagWarning]
     periods: list[Period]
     srm: Srm
     winner: Winner
