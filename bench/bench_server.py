@@ -36,6 +36,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 
 import httpx
 
@@ -195,6 +196,24 @@ def load(
     return run_python(url, args.seconds, args.connections, headers, post_path is not None)
 
 
+def fresh_postgres(cluster_url: str) -> tuple[str, Callable[[], None]]:
+    """A new database on the PostgreSQL server of ``cluster_url`` and a function that drops it."""
+    import sqlalchemy as sa
+
+    name = f"bf_bench_{uuid.uuid4().hex[:10]}"
+    url = sa.engine.make_url(cluster_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {name}")
+
+    def drop() -> None:
+        with engine.connect() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        engine.dispose()
+
+    return url.set(database=name, drivername="postgresql").render_as_string(hide_password=False), drop
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=int, default=10)
@@ -203,6 +222,11 @@ def main() -> None:
         "--generator", choices=("wrk", "python"), default="wrk" if shutil.which("wrk") else "python"
     )
     ap.add_argument("--ids", type=int, default=0, help="conversions per batch for the de-duplication runs")
+    ap.add_argument(
+        "--db",
+        default="",
+        help="a PostgreSQL URL (a fresh database is made in it and dropped); default SQLite",
+    )
     args = ap.parse_args()
     if args.ids and args.generator != "wrk":
         raise SystemExit("--ids needs wrk")
@@ -224,13 +248,14 @@ def main() -> None:
     finally:
         stop(hello)
 
+    db_url, drop = fresh_postgres(args.db) if args.db else ("", None)
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("BANDITFLAGS_")}
     env.update(BANDITFLAGS_ADMIN_KEY=ADMIN, BANDITFLAGS_SDK_KEY=SDK)
     log = open(os.path.join(tmp, "server.log"), "wb")  # noqa: SIM115
     server = subprocess.Popen(
         [sys.executable, "-m", "banditflags_server", "serve", "--host", "127.0.0.1", "--port", str(port),
-         "--db", os.path.join(tmp, "bench.db"), "--recompute-interval", "3600"],
+         "--db", db_url or os.path.join(tmp, "bench.db"), "--recompute-interval", "3600"],
         env=env, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
@@ -262,6 +287,8 @@ def main() -> None:
     finally:
         stop(server)
         log.close()
+        if drop is not None:
+            drop()
 
     for name, (rps, p99, bad) in results.items():
         print(f"{name:<52} {rps:9.0f} req/s   p99 {p99:8.2f} ms   errors {bad}")

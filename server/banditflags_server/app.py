@@ -120,6 +120,8 @@ def create_app(settings: Settings, store: Store | None = None) -> Starlette:
                     await task
                 if hub.listener is not None:
                     await run_in_threadpool(hub.listener.stop)
+                if app.state.ctx.committer is not None:
+                    await run_in_threadpool(app.state.ctx.committer.close)
         finally:
             await run_in_threadpool(st.close)
 

@@ -216,7 +216,7 @@ def test_the_page_parses_with_prometheus_client_and_matches_the_table(
 ) -> None:
     """The real server over HTTP, read by prometheus-client's own parsers: every metric of the module's
     table and nothing else, with its type and labels; the same page as OpenMetrics when asked for it."""
-    assert len(TABLE) == 23, TABLE
+    assert len(TABLE) == 25, TABLE
     server = live_server()
     with server.client("admin") as admin, server.client("sdk") as sdk:
         assert admin.post("/v1/flags", json=flag_body("btn")).status_code == 201

@@ -12,7 +12,9 @@ from starlette.requests import Request
 
 from banditflags_server.api.schemas import FLAG_KEY
 from banditflags_server.errors import ApiError, not_found
+from banditflags_server.service import metrics
 from banditflags_server.settings import Settings
+from banditflags_server.storage.group_commit import GroupCommitter
 from banditflags_server.storage.store import Store
 
 
@@ -28,6 +30,14 @@ class Context:
     #: own writes it had counted then: ``/v1/config`` answers from memory while both are fresh.
     revision_read_at: float = -math.inf
     revision_read_writes: int = -1
+    #: The writer of event batches (group commit); made lazily so tests may build a bare Context.
+    committer: GroupCommitter | None = None
+
+    def ingest(self) -> GroupCommitter:
+        """The process's event-batch writer."""
+        if self.committer is None:
+            self.committer = GroupCommitter(self.store.engine, on_group=metrics.record_group)
+        return self.committer
 
     def rng(self) -> np.random.Generator:
         """A fresh generator per call: numpy generators are not thread-safe."""

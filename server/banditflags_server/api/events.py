@@ -15,18 +15,26 @@ from banditflags_server.api.operations import ApiRoute, Operation
 from banditflags_server.api.responses import struct_response
 from banditflags_server.api.schemas import EventsAccepted, EventsBody, Ignored
 from banditflags_server.api.validation import events_from_json
+from banditflags_server.errors import ApiError
 from banditflags_server.service import metrics
+from banditflags_server.storage.group_commit import CommitFailed, Overloaded
 
 log = logging.getLogger("banditflags_server.events")
 
 
 @requires("sdk")
 async def post_events(request: Request) -> Response:
-    """Validate, then add the batch up and record its id in one transaction; 202 only after the commit."""
+    """Validate, then add the batch up and record its id in a group commit; 202 only after the commit."""
     t0 = time.perf_counter()
     batch, report = events_from_json(await read_body(request))  # report: config_revision and config_age
     c = ctx(request)
-    result = await run_in_threadpool(c.store.ingest, batch)
+    try:
+        # Group commit: written with whatever else is queued, answered after that one commit.
+        result = await c.ingest().ingest(batch)
+    except (CommitFailed, Overloaded) as exc:
+        raise ApiError(
+            503, f"the batch was not counted ({exc}); retry it", headers={"Retry-After": "1"}
+        ) from None
     names = metrics.VARIANT_NAMES
     if not result.duplicate and names.stale(r.flag for r in (*batch.exposures, *batch.rewards)):
         await run_in_threadpool(names.reload, c.store)
@@ -50,5 +58,7 @@ _OP = Operation(
     ok=202,
     answer=EventsAccepted,
     body=EventsBody,
+    also=(503,),  # the group's commit failed or the writer is overloaded: nothing counted, retry
+    headers={503: {"Retry-After": ("seconds to wait before retrying the batch", True)}},
 )
 routes = [ApiRoute("/v1/events", post_events, "POST", _OP)]

@@ -18,6 +18,8 @@ metric                                             type       meaning
 ``banditflags_clamped_rewards{flag}``              gauge      binary rewards above exposures, left out
 ``banditflags_sdk_dropped_events_total``           counter    events the SDKs report they had to drop
 ``banditflags_ingest_duration_seconds``            histogram  ``POST /v1/events``: read, validate, commit
+``banditflags_ingest_group_batches``               histogram  event batches written per commit (group commit)
+``banditflags_ingest_commit_seconds``              histogram  one group's transaction, commit included
 ``banditflags_sdk_config_age_seconds``             histogram  config age the SDKs report with each batch
 ``banditflags_sdk_config_revisions_behind``        histogram  current revision minus the SDK's, per batch
 ``banditflags_recompute_duration_seconds``         histogram  recompute cycles that recomputed >= 1 flag
@@ -132,6 +134,18 @@ SDK_DROPPED = Counter(
 INGEST = Histogram(
     "banditflags_ingest_duration_seconds",
     "POST /v1/events: read, validate, commit.",
+    registry=REGISTRY,
+    buckets=LATENCY_BUCKETS,
+)
+GROUP_BATCHES = Histogram(
+    "banditflags_ingest_group_batches",
+    "Event batches written per commit (group commit).",
+    registry=REGISTRY,
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
+GROUP_SECONDS = Histogram(
+    "banditflags_ingest_commit_seconds",
+    "Seconds one group of event batches took to count and commit.",
     registry=REGISTRY,
     buckets=LATENCY_BUCKETS,
 )
@@ -298,6 +312,15 @@ class VariantNames:
 
 
 VARIANT_NAMES = VariantNames()
+
+
+def record_group(batches: int, seconds: float) -> None:
+    """One group commit of event batches (called by the writer thread). Never raises."""
+    try:
+        GROUP_BATCHES.observe(batches)
+        GROUP_SECONDS.observe(seconds)
+    except Exception:
+        pass
 
 
 def record_leadership(was: bool, now: bool) -> None:

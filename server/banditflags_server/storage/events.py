@@ -125,18 +125,149 @@ def count_batch(conn: Connection, batch: EventBatch, now: float) -> IngestResult
 
     Raises :class:`ValidationError` for rows that do not fit their flag, before writing anything.
     """
+    prepared = prepare_batch(conn, batch, now)
+    write_totals(conn, prepared.totals, prepared.metric_totals)
+    return prepared.result
+
+
+@dataclass
+class Prepared:
+    """A batch checked, its id and decision ids recorded, its sums not yet written."""
+
+    result: IngestResult
+    totals: ArmTotals
+    metric_totals: MetricTotals
+
+
+def prepare_batch(conn: Connection, batch: EventBatch, now: float) -> Prepared:
+    """Everything of :func:`count_batch` but writing the sums: check the id and the rows, record the batch
+    id and the new decision ids. The sums of several batches can then be written at once
+    (:func:`count_group`)."""
     result = IngestResult(batch_id=batch.batch_id, duplicate=False)
     rows = [*batch.exposures, *batch.rewards]
     seen = conn.execute(sa.select(batches.c.batch_id).where(batches.c.batch_id == batch.batch_id)).first()
     if seen:
         result.duplicate = True
-        return result
+        return Prepared(result, {}, {})
     targets = _targets(conn, rows)
     totals, mtotals, claims = _tally(rows, targets, result)
     conn.execute(sa.insert(batches).values(batch_id=batch.batch_id, received_at=now))
     if claims:
         dedup(conn, claims, targets.windows, now, totals, result)
-    # Sorted, so concurrent batches lock rows in one order (no deadlock on PostgreSQL).
+    return Prepared(result, totals, mtotals)
+
+
+class Retry(Exception):
+    """A batch of a group met a concurrent writer (another replica): count it again in the next group."""
+
+
+def count_group(conn: Connection, group: Sequence[EventBatch], now: float) -> list[IngestResult | Exception]:
+    """Count several batches in the caller's one write transaction (group commit).
+
+    A few statements for the whole group, not per batch: one lookup of the batch ids already counted,
+    one of the flags and versions the rows name, one insert of the new batch ids, and one upsert per
+    stats table with the sums coalesced per ``(flag, version, arm)`` (a group of a hundred batches on
+    one flag touches each stats row once). A batch that does not fit its flags gets its
+    ValidationError and leaves nothing; a batch with decision ids is recorded in a savepoint of its own,
+    so that one that races another replica for an id (:class:`Retry`) is rolled back alone and counted
+    again in a later group. Results are in the order of ``group``.
+    """
+    out: list[IngestResult | Exception] = []
+    wanted = sorted({b.batch_id for b in group})
+    seen: set[str] = set()
+    for start in range(0, len(wanted), ID_CHUNK):
+        seen.update(
+            r[0]
+            for r in conn.execute(
+                sa.select(batches.c.batch_id).where(batches.c.batch_id.in_(wanted[start : start + ID_CHUNK]))
+            )
+        )
+    fresh = [b for b in group if b.batch_id not in seen]
+    targets = _targets(conn, [r for b in fresh for r in (*b.exposures, *b.rewards)])
+    totals: ArmTotals = {}
+    mtotals: MetricTotals = {}
+    plain: list[tuple[IngestResult, ArmTotals, MetricTotals]] = []
+    taken: set[str] = set()
+    for batch in group:
+        result = IngestResult(batch_id=batch.batch_id, duplicate=False)
+        out.append(result)
+        if batch.batch_id in seen or batch.batch_id in taken:
+            result.duplicate = True
+            continue
+        try:
+            t, m, claims = _tally([*batch.exposures, *batch.rewards], targets, result)
+        except ValidationError as exc:
+            out[-1] = exc
+            continue
+        taken.add(batch.batch_id)
+        if not claims:
+            plain.append((result, t, m))
+            continue
+        savepoint = conn.begin_nested()
+        try:
+            conn.execute(sa.insert(batches).values(batch_id=batch.batch_id, received_at=now))
+            dedup(conn, claims, targets.windows, now, t, result)
+        except (IntegrityError, _Raced):
+            savepoint.rollback()
+            out[-1] = Retry(batch.batch_id)
+            taken.discard(batch.batch_id)
+            continue
+        savepoint.commit()
+        _merge(totals, mtotals, t, m)
+    if plain:
+        values = [{"batch_id": r.batch_id, "received_at": now} for r, _, _ in plain]
+        savepoint = conn.begin_nested()
+        try:
+            conn.execute(sa.insert(batches), values)
+        except IntegrityError:  # another replica counted one of them meanwhile: sort it out one by one
+            savepoint.rollback()
+            return _one_by_one(conn, group, out, plain, totals, mtotals, now)
+        savepoint.commit()
+        for _, t, m in plain:
+            _merge(totals, mtotals, t, m)
+    write_totals(conn, totals, mtotals)
+    return out
+
+
+def _one_by_one(
+    conn: Connection,
+    group: Sequence[EventBatch],
+    out: list[IngestResult | Exception],
+    plain: list[tuple[IngestResult, ArmTotals, MetricTotals]],
+    totals: ArmTotals,
+    mtotals: MetricTotals,
+    now: float,
+) -> list[IngestResult | Exception]:
+    """The rare path of :func:`count_group`: insert the plain batches' ids one savepoint each."""
+    for result, t, m in plain:
+        savepoint = conn.begin_nested()
+        try:
+            conn.execute(sa.insert(batches).values(batch_id=result.batch_id, received_at=now))
+        except IntegrityError:
+            savepoint.rollback()
+            i = next(i for i, b in enumerate(group) if out[i] is result)
+            out[i] = Retry(result.batch_id)  # next time it is found: a duplicate
+            continue
+        savepoint.commit()
+        _merge(totals, mtotals, t, m)
+    write_totals(conn, totals, mtotals)
+    return out
+
+
+def _merge(totals: ArmTotals, mtotals: MetricTotals, t: ArmTotals, m: MetricTotals) -> None:
+    for key, row in t.items():
+        acc = totals.setdefault(key, [0, 0, 0.0, 0.0])
+        for i in range(4):
+            acc[i] += row[i]
+    for mkey, mrow in m.items():
+        macc = mtotals.setdefault(mkey, [0, 0.0, 0.0])
+        for i in range(3):
+            macc[i] += mrow[i]
+
+
+def write_totals(conn: Connection, totals: ArmTotals, mtotals: MetricTotals) -> None:
+    """Add the sums onto the stats rows (sorted, so concurrent writers lock rows in one order: no
+    deadlock on PostgreSQL)."""
     if totals:
         _add_up(
             conn,
@@ -159,7 +290,6 @@ def count_batch(conn: Connection, batch: EventBatch, now: float) -> IngestResult
                 for (f, v, a, m), t in sorted(mtotals.items())
             ],
         )
-    return result
 
 
 @dataclass
