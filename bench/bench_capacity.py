@@ -100,6 +100,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=int, default=8)
     ap.add_argument("--connections", default="32,128")
     ap.add_argument("--streams", type=int, default=2000)
+    ap.add_argument("--only-streams", action="store_true", help="measure only the open streams")
+    ap.add_argument("--pushes", type=int, default=1, help="config changes pushed to the streams (averaged)")
     args = ap.parse_args()
     args.generator = "wrk"
     tmp = tempfile.mkdtemp(prefix="bf-capacity-")
@@ -129,13 +131,16 @@ def main() -> None:
         args.connections_list = [int(c) for c in args.connections.split(",")]
 
         args.connections = args.connections_list[0]
-        (rps, p99, bad), cpu = measured(
-            server.pid, lambda: load(base + "/v1/config", args, {**sdk, "If-None-Match": etag}, None)
-        )
-        n = rps * args.seconds
-        each = cpu / n * 1e6
-        print(f"\nconfig poll (304)      {rps:8.0f} req/s  p99 {p99:7.2f} ms  {each:6.0f} µs CPU each"
-              f"  (errors {bad}; a full config of 10 flags is {config_bytes} bytes)")  # fmt: skip
+        if args.only_streams:
+            args.connections_list = []
+        if not args.only_streams:
+            (rps, p99, bad), cpu = measured(
+                server.pid, lambda: load(base + "/v1/config", args, {**sdk, "If-None-Match": etag}, None)
+            )
+            n = rps * args.seconds
+            each = cpu / n * 1e6
+            print(f"\nconfig poll (304)      {rps:8.0f} req/s  p99 {p99:7.2f} ms  {each:6.0f} µs CPU each"
+                  f"  (errors {bad}; a full config of 10 flags is {config_bytes} bytes)")  # fmt: skip
         for conns in args.connections_list:
             args.connections = conns
             g0 = metric(base, "banditflags_ingest_group_batches_count")
@@ -154,14 +159,16 @@ def main() -> None:
         socks = open_streams(port, args.streams)
         time.sleep(1.0)
         rss1 = rss_kib(server.pid)
-        c0 = cpu_seconds(server.pid)
-        t0 = time.monotonic()
-        assert (
-            httpx.patch(base + "/v1/flags/cap-0", headers=admin, json={"state": "killed"}).status_code == 200
-        )
-        drain(socks, b'"killed"')
-        push = time.monotonic() - t0
-        cpu = cpu_seconds(server.pid) - c0
+        push = cpu = 0.0
+        for i in range(args.pushes):  # alternate kill / run: each change is a new config on every stream
+            state = "killed" if i % 2 == 0 else "running"
+            c0 = cpu_seconds(server.pid)
+            t0 = time.monotonic()
+            r = httpx.patch(base + "/v1/flags/cap-0", headers=admin, json={"state": state})
+            assert r.status_code == 200
+            drain(socks, f'"{state}"'.encode())
+            push += (time.monotonic() - t0) / args.pushes
+            cpu += (cpu_seconds(server.pid) - c0) / args.pushes
         print(f"open streams           {args.streams} idle: {(rss1 - rss0) / args.streams:.1f} KiB RSS each; "
               f"one change pushed to all in {push * 1000:.0f} ms, {cpu / args.streams * 1e6:.0f} µs CPU per "
               f"stream")  # fmt: skip

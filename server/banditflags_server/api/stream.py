@@ -16,6 +16,11 @@ config (or with a ``: up to date`` comment when the client's ``Last-Event-ID`` n
 revision) and sends a ``: keep-alive`` comment every ``stream_heartbeat`` seconds, so proxies keep the
 connection open and clients can tell a silent server from a dead one.
 
+A change costs each stream one wake-up and one write: the event's bytes are built once per change, and
+the heartbeat is one hub-wide beat (the watcher wakes every stream with nothing new, and each sends a
+keep-alive) rather than a timer per stream, so a push to thousands of streams stays cheap (the kill
+switch's fan-out bounds how many streams one replica should hold: docs/scaling.md).
+
 On shutdown :class:`Server` (the uvicorn server the runner uses) closes every stream first, so that
 uvicorn's graceful shutdown is not held up by connections that never end.
 
@@ -77,6 +82,9 @@ class StreamHub:
         self.max_streams = max_streams
         self.open_streams = 0
         self.latest: tuple[int, bytes] | None = None
+        #: ``latest`` as one SSE event, built once per change for every stream.
+        self._latest_event = b""
+        self.beats = 0  # hub-wide heartbeats so far; a stream woken with nothing new sends a keep-alive
         self.closing = False
         self.events_sent = 0
         self._changed = asyncio.Event()
@@ -114,12 +122,23 @@ class StreamHub:
         self._poke.set()
 
     def _publish(self, snap: tuple[int, bytes]) -> None:
+        self._latest_event = event_bytes(*snap)
         self.latest = snap
+        self._wake_streams()
+
+    def _wake_streams(self) -> None:
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
 
+    def _beat(self) -> None:
+        self.beats += 1
+        self._wake_streams()
+
     async def run(self, c: Context, stop: asyncio.Event) -> None:
-        """The watcher: poll the revision while streams are open, publish each change, until ``stop``."""
+        """The watcher: poll the revision while streams are open, publish each change, beat the
+        heartbeat, until ``stop``."""
+        loop = asyncio.get_running_loop()
+        next_beat = loop.time() + self.heartbeat
         while not stop.is_set() and not self.closing:
             if self.open_streams > 0:
                 try:
@@ -135,8 +154,13 @@ class StreamHub:
                         self._failing = True
                         log.warning("revision watcher: cannot read the revision: %s", type(exc).__name__)
             self._poke.clear()
+            now = loop.time()
+            if now >= next_beat:
+                next_beat = now + self.heartbeat
+                if self.open_streams > 0:
+                    self._beat()
             # Idle (no stream open): sleep until a stream opens or a write pokes us.
-            timeout = self.poll if self.open_streams > 0 else None
+            timeout = min(self.poll, max(next_beat - now, 0.0)) if self.open_streams > 0 else None
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._poke.wait(), timeout=timeout)
 
@@ -152,19 +176,21 @@ class StreamHub:
             else:
                 yield event_bytes(revision, body)
                 self.events_sent += 1
-            sent = revision
+            sent, beats = revision, self.beats
             while not self.closing:
-                changed = self._changed
+                changed = self._changed  # before reading latest: a change after this read sets it
                 latest = self.latest
                 if latest is not None and latest[0] > sent:
                     sent = latest[0]
                     self.events_sent += 1
-                    yield event_bytes(*latest)
+                    yield self._latest_event if self.latest is latest else event_bytes(*latest)
+                    beats = self.beats
                     continue
-                try:
-                    await asyncio.wait_for(changed.wait(), timeout=self.heartbeat)
-                except asyncio.TimeoutError:
+                if self.beats != beats:
+                    beats = self.beats
                     yield KEEP_ALIVE
+                    continue
+                await changed.wait()
         finally:
             self.open_streams -= 1
 
