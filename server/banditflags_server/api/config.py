@@ -96,11 +96,18 @@ async def get_config(request: Request) -> Response:
     if (
         cached is not None
         and c.revision_read_writes == writes
-        and time.monotonic() - c.revision_read_at < hub.poll
+        and (c.revision_refreshing or time.monotonic() - c.revision_read_at < hub.poll)
     ):
-        revision, body = cached  # fresh enough: no database read, no thread hop
+        # Fresh enough (or being refreshed by another request for the same writes): no database
+        # read, no thread hop. A write through this process changes ``writes``, so its own client
+        # always gets a read after it.
+        revision, body = cached
     else:
-        revision, body = await run_in_threadpool(config_bytes, c, writes)
+        c.revision_refreshing = True
+        try:
+            revision, body = await run_in_threadpool(config_bytes, c, writes)
+        finally:
+            c.revision_refreshing = False
     etag = f'"{revision}"'
     headers = {"ETag": etag, "Cache-Control": "no-cache"}
     inm = request.headers.get("if-none-match")

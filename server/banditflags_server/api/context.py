@@ -30,6 +30,9 @@ class Context:
     #: own writes it had counted then: ``/v1/config`` answers from memory while both are fresh.
     revision_read_at: float = -math.inf
     revision_read_writes: int = -1
+    #: A request is reading the revision for the current write count: the others answer from memory
+    #: meanwhile instead of all hopping to threads for the same read (a herd at every poll interval).
+    revision_refreshing: bool = False
     #: The writer of event batches (group commit); made lazily so tests may build a bare Context.
     committer: GroupCommitter | None = None
 
