@@ -1,9 +1,10 @@
 """The capacity model of docs/scaling.md as code: from measured unit costs to replicas, database write
 rate, connections and memory for a number of SDK processes.
 
-The unit costs are what ``bench/bench_capacity.py`` prints (CPU per event batch and per config poll,
-memory per open stream, CPU per stream to push a change, batches per commit); pass your own
-measurements to get your own table. Nothing here is measured: it is arithmetic over the inputs, so a
+The defaults are this machine's PostgreSQL figures in docs/scaling.md; the unit costs are what
+``bench/bench_capacity.py`` prints (CPU per event batch and per config poll, memory per open stream,
+CPU per stream to push a change, batches per commit): pass your own measurements to get your own table.
+Nothing here is measured: it is arithmetic over the inputs, so a
 reader can check every cell.
 
     python bench/capacity_model.py                      # the table in docs/scaling.md
@@ -114,10 +115,10 @@ def table(rows: list[dict[str, float]]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--batch-cpu-us", type=float, default=200.0)
-    ap.add_argument("--config-cpu-us", type=float, default=64.0)
-    ap.add_argument("--stream-kib", type=float, default=29.0)
-    ap.add_argument("--push-cpu-us", type=float, default=86.0)
+    ap.add_argument("--batch-cpu-us", type=float, default=1000.0)
+    ap.add_argument("--config-cpu-us", type=float, default=200.0)
+    ap.add_argument("--stream-kib", type=float, default=27.0)
+    ap.add_argument("--push-cpu-us", type=float, default=70.0)
     ap.add_argument("--commit-ms", type=float, default=4.0)
     ap.add_argument("--flush-interval", type=float, default=2.0)
     ap.add_argument("--rows", type=int, default=6)
