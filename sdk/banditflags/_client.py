@@ -10,6 +10,7 @@ allocations, nothing raised.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any, overload
 
 import mmh3
@@ -20,7 +21,10 @@ from ._models import Decision, ErrorType, Reason
 from ._runtime import Runtime
 from ._telemetry import trace_module
 
-__all__ = ["Client"]
+__all__ = ["Attributes", "Client"]
+
+#: What ``attributes=`` takes: name -> str, int, float, bool, datetime, or a list of these (§9).
+Attributes = Mapping[str, Any] | None
 
 
 _hash = mmh3.hash
@@ -44,7 +48,9 @@ _otel = _provider_probe(trace_module)
 
 
 def _rebadged(f: FlagSnapshot, arm: int, reason: Reason) -> Decision:
-    return Decision(f.key, f.keys[arm], f.values[arm], reason, f.version, arm, f.propensities[arm])
+    return Decision(
+        f.key, f.keys[arm], f.values[arm], reason, f.version, arm, f.propensities[arm], rule=f.rule
+    )
 
 
 class Client(Runtime):
@@ -92,19 +98,31 @@ class Client(Runtime):
     # -- decisions (hot path: no locks, no I/O, no logging, nothing raised) ----------------------
 
     @overload
-    def variant(self, flag: str, unit_id: str | int | None, default: str) -> str: ...
+    def variant(
+        self, flag: str, unit_id: str | int | None, default: str, *, attributes: Attributes = None
+    ) -> str: ...
 
     @overload
-    def variant(self, flag: str, unit_id: str | int | None, default: None = None) -> str | None: ...
+    def variant(
+        self, flag: str, unit_id: str | int | None, default: None = None, *, attributes: Attributes = None
+    ) -> str | None: ...
 
-    def variant(self, flag: str, unit_id: str | int | None, default: str | None = None) -> str | None:
-        """The variant key ``unit_id`` gets for ``flag``, or ``default`` (see ``decide`` for when)."""
+    def variant(
+        self,
+        flag: str,
+        unit_id: str | int | None,
+        default: str | None = None,
+        *,
+        attributes: Attributes = None,
+    ) -> str | None:
+        """The variant key ``unit_id`` gets for ``flag``, or ``default`` (see ``decide`` for when and
+        for ``attributes``)."""
         try:
             if not self._started:  # lazy start, whatever the outcome: a not-ready client must sync
                 self._start()
             # One global read while no tracer provider is installed (see _telemetry).
             if (_otel._TRACER_PROVIDER is not None or self._tel_forced) and self._tel.active():
-                d = self._traced_decide(flag, unit_id, default)
+                d = self._traced_decide(flag, unit_id, default, attributes)
                 return d.variant if d.variant is not None else default
             f = self._flags[flag]  # subscript beats .get(); a missing flag is the rare path
             if unit_id.__class__ is not str or not unit_id:
@@ -114,9 +132,12 @@ class Client(Runtime):
                         flag, None if default is not None else f.control_key, "error", "targeting_key_missing"
                     )
                     return default if default is not None else f.control_key
-            if f.killed:
-                self._note(flag, f.control_key, "disabled", "")
-                return f.control_key
+            if f.detour:  # killed, or targeted: one check, so a plain flag pays nothing for targeting
+                if f.killed:  # before targets and rules: a killed flag serves control to everyone
+                    self._note(flag, f.control_key, "disabled", "")
+                    return f.control_key
+                # The matched rule's (or target's) snapshot; set whenever a live flag has a detour.
+                f = f.route(unit_id, attributes)  # type: ignore[misc]
             # The same steps as decide(), inlined on purpose: a shared helper call costs ~15% here.
             arm = f.table[(_hash(f.prefix + unit_id, 0, False) * 10_000) >> 32]
             q = self._queue
@@ -139,8 +160,17 @@ class Client(Runtime):
         except Exception:
             pass
 
-    def decide(self, flag: str, unit_id: str | int | None, default: Any = None) -> Decision:
+    def decide(
+        self, flag: str, unit_id: str | int | None, default: Any = None, *, attributes: Attributes = None
+    ) -> Decision:
         """Bucket ``unit_id`` into ``flag`` and say how and why.
+
+        ``attributes`` (a mapping of name to str, int, float, bool, a datetime, or a list of these)
+        feed the flag's targeting, evaluated here, never sent anywhere (DESIGN.md §9): a killed flag
+        serves control; then the unit's individual target; then the first rule whose clauses match;
+        else the flag's default allocation. ``Decision.rule`` names what served the unit (a rule's
+        id, ``"target"``, or None). A missing attribute, a value of the wrong type or anything that is
+        not a mapping never raises: such a clause just does not match (docs/targeting.md).
 
         Reasons: ``split`` (normal), ``stale`` (config not confirmed for ``stale_after`` seconds),
         ``cached`` (bootstrap config, no server answer yet), ``disabled`` (killed flag: control arm,
@@ -152,15 +182,19 @@ class Client(Runtime):
         ``telemetry=``) and the returned Decision carries that span's ``trace_id`` and ``span_id``.
         """
         if (_otel._TRACER_PROVIDER is not None or self._tel_forced) and self._tel.active():
-            return self._traced_decide(flag, unit_id, default)
-        return self._decide(flag, unit_id, default)
+            return self._traced_decide(flag, unit_id, default, attributes)
+        return self._decide(flag, unit_id, default, attributes)
 
-    def _traced_decide(self, flag: str, unit_id: str | int | None, default: Any) -> Decision:
-        d = self._decide(flag, unit_id, default)
+    def _traced_decide(
+        self, flag: str, unit_id: str | int | None, default: Any, attributes: Attributes
+    ) -> Decision:
+        d = self._decide(flag, unit_id, default, attributes)
         uid = unit_id if unit_id.__class__ is str else unit_key(unit_id)
         return self._tel.decision(d, self._flags.get(d.flag), uid)
 
-    def _decide(self, flag: str, unit_id: str | int | None, default: Any) -> Decision:
+    def _decide(
+        self, flag: str, unit_id: str | int | None, default: Any, attributes: Attributes = None
+    ) -> Decision:
         try:
             if not self._started:
                 self._start()
@@ -192,9 +226,11 @@ class Client(Runtime):
                     d = self._missing_key(f, default)
                     self._note(f.key, d.variant, "error", "targeting_key_missing")
                     return d
-            if f.killed:
-                self._note(f.key, f.control_key, "disabled", "")
-                return f.disabled_decision
+            if f.detour:
+                if f.killed:
+                    self._note(f.key, f.control_key, "disabled", "")
+                    return f.disabled_decision
+                f = f.route(unit_id, attributes)  # type: ignore[misc]
             arm = f.table[(_hash(f.prefix + unit_id, 0, False) * 10_000) >> 32]
             q = self._queue
             if len(q) < self._max_queue:

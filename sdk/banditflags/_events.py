@@ -4,7 +4,7 @@ The hot path appends one small tuple to :attr:`EventProcessor.queue` (``deque.ap
 under the GIL) and never touches anything else here. Everything below runs on the worker thread (or,
 in serverless mode, inside ``flush()`` under :attr:`EventProcessor.lock`):
 
-- drain the buffer in order and aggregate per ``(flag, version, arm)`` into ``n`` (exposures) and
+- drain the buffer in order and aggregate per ``(flag, version, arm, rule)`` into ``n`` (exposures) and
   ``count, sum, sum_sq`` (rewards); keep the recent-decision memory used to attribute rewards and
   to count ``user``-unit exposures once per credit window;
 - every ``flush_interval``, cut the aggregates into a batch (docs/protocol.md, ``POST /v1/events``)
@@ -13,8 +13,8 @@ in serverless mode, inside ``flush()`` under :attr:`EventProcessor.lock`):
 
 Buffer items (positional tuples keep the hot path cheap):
 
-- exposure: ``((flag, version, arm), unit_id)``
-- reward by token: ``("t", flag, version, arm, unit_id | None, reward)``
+- exposure: ``((flag, version, arm, rule), unit_id)``
+- reward by token: ``("t", flag, version, arm, rule, unit_id | None, reward)``
 - reward by unit: ``("u", flag, unit_id, reward)``
 - a decision that records no exposure (error, killed flag): ``("d", flag, variant, reason, error_type)``,
   only counted for the decisions metric
@@ -25,9 +25,13 @@ The worker also keeps cumulative counters for the OpenTelemetry metrics (``_metr
 nothing is counted on the hot path: :attr:`EventProcessor.decision_counts` and
 :attr:`EventProcessor.reward_totals`.
 
+``rule`` is the targeting rule that served the unit (DESIGN.md §9): a rule's id, ``"target"``, or
+``None`` for the flag's default allocation. Rows carry ``"rule"`` only when it is not None, so a batch
+without targeting is byte for byte what it was. Attribute values never reach this module.
+
 >>> import collections
 >>> proc = EventProcessor(lambda: {}, lambda body, timeout: 202, flush_interval=1.0)
->>> proc.queue.append((("btn", 1, 0), "u1"))
+>>> proc.queue.append((("btn", 1, 0, None), "u1"))
 >>> proc.flush_now(deadline=None)
 True
 >>> proc.batches_sent
@@ -63,7 +67,7 @@ SEND_BACKOFF_BASE = 0.5
 SEND_BACKOFF_CAP = 60.0
 _RETRYABLE = frozenset({408, 429})
 
-Key = tuple[str, int, int]
+Key = tuple[str, int, int, "str | None"]  # (flag, version, arm, rule)
 # post(body, timeout) -> HTTP status, or None for a network error
 PostFn = Callable[[dict[str, Any], float], "int | None"]
 
@@ -96,6 +100,7 @@ class _Memory:
     arm: int
     at: float
     total: float = 0.0
+    rule: str | None = None
 
 
 @dataclass
@@ -144,8 +149,8 @@ class EventProcessor:
         self.thread: threading.Thread | None = None
         self.exposures: dict[Key, int] = {}
         self.rewards: dict[Key, list[float]] = {}
-        # Guardrail metrics: (flag, version, arm, metric) -> [count, sum, sum_sq], each reward on its own.
-        self.metric_rewards: dict[tuple[str, int, int, str], list[float]] = {}
+        # Guardrail metrics: (flag, version, arm, rule, metric) -> [count, sum, sum_sq], each on its own.
+        self.metric_rewards: dict[tuple[str, int, int, str | None, str], list[float]] = {}
         self.pending: collections.deque[Batch] = collections.deque()
         self._waiting: list[FlushMarker] = []
         self._seq = 0
@@ -254,7 +259,7 @@ class EventProcessor:
                 self._reward_unit(item, flags, now)
         if seen:
             reason = self.reason_now() if self.reason_now is not None else "split"
-            for (flag, _, arm), n in seen.items():
+            for (flag, _, arm, _), n in seen.items():
                 f = flags.get(flag)
                 variant = f.keys[arm] if f is not None and arm < len(f.keys) else str(arm)
                 self._count_decision(flag, variant, reason, "", flags, n)
@@ -279,32 +284,38 @@ class EventProcessor:
         self._waiting.extend(markers)
 
     def _exposure(self, key: Key, unit_id: str, flags: Mapping[str, FlagSnapshot], now: float) -> None:
-        flag, version, arm = key
+        flag, version, arm, rule = key
         mkey = (flag, unit_id)
         f = flags.get(flag)
         if f is not None and f.user_unit:
             m = self.memory.get(mkey)
-            if m is not None and m.version == version and m.arm == arm and now - m.at <= f.credit_window:
+            if (
+                m is not None
+                and m.version == version
+                and m.arm == arm
+                and m.rule == rule
+                and now - m.at <= f.credit_window
+            ):
                 return  # this user was already counted on this arm in this credit window
-        self.memory[mkey] = _Memory(version, arm, now)
+        self.memory[mkey] = _Memory(version, arm, now, rule=rule)
         self.exposures[key] = self.exposures.get(key, 0) + 1
 
     def _reward_token(self, item: tuple[Any, ...], flags: Mapping[str, FlagSnapshot], now: float) -> None:
-        _, flag, version, arm, unit_id, reward = item[:6]
+        _, flag, version, arm, rule, unit_id, reward = item[:7]
         f = flags.get(flag)
         if f is None or arm >= len(f.keys):
             self._lost()
             return
-        if len(item) > 6:
-            self._add_metric((flag, version, arm, item[6]), reward)
+        if len(item) > 7:
+            self._add_metric((flag, version, arm, rule, item[7]), reward)
             return
         m: _Memory | None = None
         if f.user_unit and unit_id is not None:
             mkey = (flag, unit_id)
             m = self.memory.get(mkey)
-            if m is None or m.version != version or m.arm != arm:
-                m = self.memory[mkey] = _Memory(version, arm, now)
-        self._add_reward((flag, version, arm), reward, m)
+            if m is None or m.version != version or m.arm != arm or m.rule != rule:
+                m = self.memory[mkey] = _Memory(version, arm, now, rule=rule)
+        self._add_reward((flag, version, arm, rule), reward, m)
 
     def _reward_unit(self, item: tuple[Any, ...], flags: Mapping[str, FlagSnapshot], now: float) -> None:
         _, flag, unit_id, reward = item[:4]
@@ -318,14 +329,16 @@ class EventProcessor:
             if f.killed:  # no arm to credit: everyone is on control and nothing was exposed
                 self._lost()
                 return
+            if f.route is not None:  # targeting without the call's attributes: targets and id-only rules
+                f = f.route(unit_id, None)
             arm = f.table[(hash_key(f.prefix + unit_id) * 10_000) >> 32]
-            m = self.memory[mkey] = _Memory(f.version, arm, now)
+            m = self.memory[mkey] = _Memory(f.version, arm, now, rule=f.rule)
         if len(item) > 4:
-            self._add_metric((flag, m.version, m.arm, item[4]), reward)
+            self._add_metric((flag, m.version, m.arm, m.rule, item[4]), reward)
             return
-        self._add_reward((flag, m.version, m.arm), reward, m if f.user_unit else None)
+        self._add_reward((flag, m.version, m.arm, m.rule), reward, m if f.user_unit else None)
 
-    def _add_metric(self, key: tuple[str, int, int, str], value: float) -> None:
+    def _add_metric(self, key: tuple[str, int, int, str | None, str], value: float) -> None:
         row = self.metric_rewards.get(key)
         if row is None:
             row = self.metric_rewards[key] = [0, 0.0, 0.0]
@@ -359,16 +372,15 @@ class EventProcessor:
         if not self.exposures and not self.rewards and not self.metric_rewards and not dropped:
             return
         rows: list[tuple[str, dict[str, Any]]] = [
-            ("exposures", {"flag": f, "version": v, "arm": a, "count": n})
-            for (f, v, a), n in self.exposures.items()
+            ("exposures", _row(key, {"count": n})) for key, n in self.exposures.items()
         ]
         rows.extend(
-            ("rewards", {"flag": f, "version": v, "arm": a, "count": int(r[0]), "sum": r[1], "sum_sq": r[2]})
-            for (f, v, a), r in self.rewards.items()
+            ("rewards", _row(key, {"count": int(r[0]), "sum": r[1], "sum_sq": r[2]}))
+            for key, r in self.rewards.items()
         )
         flags = self.get_flags()
         totals = self.reward_totals
-        for (f, _, a), r in self.rewards.items():
+        for (f, _, a, _), r in self.rewards.items():
             fs = flags.get(f)
             tkey = (f, fs.keys[a] if fs is not None and a < len(fs.keys) else str(a))
             t = totals.get(tkey)
@@ -377,19 +389,8 @@ class EventProcessor:
             t[0] += r[0]
             t[1] += r[1]
         rows.extend(
-            (
-                "rewards",
-                {
-                    "flag": f,
-                    "version": v,
-                    "arm": a,
-                    "count": int(r[0]),
-                    "sum": r[1],
-                    "sum_sq": r[2],
-                    "metric": m,
-                },
-            )
-            for (f, v, a, m), r in self.metric_rewards.items()
+            ("rewards", _row(key[:4], {"count": int(r[0]), "sum": r[1], "sum_sq": r[2], "metric": key[4]}))
+            for key, r in self.metric_rewards.items()
         )
         self.exposures = {}
         self.rewards = {}
@@ -467,3 +468,13 @@ class EventProcessor:
             m.ok = m.ok and (not self.pending or m.seq < self.pending[0].seq)
             m.event.set()
         self._waiting = []
+
+
+def _row(key: tuple[Any, ...], counts: dict[str, Any]) -> dict[str, Any]:
+    """A batch row: ``flag, version, arm``, ``rule`` when a targeting rule served it, then ``counts``."""
+    flag, version, arm, rule = key
+    row: dict[str, Any] = {"flag": flag, "version": version, "arm": arm}
+    if rule is not None:
+        row["rule"] = rule
+    row.update(counts)
+    return row

@@ -90,16 +90,16 @@ def reward_item(
     if isinstance(target, Decision):
         # Its fields, not its token: no formatting and parsing on this path, and trace ids that
         # do not parse (a hand-made Decision) do not stop the reward.
-        flag, version, arm = target.flag, target.version, target.arm
+        flag, version, arm, rule = target.flag, target.version, target.arm, target.rule
         if target.reason not in TOKEN_REASONS or type(version) is not int or version < 1:
             return None
-        if type(arm) is not int or arm < 0:
+        if type(arm) is not int or arm < 0 or (rule is not None and type(rule) is not str):
             return None
     elif isinstance(target, str) and target.startswith(_PREFIX):
         token = parse_token(target)
         if token is None:
             return None
-        flag, version, arm = token[0], token[1], token[2]
+        flag, version, arm, rule = token[0], token[1], token[2], token[5]
     elif isinstance(target, str):
         f = flags.get(target)
         if f is None or uid is None or (f.binary and r != 0.0 and r != 1.0):
@@ -110,4 +110,4 @@ def reward_item(
     f = flags.get(flag)
     if f is None or arm >= len(f.keys) or (f.binary and r != 0.0 and r != 1.0):
         return None
-    return ("t", flag, version, arm, uid, r)
+    return ("t", flag, version, arm, rule, uid, r)

@@ -57,13 +57,17 @@ class Decision:
     ``value`` its JSON value (or the default), ``version`` the allocation version, ``arm`` the arm
     index and ``propensity`` the probability the unit had of landing on that arm (the arm's share of
     the table; ``1.0`` for a killed flag's control arm). ``trace_id`` and ``span_id`` (hex) name the
-    decision's ``feature_flag.evaluation`` span when it was made inside a recording trace.
+    decision's ``feature_flag.evaluation`` span when it was made inside a recording trace. ``rule``
+    says what served the unit (DESIGN.md §9): a targeting rule's id, ``"target"`` for an individual
+    target, ``None`` for the flag's default allocation (and for killed flags and errors).
 
     >>> d = Decision("checkout-button", "green", "#0f0", Reason.SPLIT, 3, 1, 0.5)
     >>> d.token
     'bf1:checkout-button:3:1'
     >>> Decision("x", None, "dflt", Reason.ERROR, error_type=ErrorType.FLAG_NOT_FOUND).token is None
     True
+    >>> Decision("checkout-button", "green", "#0f0", Reason.SPLIT, 1, 1, 1.0, rule="staff").token
+    'bf1:checkout-button/staff:1:1'
     """
 
     flag: str
@@ -77,10 +81,11 @@ class Decision:
     error_message: str | None = None
     trace_id: str | None = None  # W3C ids (hex) of the decision's feature_flag.evaluation span
     span_id: str | None = None
+    rule: str | None = None  # the targeting rule's id, "target", or None (the default allocation)
 
     @property
     def token(self) -> str | None:
-        """A compact string naming (flag, version, arm), for crediting a reward from elsewhere.
+        """A compact string naming (flag, rule, version, arm), for crediting a reward from elsewhere.
 
         ``None`` unless the unit was bucketed (reason ``split``, ``stale`` or ``cached``): killed
         flags and errors record no exposure, so there is nothing to credit. A decision made inside a
@@ -88,7 +93,7 @@ class Decision:
         """
         if self.reason not in TOKEN_REASONS or self.version is None or self.arm is None:
             return None
-        return make_token(self.flag, self.version, self.arm, self.trace_id, self.span_id)
+        return make_token(self.flag, self.version, self.arm, self.trace_id, self.span_id, self.rule)
 
 
 @dataclass(frozen=True, slots=True)

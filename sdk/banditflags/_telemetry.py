@@ -21,7 +21,11 @@ attributes (DESIGN.md §7; never the deprecated ``feature_flag.variant`` / ``fea
 ``banditflags.propensity``         the unit's probability of landing on the served arm
 ``banditflags.policy``             the flag's bandit policy (``thompson``, ``fixed``, ...)
 ``banditflags.exploration``        the flag's exploration throttle in [0, 1]
+``banditflags.rule``               the targeting rule's id or ``target`` (absent: the default allocation)
 =================================  ==========================================================
+
+The decision's targeting attributes are never recorded: not as span or event attributes, not in
+messages (DESIGN.md §9); only the rule id that matched.
 
 ``telemetry="event"`` emits the same attributes as the log-based event ``feature_flag.evaluation``
 through the OpenTelemetry logs API instead (its log record carries the active trace and span ids),
@@ -199,7 +203,7 @@ class Telemetry:
         self, d: Decision, f: FlagSnapshot | None, unit_id: str | None
     ) -> dict[str, AttributeValue]:
         """The semantic-convention attributes of a decision (cached per flag snapshot, arm and reason)."""
-        ck = (d.flag, d.version, d.arm, d.reason, d.variant)
+        ck = (d.flag, d.version, d.arm, d.reason, d.variant, d.rule)
         hit = self._attr_cache.get(ck) if d.error_type is None else None
         if hit is not None and hit[0] is f:
             attrs = hit[1]
@@ -217,6 +221,8 @@ class Telemetry:
                 attrs["feature_flag.set.id"] = self._set_id
             if d.propensity is not None:
                 attrs["banditflags.propensity"] = d.propensity
+            if d.rule is not None:
+                attrs["banditflags.rule"] = d.rule
             if f is not None:
                 if f.policy is not None:
                     attrs["banditflags.policy"] = f.policy
@@ -266,6 +272,7 @@ class Telemetry:
                 d.error_message,
                 sc.trace_id.to_bytes(16, "big").hex(),
                 sc.span_id.to_bytes(8, "big").hex(),
+                d.rule,
             )
         except Exception:
             self.errors += 1

@@ -1,4 +1,4 @@
-"""Decision tokens: a compact string naming the exact (flag, version, arm) of a decision.
+"""Decision tokens: a compact string naming the exact (flag, rule, version, arm) of a decision.
 
 A token lets a reward be credited to the arm a unit was actually served even when the reward is
 observed in another process (a webhook, a worker): hand ``decision.token`` over, then call
@@ -10,10 +10,19 @@ and span id (16 hex digits) of its ``feature_flag.evaluation`` span, so that ``t
 reward to the decision across requests and processes. Tokens without them (``bf1:flag:version:arm``,
 the original format) stay valid.
 
+A decision served by a targeting rule (DESIGN.md §9) names the rule after the flag key, separated by
+``/`` (which neither flag keys nor rule ids contain): ``bf1:flag/rule:version:arm``, ``rule`` being the
+rule's id or ``target``. SDKs older than targeting reject such tokens (the reward is counted as
+rejected), so hand them only to processes running this version or later.
+
 >>> make_token("checkout-button", 3, 1)
 'bf1:checkout-button:3:1'
 >>> parse_token("bf1:checkout-button:3:1")
-Token(flag='checkout-button', version=3, arm=1, trace_id=None, span_id=None)
+Token(flag='checkout-button', version=3, arm=1, trace_id=None, span_id=None, rule=None)
+>>> make_token("checkout-button", 7, 0, rule="us")
+'bf1:checkout-button/us:7:0'
+>>> parse_token("bf1:checkout-button/us:7:0").rule
+'us'
 >>> t = make_token("btn", 3, 1, "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7")
 >>> t
 'bf1:btn:3:1:4bf92f3577b34da6a3ce929d0e0e4736:00f067aa0ba902b7'
@@ -31,34 +40,43 @@ from typing import NamedTuple
 __all__ = ["TOKEN_PREFIX", "Token", "make_token", "parse_token"]
 
 TOKEN_PREFIX = "bf1"
-MAX_TOKEN_LENGTH = 160
+MAX_TOKEN_LENGTH = 224  # flag 64 + "/" + rule 64 + version, arm and trace ids
 
 # Anchored with \Z so a trailing newline is garbage too; digits are ASCII only (int() would accept
 # other scripts' digits and surrounding whitespace). Trace ids are lower-case hex, as W3C writes them.
 _TOKEN_RE = re.compile(
-    r"bf1:([a-z0-9][a-z0-9_.-]{0,63}):([1-9][0-9]{0,17}):([0-9]{1,3})(?::([0-9a-f]{32}):([0-9a-f]{16}))?\Z"
+    r"bf1:([a-z0-9][a-z0-9_.-]{0,63})(?:/([A-Za-z0-9][A-Za-z0-9_.-]{0,63}))?"
+    r":([1-9][0-9]{0,17}):([0-9]{1,3})(?::([0-9a-f]{32}):([0-9a-f]{16}))?\Z"
 )
 _ZERO_TRACE = "0" * 32
 _ZERO_SPAN = "0" * 16
 
 
 class Token(NamedTuple):
-    """The parsed form of a decision token (``trace_id``/``span_id``: hex, or None)."""
+    """The parsed form of a decision token (``trace_id``/``span_id``: hex, or None; ``rule``: the
+    targeting rule's id, ``"target"``, or None for the flag's default allocation)."""
 
     flag: str
     version: int
     arm: int
     trace_id: str | None = None
     span_id: str | None = None
+    rule: str | None = None
 
 
 def make_token(
-    flag: str, version: int, arm: int, trace_id: str | None = None, span_id: str | None = None
+    flag: str,
+    version: int,
+    arm: int,
+    trace_id: str | None = None,
+    span_id: str | None = None,
+    rule: str | None = None,
 ) -> str:
     """Return the token string for a decision (with the decision span's ids when both are given)."""
+    head = f"{TOKEN_PREFIX}:{flag}" if rule is None else f"{TOKEN_PREFIX}:{flag}/{rule}"
     if trace_id and span_id:
-        return f"{TOKEN_PREFIX}:{flag}:{version}:{arm}:{trace_id}:{span_id}"
-    return f"{TOKEN_PREFIX}:{flag}:{version}:{arm}"
+        return f"{head}:{version}:{arm}:{trace_id}:{span_id}"
+    return f"{head}:{version}:{arm}"
 
 
 # Tokens without trace ids are few (flags x versions x arms) and come back all the time: remember the
@@ -80,15 +98,15 @@ def parse_token(token: object) -> Token | None:
     m = _TOKEN_RE.match(token)
     if m is None:
         return None
-    arm = int(m.group(3))
+    arm = int(m.group(4))
     if arm >= 100:  # a flag has at most 100 variants
         return None
-    flag, version, _, trace_id, span_id = m.groups()
+    flag, rule, version, _, trace_id, span_id = m.groups()
     if trace_id is not None:
         if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:  # W3C: all-zero ids are invalid
             return None
-        return _new_token(Token, (flag, int(version), arm, trace_id, span_id))
-    parsed: Token = _new_token(Token, (flag, int(version), arm, None, None))
+        return _new_token(Token, (flag, int(version), arm, trace_id, span_id, rule))
+    parsed: Token = _new_token(Token, (flag, int(version), arm, None, None, rule))
     if len(_parsed) >= _PARSED_MAX:
         _parsed.clear()
     _parsed[token] = parsed

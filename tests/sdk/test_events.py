@@ -59,8 +59,8 @@ def test_aggregates_exposures_and_decision_rewards(build: Any) -> None:
     for i in range(50):
         proc.queue.append(exposure(f, f"u{i}"))
     proc.queue.append(exposure(f, "u0"))  # decision unit: every decision counts
-    proc.queue.append(("t", "btn", 1, 1, None, 1.0))
-    proc.queue.append(("t", "btn", 1, 1, None, 0.0))
+    proc.queue.append(("t", "btn", 1, 1, None, None, 1.0))
+    proc.queue.append(("t", "btn", 1, 1, None, None, 0.0))
     assert proc.flush_now(None)
     (body,) = poster.bodies
     assert sum(r["count"] for r in body["exposures"]) == 51
@@ -75,15 +75,15 @@ def test_reward_by_unit_uses_the_served_arm_then_bucketing(build: Any) -> None:
     )
     f = flags["btn"]
     # the unit was served arm 1 under version 1 (not what bucketing would say now)
-    proc.queue.append((("btn", 1, 1), "alice"))
+    proc.queue.append((("btn", 1, 1, None), "alice"))
     proc.queue.append(("u", "btn", "alice", 2.5))
     proc.drain()
-    assert proc.rewards[("btn", 1, 1)] == [1, 2.5, 6.25]
+    assert proc.rewards[("btn", 1, 1, None)] == [1, 2.5, 6.25]
     clock.now += 101  # outside the credit window: falls back to bucketing with the snapshot
     proc.queue.append(("u", "btn", "alice", 1.0))
     proc.drain()
     arm = exposure(f, "alice")[0][2]
-    assert proc.rewards[("btn", 1, arm)][0] == (2 if arm == 1 else 1)
+    assert proc.rewards[("btn", 1, arm, None)][0] == (2 if arm == 1 else 1)
     proc.queue.append(("u", "btn", "never-seen", 3.0))  # no memory: bucketing
     proc.queue.append(("u", "gone", "alice", 1.0))  # unknown flag: dropped, counted
     proc.drain()
@@ -94,14 +94,14 @@ def test_user_unit_dedup_and_sum_sq_of_user_totals(build: Any) -> None:
     proc, poster, clock, _flags = make(
         build, build.flag(objective={"reward": "continuous", "unit": "user", "credit_window": 100})
     )
-    key = ("btn", 1, 0)
+    key = ("btn", 1, 0, None)
     for _ in range(3):
         proc.queue.append((key, "alice"))  # counted once per credit window
     proc.queue.append((key, "bob"))
     for r in (1.0, 2.0, 3.0):
         proc.queue.append(("u", "btn", "alice", r))
-    proc.queue.append(("t", "btn", 1, 0, "bob", 4.0))
-    proc.queue.append(("t", "btn", 1, 0, "bob", 1.0))
+    proc.queue.append(("t", "btn", 1, 0, None, "bob", 4.0))
+    proc.queue.append(("t", "btn", 1, 0, None, "bob", 1.0))
     assert proc.flush_now(None)
     body = poster.bodies[-1]
     assert body["exposures"] == [{"flag": "btn", "version": 1, "arm": 0, "count": 2}]
@@ -127,7 +127,7 @@ def test_killed_flag_reward_by_unit_without_memory_is_dropped(build: Any) -> Non
 
 def test_retry_keeps_batch_id_and_backs_off(build: Any) -> None:
     proc, poster, clock, _ = make(build)
-    proc.queue.append((("btn", 1, 0), "u"))
+    proc.queue.append((("btn", 1, 0, None), "u"))
     poster.statuses = [None, 503, 429, 408, 202]
     assert proc.flush_now(clock.now + 1000)
     ids = {b["batch_id"] for b in poster.bodies}
@@ -138,7 +138,7 @@ def test_retry_keeps_batch_id_and_backs_off(build: Any) -> None:
 
 def test_flush_now_gives_up_at_the_deadline(build: Any) -> None:
     proc, poster, clock, _ = make(build)
-    proc.queue.append((("btn", 1, 0), "u"))
+    proc.queue.append((("btn", 1, 0, None), "u"))
     poster.statuses = [None] * 100
     start = clock.now
     assert not proc.flush_now(clock.now + 5.0)
@@ -148,7 +148,7 @@ def test_flush_now_gives_up_at_the_deadline(build: Any) -> None:
 @pytest.mark.parametrize("status", [400, 401, 403, 413, 422])
 def test_other_4xx_drops_the_batch(build: Any, status: int) -> None:
     proc, poster, _, _ = make(build)
-    proc.queue.append((("btn", 1, 0), "u"))
+    proc.queue.append((("btn", 1, 0, None), "u"))
     poster.statuses = [status]
     assert not proc.flush_now(None)
     assert proc.batches_dropped == 1 and not proc.pending and len(poster.bodies) == 1
@@ -157,7 +157,7 @@ def test_other_4xx_drops_the_batch(build: Any, status: int) -> None:
 def test_max_pending_batches_drops_oldest(build: Any) -> None:
     proc, _poster, _, _ = make(build, max_pending_batches=3)
     for i in range(5):
-        proc.queue.append((("btn", 1, 0), f"u{i}"))
+        proc.queue.append((("btn", 1, 0, None), f"u{i}"))
         proc.drain()
         proc.cut()
     assert len(proc.pending) == 3 and proc.batches_dropped == 2
@@ -167,7 +167,7 @@ def test_max_pending_batches_drops_oldest(build: Any) -> None:
 def test_large_aggregates_are_split_into_bounded_batches(build: Any) -> None:
     proc, _poster, _, _ = make(build)
     for v in range(1, MAX_ROWS_PER_BATCH + 2):
-        proc.exposures[("btn", v, 0)] = 1
+        proc.exposures[("btn", v, 0, None)] = 1
     proc.cut()
     assert len(proc.pending) == 2
     assert len(proc.pending[0].body["exposures"]) == MAX_ROWS_PER_BATCH
@@ -179,14 +179,14 @@ def test_dropped_count_is_reported_once(build: Any) -> None:
     proc.note_dropped()
     assert proc.flush_now(None)
     assert poster.bodies[-1]["dropped"] == 2 and poster.bodies[-1]["exposures"] == []
-    proc.queue.append((("btn", 1, 0), "u"))
+    proc.queue.append((("btn", 1, 0, None), "u"))
     assert proc.flush_now(None)
     assert poster.bodies[-1]["dropped"] == 0
 
 
 def test_flush_marker_resolves_after_delivery(build: Any) -> None:
     proc, poster, _, _ = make(build)
-    proc.queue.append((("btn", 1, 0), "u"))
+    proc.queue.append((("btn", 1, 0, None), "u"))
     marker = FlushMarker()
     proc.queue.append(marker)
     poster.statuses = [503]
@@ -204,10 +204,10 @@ def test_nothing_to_send_sends_nothing(build: Any) -> None:
 
 def test_after_fork_forgets_unsent_state(build: Any) -> None:
     proc, poster, _, _ = make(build)
-    proc.queue.append((("btn", 1, 0), "u"))
+    proc.queue.append((("btn", 1, 0, None), "u"))
     proc.drain()
     proc.cut()
-    proc.queue.append((("btn", 1, 0), "v"))
+    proc.queue.append((("btn", 1, 0, None), "v"))
     proc.after_fork_in_child()
     assert not proc.queue and not proc.pending and not proc.exposures
     assert proc.flush_now(None) and poster.bodies == []

@@ -48,9 +48,13 @@ def test_unit_key(value: object, key: str | None) -> None:
 def test_reward_item_shapes(build: object) -> None:
     flags = parse_config(build.config()).flags  # type: ignore[attr-defined]
     assert reward_item(flags, "btn", 5, 1) == ("u", "btn", "5", 1.0)
-    assert reward_item(flags, "bf1:btn:1:1", None, 0) == ("t", "btn", 1, 1, None, 0.0)
+    assert reward_item(flags, "bf1:btn:1:1", None, 0) == ("t", "btn", 1, 1, None, None, 0.0)
+    assert reward_item(flags, "bf1:btn/us:1:1", None, 0) == ("t", "btn", 1, 1, "us", None, 0.0)
     d = Decision("btn", "b", "B", Reason.SPLIT, 1, 1, 0.5)
-    assert reward_item(flags, d, "u9", 1.0) == ("t", "btn", 1, 1, "u9", 1.0)
+    assert reward_item(flags, d, "u9", 1.0) == ("t", "btn", 1, 1, None, "u9", 1.0)
+    d = Decision("btn", "b", "B", Reason.SPLIT, 7, 1, 0.5, rule="target")
+    assert reward_item(flags, d, "u9", 1.0) == ("t", "btn", 7, 1, "target", "u9", 1.0)
+    assert reward_item(flags, d, "u9", 3.0, "latency") == ("t", "btn", 7, 1, "target", "u9", 3.0, "latency")
     assert reward_item(flags, d, "", 1.0) is None
     assert reward_item(flags, "btn", None, 1.0) is None
 

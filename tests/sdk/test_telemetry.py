@@ -420,7 +420,8 @@ def test_token_parse_cache_is_bounded_and_skips_traced_tokens() -> None:
     plain = "bf1:btn:3:1"
     assert _token.parse_token(plain) is _token.parse_token(plain)  # parsed once
     traced = "bf1:btn:3:1:4bf92f3577b34da6a3ce929d0e0e4736:00f067aa0ba902b7"
-    assert _token.parse_token(traced) == ("btn", 3, 1, "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7")
+    parsed = _token.parse_token(traced)
+    assert parsed == ("btn", 3, 1, "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7", None)
     assert traced not in _token._parsed  # unique per decision: would only churn the cache
     assert _token.parse_token("bf1:btn:3:1:" + "0" * 32 + ":00f067aa0ba902b7") is None
     for i in range(1, _token._PARSED_MAX + 10):

@@ -1,0 +1,135 @@
+"""A flag's targeting turned into ready-made snapshots and one ``route`` function (DESIGN.md §9).
+
+:func:`with_targeting` runs once per config change, from :func:`banditflags._config.parse_config`. It
+compiles the flag's ``targets`` and ``rules`` (:func:`banditflags._targeting.compile_flag`) and builds,
+through the same snapshot builder as the flag's own, one :class:`~banditflags._config.FlagSnapshot`
+per outcome:
+
+- a bandit rule (``serve: {"bandit": true}``): the rule's own version, weights and table from the
+  config's ``rule_allocations``;
+- a fixed split (``serve: {"weights": [...]}``): the table the compiler built from the weights
+  (DESIGN.md §4 layout), the flag's version;
+- a fixed variant, and each variant an individual target serves: a one-arm table (propensity 1),
+  the flag's version.
+
+``route(unit_id, attributes)`` answers the snapshot that serves the unit (the flag's plain snapshot
+when nothing matched), so a decision routes once and then hashes, records and answers exactly as it
+does for a flag without targeting. Exposures are keyed (flag, version, arm, rule).
+
+>>> from banditflags._config import parse_config
+>>> snap = parse_config({"schema": 1, "revision": 1, "flags": [{
+...     "key": "btn", "salt": "s", "state": "running", "exploration": 1.0, "version": 3,
+...     "variants": [{"key": "a", "value": 1}, {"key": "b", "value": 2}], "control": "a",
+...     "weights": [0.5, 0.5], "table": [[0, 5000], [1, 5000]], "objective": {},
+...     "targets": [{"variant": "b", "units": ["alice"]}],
+...     "rules": [{"id": "staff", "serve": {"variant": "b"},
+...                "clauses": [{"attribute": "email", "op": "ends_with", "values": ["@corp.test"]}]}]}]})
+>>> f = snap.flags["btn"]
+>>> f.detour, f.route("alice", None).rule, f.route("bob", {"email": "b@corp.test"}).decisions[1]
+(True, 'target', Decision(flag='btn', variant='b', value=2, reason=<Reason.SPLIT: 'split'>, version=3, \
+arm=1, propensity=1.0, error_type=None, error_message=None, trace_id=None, span_id=None, rule='staff'))
+>>> f.route("bob", {"email": 42}) is f.route("carol", None), f.route("bob", None).rule
+(True, None)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from ._exceptions import ConfigError
+from ._targeting import TARGET, Segments, TargetingError, compile_flag
+
+if TYPE_CHECKING:
+    from ._config import FlagSnapshot
+
+__all__ = ["Allocation", "Build", "with_targeting"]
+
+TABLE_SIZE = 10_000
+
+# A bandit rule's allocation from the config: (version, weights, decoded table).
+Allocation = tuple[int, tuple[float, ...], bytes]
+# build(version, weights, table, rule) -> a snapshot of the flag with that allocation.
+Build = Callable[[int, tuple[float, ...], bytes, "str | None"], "FlagSnapshot"]
+
+
+def with_targeting(
+    plain: FlagSnapshot,
+    raw: Mapping[str, Any],
+    path: str,
+    segments: Segments,
+    segments_json: Callable[[], str],
+    allocations: Mapping[str, Allocation],
+    build: Build,
+) -> FlagSnapshot:
+    """``plain`` with ``route`` (``plain`` itself if the targeting turns out empty).
+
+    Raises :class:`ConfigError` (path from the config: ``flags[3].rules[2].clauses[0].op``) when the
+    targeting does not compile or a bandit rule has no allocation.
+    """
+    tables = {rid: table for rid, (_, _, table) in allocations.items()}
+    t = compile_flag(raw, plain.keys, segments, rule_tables=tables)
+    if t is None:
+        return plain
+    if isinstance(t, TargetingError):
+        raise ConfigError(f"{path}.{t.path}" if t.path else path, t.message)
+    k = len(plain.keys)
+    one_arm: dict[int, Allocation] = {}  # shared by the fixed-variant rules and targets of the flag
+
+    def fixed(arm: int) -> Allocation:
+        if arm not in one_arm:
+            weights = tuple(1.0 if j == arm else 0.0 for j in range(k))
+            one_arm[arm] = (plain.version, weights, bytes((arm,)) * TABLE_SIZE)
+        return one_arm[arm]
+
+    rules: list[FlagSnapshot] = []
+    for m in t.rules:
+        if m.serve == "bandit":
+            alloc = allocations[m.rule]  # compile_flag checked that there is one
+        elif m.serve == "weights" and m.table is not None:
+            table = m.table
+            alloc = (plain.version, tuple(table.count(bytes((j,))) / TABLE_SIZE for j in range(k)), table)
+        else:
+            assert m.variant is not None
+            alloc = fixed(m.variant)
+        rules.append(build(*alloc, m.rule))
+    targets: list[FlagSnapshot | None] = [None] * k
+    for entry in raw.get("targets") or ():
+        arm = plain.keys.index(entry["variant"])  # compile_flag checked the shape
+        if targets[arm] is None:
+            targets[arm] = build(*fixed(arm), TARGET)
+    return replace(
+        plain,
+        detour=True,
+        route=_router(t.evaluate, plain, tuple(rules), tuple(targets)),
+        targeting=_signature(raw, segments_json, allocations),
+    )
+
+
+def _router(
+    evaluate: Callable[[str, Any], Any],
+    plain: FlagSnapshot,
+    rules: tuple[FlagSnapshot, ...],
+    targets: tuple[FlagSnapshot | None, ...],
+) -> Callable[[str, Any], FlagSnapshot]:
+    def route(unit_id: str, attributes: Any) -> FlagSnapshot:
+        m = evaluate(unit_id, attributes)  # never raises: a failure inside is "no match"
+        if m is None:
+            return plain
+        i = m.index
+        return rules[i] if i >= 0 else targets[m.variant] or plain
+
+    return route
+
+
+def _signature(
+    raw: Mapping[str, Any], segments_json: Callable[[], str], allocations: Mapping[str, Allocation]
+) -> str:
+    """The flag's targeting as canonical JSON, so that a config change that leaves it alone leaves
+    the snapshot equal (listeners are told which flags changed). Segments count only for a flag that
+    names some (all of them, then: cheap to decide, rarely wrong)."""
+    versions = sorted((rid, v) for rid, (v, _, _) in allocations.items())
+    rules = json.dumps([raw.get("targets"), raw.get("rules"), versions], sort_keys=True, default=repr)
+    return rules + (segments_json() if '"in_segment"' in rules else "")
