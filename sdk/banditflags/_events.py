@@ -297,7 +297,7 @@ class EventProcessor:
                 and now - m.at <= f.credit_window
             ):
                 return  # this user was already counted on this arm in this credit window
-        self.memory[mkey] = _Memory(version, arm, now, rule=rule)
+        self.memory[mkey] = _Memory(version, arm, now, 0.0, rule)
         self.exposures[key] = self.exposures.get(key, 0) + 1
 
     def _reward_token(self, item: tuple[Any, ...], flags: Mapping[str, FlagSnapshot], now: float) -> None:
@@ -314,7 +314,7 @@ class EventProcessor:
             mkey = (flag, unit_id)
             m = self.memory.get(mkey)
             if m is None or m.version != version or m.arm != arm or m.rule != rule:
-                m = self.memory[mkey] = _Memory(version, arm, now, rule=rule)
+                m = self.memory[mkey] = _Memory(version, arm, now, 0.0, rule)
         self._add_reward((flag, version, arm, rule), reward, m)
 
     def _reward_unit(self, item: tuple[Any, ...], flags: Mapping[str, FlagSnapshot], now: float) -> None:
@@ -332,7 +332,7 @@ class EventProcessor:
             if f.route is not None:  # targeting without the call's attributes: targets and id-only rules
                 f = f.route(unit_id, None)
             arm = f.table[(hash_key(f.prefix + unit_id) * 10_000) >> 32]
-            m = self.memory[mkey] = _Memory(f.version, arm, now, rule=f.rule)
+            m = self.memory[mkey] = _Memory(f.version, arm, now, 0.0, f.rule)
         if len(item) > 4:
             self._add_metric((flag, m.version, m.arm, m.rule, item[4]), reward)
             return

@@ -12,9 +12,10 @@ per outcome:
 - a fixed variant, and each variant an individual target serves: a one-arm table (propensity 1),
   the flag's version.
 
-``route(unit_id, attributes)`` answers the snapshot that serves the unit (the flag's plain snapshot
-when nothing matched), so a decision routes once and then hashes, records and answers exactly as it
-does for a flag without targeting. Exposures are keyed (flag, version, arm, rule).
+``route(unit_id, attributes)`` is the compiled evaluator itself, whose outcomes are these snapshots
+(the flag's plain snapshot when nothing matched), so a decision makes one call to route and then
+hashes, records and answers exactly as it does for a flag without targeting. Exposures are keyed
+(flag, version, arm, rule).
 
 >>> from banditflags._config import parse_config
 >>> snap = parse_config({"schema": 1, "revision": 1, "flags": [{
@@ -40,7 +41,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ._exceptions import ConfigError
-from ._targeting import TARGET, Segments, TargetingError, compile_flag
+from ._targeting import Match, Segments, TargetingError, compile_flag
 
 if TYPE_CHECKING:
     from ._config import FlagSnapshot
@@ -70,11 +71,6 @@ def with_targeting(
     targeting does not compile or a bandit rule has no allocation.
     """
     tables = {rid: table for rid, (_, _, table) in allocations.items()}
-    t = compile_flag(raw, plain.keys, segments, rule_tables=tables)
-    if t is None:
-        return plain
-    if isinstance(t, TargetingError):
-        raise ConfigError(f"{path}.{t.path}" if t.path else path, t.message)
     k = len(plain.keys)
     one_arm: dict[int, Allocation] = {}  # shared by the fixed-variant rules and targets of the flag
 
@@ -84,44 +80,29 @@ def with_targeting(
             one_arm[arm] = (plain.version, weights, bytes((arm,)) * TABLE_SIZE)
         return one_arm[arm]
 
-    rules: list[FlagSnapshot] = []
-    for m in t.rules:
+    def snapshot(m: Match) -> FlagSnapshot:
+        # Called by the compiler once per rule and per target entry: what evaluate() returns for it.
         if m.serve == "bandit":
-            alloc = allocations[m.rule]  # compile_flag checked that there is one
+            alloc = allocations[m.rule]  # the compiler checked that there is one
         elif m.serve == "weights" and m.table is not None:
             table = m.table
             alloc = (plain.version, tuple(table.count(bytes((j,))) / TABLE_SIZE for j in range(k)), table)
         else:
             assert m.variant is not None
             alloc = fixed(m.variant)
-        rules.append(build(*alloc, m.rule))
-    targets: list[FlagSnapshot | None] = [None] * k
-    for entry in raw.get("targets") or ():
-        arm = plain.keys.index(entry["variant"])  # compile_flag checked the shape
-        if targets[arm] is None:
-            targets[arm] = build(*fixed(arm), TARGET)
+        return build(*alloc, m.rule)
+
+    t = compile_flag(raw, plain.keys, segments, rule_tables=tables, outcome=snapshot, miss=plain)
+    if t is None:
+        return plain
+    if isinstance(t, TargetingError):
+        raise ConfigError(f"{path}.{t.path}" if t.path else path, t.message)
     return replace(
         plain,
         detour=True,
-        route=_router(t.evaluate, plain, tuple(rules), tuple(targets)),
+        route=t.evaluate,  # the compiled evaluator itself: one call per routed decision
         targeting=_signature(raw, segments_json, allocations),
     )
-
-
-def _router(
-    evaluate: Callable[[str, Any], Any],
-    plain: FlagSnapshot,
-    rules: tuple[FlagSnapshot, ...],
-    targets: tuple[FlagSnapshot | None, ...],
-) -> Callable[[str, Any], FlagSnapshot]:
-    def route(unit_id: str, attributes: Any) -> FlagSnapshot:
-        m = evaluate(unit_id, attributes)  # never raises: a failure inside is "no match"
-        if m is None:
-            return plain
-        i = m.index
-        return rules[i] if i >= 0 else targets[m.variant] or plain
-
-    return route
 
 
 def _signature(
