@@ -295,7 +295,7 @@ def main() -> None:
             f"{med / ours:6.1f}x banditflags"
         )
     verdict = "PASS" if ours <= 2000 else "OVER"
-    print(f"targeting budget: client.variant on the 5-rule flag, median <= 2000 ns: {verdict} ({ours:.0f} ns)")
+    print(f"targeting budget: client.variant, 5-rule flag, median <= 2000 ns: {verdict} ({ours:.0f} ns)")
     for close in closers:
         close()
 
