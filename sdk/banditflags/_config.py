@@ -21,16 +21,18 @@ banditflags._exceptions.ConfigError: schema: unsupported schema 2 (expected 1)
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, TypeGuard
 
 from ._bucketing import TABLE_SIZE, decode_table
 from ._exceptions import ConfigError
 from ._models import Decision, Reason
+from ._units import UnitMemory
 
 __all__ = ["ConfigSnapshot", "FlagSnapshot", "parse_config"]
 
@@ -70,6 +72,11 @@ class FlagSnapshot:
     user_unit: bool
     credit_window: float
     policy: str | None = None  # the bandit policy's name, informational (telemetry)
+    # Exposure counting in place (issue 13): one itertools.count per arm, next() on each exposure (atomic
+    # under the GIL, no lock); the event worker reads them as deltas. Fresh for every snapshot built.
+    counters: tuple[itertools.count[int], ...] = field(default=(), compare=False)
+    rule: str | None = None  # the targeting rule this table serves (None: the flag's default allocation)
+    units: UnitMemory = field(default_factory=lambda: UnitMemory(False), compare=False)  # handed over
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +204,8 @@ def _parse_flag(raw: object, path: str) -> FlagSnapshot:
         user_unit=user_unit,
         credit_window=credit_window,
         policy=_policy_name(raw.get("policy")),
+        counters=tuple(itertools.count() for _ in range(k)),
+        units=UnitMemory(user_unit),
     )
 
 

@@ -57,7 +57,7 @@ from opentelemetry.util.types import AttributeValue
 
 from ._config import FlagSnapshot
 from ._models import Decision
-from ._token import TOKEN_PREFIX, parse_token
+from ._token import TOKEN_PREFIXES, parse_token
 from ._version import __version__
 
 __all__ = [
@@ -285,7 +285,7 @@ class Telemetry:
                 flag = target.flag
                 variant, version = target.variant, target.version
                 trace_id, span_id = target.trace_id, target.span_id
-            elif isinstance(target, str) and target.startswith(TOKEN_PREFIX + ":"):
+            elif isinstance(target, str) and target.startswith(TOKEN_PREFIXES):
                 tok = parse_token(target)
                 if tok is None:
                     return

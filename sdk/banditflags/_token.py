@@ -1,4 +1,4 @@
-"""Decision tokens: a compact string naming the exact (flag, version, arm) of a decision.
+"""Decision tokens: a compact string naming the exact (flag, version, arm) of a decision, and its id.
 
 A token lets a reward be credited to the arm a unit was actually served even when the reward is
 observed in another process (a webhook, a worker): hand ``decision.token`` over, then call
@@ -7,18 +7,24 @@ observed in another process (a webhook, a worker): hand ``decision.token`` over,
 
 A decision made inside a recording OpenTelemetry trace also carries the W3C trace id (32 hex digits)
 and span id (16 hex digits) of its ``feature_flag.evaluation`` span, so that ``track()`` can link the
-reward to the decision across requests and processes. Tokens without them (``bf1:flag:version:arm``,
-the original format) stay valid.
+reward to the decision across requests and processes.
 
->>> make_token("checkout-button", 3, 1)
-'bf1:checkout-button:3:1'
+Version 2 (``bf2:flag:version:arm:did[:trace:span]``) adds the **decision id** (16 hex digits), so that a
+binary objective counts one conversion per decision however often, and wherever, the token is tracked
+(docs/protocol.md, "Conversions count once"). Version 1 tokens (``bf1:flag:version:arm[:trace:span]``)
+stay readable; their rewards carry no id and cannot be de-duplicated.
+
+>>> make_token("checkout-button", 3, 1, did="9f86d081884c7d65")
+'bf2:checkout-button:3:1:9f86d081884c7d65'
+>>> parse_token("bf2:checkout-button:3:1:9f86d081884c7d65")
+Token(flag='checkout-button', version=3, arm=1, trace_id=None, span_id=None, did='9f86d081884c7d65')
 >>> parse_token("bf1:checkout-button:3:1")
-Token(flag='checkout-button', version=3, arm=1, trace_id=None, span_id=None)
->>> t = make_token("btn", 3, 1, "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7")
+Token(flag='checkout-button', version=3, arm=1, trace_id=None, span_id=None, did=None)
+>>> t = make_token("btn", 3, 1, "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7", "9f86d081884c7d65")
 >>> t
-'bf1:btn:3:1:4bf92f3577b34da6a3ce929d0e0e4736:00f067aa0ba902b7'
->>> parse_token(t).span_id
-'00f067aa0ba902b7'
+'bf2:btn:3:1:9f86d081884c7d65:4bf92f3577b34da6a3ce929d0e0e4736:00f067aa0ba902b7'
+>>> parse_token(t).span_id, parse_token(t).did
+('00f067aa0ba902b7', '9f86d081884c7d65')
 >>> parse_token("garbage") is None
 True
 """
@@ -28,16 +34,20 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
-__all__ = ["TOKEN_PREFIX", "Token", "make_token", "parse_token"]
+__all__ = ["TOKEN_PREFIX", "TOKEN_PREFIXES", "Token", "make_token", "parse_token"]
 
-TOKEN_PREFIX = "bf1"
-MAX_TOKEN_LENGTH = 160
+TOKEN_PREFIX = "bf1"  # the first version's; see TOKEN_PREFIXES
+TOKEN_PREFIXES = ("bf1:", "bf2:")  # str.startswith() takes the tuple: what a token starts with
+MAX_TOKEN_LENGTH = 180
 
 # Anchored with \Z so a trailing newline is garbage too; digits are ASCII only (int() would accept
 # other scripts' digits and surrounding whitespace). Trace ids are lower-case hex, as W3C writes them.
-_TOKEN_RE = re.compile(
-    r"bf1:([a-z0-9][a-z0-9_.-]{0,63}):([1-9][0-9]{0,17}):([0-9]{1,3})(?::([0-9a-f]{32}):([0-9a-f]{16}))?\Z"
-)
+_HEAD = r":([a-z0-9][a-z0-9_.-]{0,63}):([1-9][0-9]{0,17}):([0-9]{1,3})"
+_TRACE = r"(?::([0-9a-f]{32}):([0-9a-f]{16}))?\Z"
+_TOKEN_RES = {
+    "bf1": re.compile("bf1" + _HEAD + "()" + _TRACE),
+    "bf2": re.compile("bf2" + _HEAD + ":([0-9a-f]{16})" + _TRACE),
+}
 _ZERO_TRACE = "0" * 32
 _ZERO_SPAN = "0" * 16
 
@@ -50,15 +60,23 @@ class Token(NamedTuple):
     arm: int
     trace_id: str | None = None
     span_id: str | None = None
+    did: str | None = None  # the decision id (bf2 tokens)
 
 
 def make_token(
-    flag: str, version: int, arm: int, trace_id: str | None = None, span_id: str | None = None
+    flag: str,
+    version: int,
+    arm: int,
+    trace_id: str | None = None,
+    span_id: str | None = None,
+    did: str | None = None,
 ) -> str:
-    """Return the token string for a decision (with the decision span's ids when both are given)."""
+    """Return the token string for a decision (with the decision span's ids when both are given); a
+    ``bf2`` token when the decision has an id, else the ``bf1`` format."""
+    head = f"bf1:{flag}:{version}:{arm}" if did is None else f"bf2:{flag}:{version}:{arm}:{did}"
     if trace_id and span_id:
-        return f"{TOKEN_PREFIX}:{flag}:{version}:{arm}:{trace_id}:{span_id}"
-    return f"{TOKEN_PREFIX}:{flag}:{version}:{arm}"
+        return f"{head}:{trace_id}:{span_id}"
+    return head
 
 
 # Tokens without trace ids are few (flags x versions x arms) and come back all the time: remember the
@@ -77,18 +95,22 @@ def parse_token(token: object) -> Token | None:
         return hit
     if len(token) > MAX_TOKEN_LENGTH:
         return None
-    m = _TOKEN_RE.match(token)
+    rx = _TOKEN_RES.get(token[:3])
+    m = None if rx is None else rx.match(token)
     if m is None:
         return None
     arm = int(m.group(3))
     if arm >= 100:  # a flag has at most 100 variants
         return None
-    flag, version, _, trace_id, span_id = m.groups()
+    flag, version, _, did, trace_id, span_id = m.groups()
+    did = did or None
     if trace_id is not None:
         if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:  # W3C: all-zero ids are invalid
             return None
-        return _new_token(Token, (flag, int(version), arm, trace_id, span_id))
-    parsed: Token = _new_token(Token, (flag, int(version), arm, None, None))
+        return _new_token(Token, (flag, int(version), arm, trace_id, span_id, did))
+    if did is not None:  # one per decision: not worth remembering
+        return _new_token(Token, (flag, int(version), arm, None, None, did))
+    parsed: Token = _new_token(Token, (flag, int(version), arm, None, None, None))
     if len(_parsed) >= _PARSED_MAX:
         _parsed.clear()
     _parsed[token] = parsed

@@ -58,4 +58,6 @@ def test_parse_never_raises(value: object) -> None:
     st.from_regex(r"[a-z0-9][a-z0-9_.-]{0,63}", fullmatch=True), st.integers(1, 10**12), st.integers(0, 99)
 )
 def test_round_trip_property(flag: str, version: int, arm: int) -> None:
-    assert parse_token(make_token(flag, version, arm)) == (flag, version, arm, None, None)
+    assert parse_token(make_token(flag, version, arm)) == (flag, version, arm, None, None, None)
+    did = f"{(version * 2654435761) % 2**64:016x}"
+    assert parse_token(make_token(flag, version, arm, did=did)) == (flag, version, arm, None, None, did)
