@@ -21,6 +21,7 @@ banditflags._exceptions.ConfigError: schema: unsupported schema 2 (expected 1)
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
@@ -34,6 +35,7 @@ from ._exceptions import ConfigError
 from ._models import Decision, Reason
 from ._routing import Allocation, with_targeting
 from ._targeting import Segments, compile_segments
+from ._units import UnitMemory
 
 __all__ = ["ConfigSnapshot", "FlagSnapshot", "Route", "build_snapshot", "parse_config"]
 
@@ -73,12 +75,20 @@ class FlagSnapshot:
     user_unit: bool
     credit_window: float
     policy: str | None = None  # the bandit policy's name, informational (telemetry)
+    # Exposure counting in place (issue 13): one itertools.count per arm, next() on each exposure (atomic
+    # under the GIL, no lock); the event worker reads them as deltas. Fresh for every snapshot built.
+    counters: tuple[itertools.count[int], ...] = field(default=(), compare=False)
+    # Shared by every snapshot of the flag (its rules' too) and handed over from config to config.
+    units: UnitMemory = field(default_factory=lambda: UnitMemory(False), compare=False)
     # Targeting (DESIGN.md §9). ``rule`` names what this snapshot serves: None for the flag's default
     # allocation, a rule's id or "target" for the snapshots ``route`` returns. ``detour`` is the hot
     # path's one check before hashing: the flag is killed, or ``route`` must pick a snapshot first.
     rule: str | None = None
     detour: bool = False
     route: Route | None = field(default=None, compare=False, repr=False)
+    # Every other snapshot ``route`` may return (whose counters the event worker reads, and whose unit
+    # memory is handed over with the flag's).
+    rule_snapshots: tuple[FlagSnapshot, ...] = field(default=(), compare=False, repr=False)
     targeting: str = ""  # the flag's targets, rules and the segments they name, as JSON (equality)
 
 
@@ -102,6 +112,7 @@ class _Flag:
     user_unit: bool
     credit_window: float
     policy: str | None
+    units: UnitMemory
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,6 +235,7 @@ def _parse_flag(raw: object, path: str, segments: _Segments) -> FlagSnapshot:
         user_unit=user_unit,
         credit_window=credit_window,
         policy=_policy_name(raw.get("policy")),
+        units=UnitMemory(user_unit),
     )
     plain = build_snapshot(flag, version, weights, table)
     if not raw.get("targets") and not raw.get("rules"):
@@ -305,6 +317,8 @@ def build_snapshot(
         user_unit=flag.user_unit,
         credit_window=flag.credit_window,
         policy=flag.policy,
+        counters=tuple(itertools.count() for _ in range(k)),
+        units=flag.units,
         rule=rule,
         detour=flag.state == "killed",
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ._token import make_token
@@ -61,9 +61,10 @@ class Decision:
     says what served the unit (DESIGN.md §9): a targeting rule's id, ``"target"`` for an individual
     target, ``None`` for the flag's default allocation (and for killed flags and errors).
 
-    >>> d = Decision("checkout-button", "green", "#0f0", Reason.SPLIT, 3, 1, 0.5)
+    >>> d = Decision("checkout-button", "green", "#0f0", Reason.SPLIT, 3, 1, 0.5,
+    ...              decision_id="9f86d081884c7d65")
     >>> d.token
-    'bf1:checkout-button:3:1'
+    'bf2:checkout-button:3:1:9f86d081884c7d65'
     >>> Decision("x", None, "dflt", Reason.ERROR, error_type=ErrorType.FLAG_NOT_FOUND).token is None
     True
     >>> Decision("checkout-button", "green", "#0f0", Reason.SPLIT, 1, 1, 1.0, rule="staff").token
@@ -81,11 +82,16 @@ class Decision:
     error_message: str | None = None
     trace_id: str | None = None  # W3C ids (hex) of the decision's feature_flag.evaluation span
     span_id: str | None = None
+    #: The decision's id (16 hex digits): a binary objective counts one conversion per id (per unit,
+    #: arm and credit window for unit ``user``, whose id is a hash of the unit id). In the token; not
+    #: compared: two decisions are equal when they decided the same.
+    decision_id: str | None = field(default=None, compare=False)
     rule: str | None = None  # the targeting rule's id, "target", or None (the default allocation)
 
     @property
     def token(self) -> str | None:
-        """A compact string naming (flag, rule, version, arm), for crediting a reward from elsewhere.
+        """A compact string naming (flag, rule, version, arm) and the decision id, for crediting a reward from
+        elsewhere (``bf2:flag:version:arm:did``; ``bf1:...`` for a Decision without id).
 
         ``None`` unless the unit was bucketed (reason ``split``, ``stale`` or ``cached``): killed
         flags and errors record no exposure, so there is nothing to credit. A decision made inside a
@@ -93,7 +99,9 @@ class Decision:
         """
         if self.reason not in TOKEN_REASONS or self.version is None or self.arm is None:
             return None
-        return make_token(self.flag, self.version, self.arm, self.trace_id, self.span_id, self.rule)
+        return make_token(
+            self.flag, self.version, self.arm, self.trace_id, self.span_id, self.decision_id, self.rule
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +120,11 @@ class ClientStats:
     decisions_queued: int = 0
     decisions_dropped: int = 0
     rewards_rejected: int = 0
+    #: Conversions not counted because their decision (or, unit ``user``, the unit on that arm within
+    #: the credit window) had converted already; ``track()`` returned False for each.
+    duplicates: int = 0
+    #: Decisions that asked for a flag key the configuration does not have (a typo?); each key is logged once.
+    unknown_flags: int = 0
     batches_sent: int = 0
     batches_failed: int = 0
     batches_dropped: int = 0

@@ -41,7 +41,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ._exceptions import ConfigError
-from ._targeting import Match, Segments, TargetingError, compile_flag
+from ._targeting import TARGET, Match, Segments, TargetingError, compile_flag
 
 if TYPE_CHECKING:
     from ._config import FlagSnapshot
@@ -80,8 +80,13 @@ def with_targeting(
             one_arm[arm] = (plain.version, weights, bytes((arm,)) * TABLE_SIZE)
         return one_arm[arm]
 
+    built: list[FlagSnapshot] = []
+    targets: dict[int, FlagSnapshot] = {}  # one snapshot per variant that targets serve
+
     def snapshot(m: Match) -> FlagSnapshot:
         # Called by the compiler once per rule and per target entry: what evaluate() returns for it.
+        if m.serve == TARGET and m.variant in targets:
+            return targets[m.variant]
         if m.serve == "bandit":
             alloc = allocations[m.rule]  # the compiler checked that there is one
         elif m.serve == "weights" and m.table is not None:
@@ -90,7 +95,11 @@ def with_targeting(
         else:
             assert m.variant is not None
             alloc = fixed(m.variant)
-        return build(*alloc, m.rule)
+        snap = build(*alloc, m.rule)
+        built.append(snap)
+        if m.serve == TARGET and m.variant is not None:
+            targets[m.variant] = snap
+        return snap
 
     t = compile_flag(raw, plain.keys, segments, rule_tables=tables, outcome=snapshot, miss=plain)
     if t is None:
@@ -101,6 +110,7 @@ def with_targeting(
         plain,
         detour=True,
         route=t.evaluate,  # the compiled evaluator itself: one call per routed decision
+        rule_snapshots=(plain, *built),
         targeting=_signature(raw, segments_json, allocations),
     )
 

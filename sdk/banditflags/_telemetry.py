@@ -61,7 +61,7 @@ from opentelemetry.util.types import AttributeValue
 
 from ._config import FlagSnapshot
 from ._models import Decision
-from ._token import TOKEN_PREFIX, parse_token
+from ._token import TOKEN_PREFIXES, parse_token
 from ._version import __version__
 
 __all__ = [
@@ -272,6 +272,7 @@ class Telemetry:
                 d.error_message,
                 sc.trace_id.to_bytes(16, "big").hex(),
                 sc.span_id.to_bytes(8, "big").hex(),
+                d.decision_id,
                 d.rule,
             )
         except Exception:
@@ -292,7 +293,7 @@ class Telemetry:
                 flag = target.flag
                 variant, version = target.variant, target.version
                 trace_id, span_id = target.trace_id, target.span_id
-            elif isinstance(target, str) and target.startswith(TOKEN_PREFIX + ":"):
+            elif isinstance(target, str) and target.startswith(TOKEN_PREFIXES):
                 tok = parse_token(target)
                 if tok is None:
                     return

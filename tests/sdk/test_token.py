@@ -63,5 +63,8 @@ def test_parse_never_raises(value: object) -> None:
 )
 def test_round_trip_property(flag: str, version: int, arm: int, rule: str | None, traced: bool) -> None:
     trace, span = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7") if traced else (None, None)
-    token = make_token(flag, version, arm, trace, span, rule)
-    assert parse_token(token) == (flag, version, arm, trace, span, rule)
+    token = make_token(flag, version, arm, trace, span, rule=rule)
+    assert parse_token(token) == (flag, version, arm, trace, span, None, rule)
+    did = f"{(version * 2654435761) % 2**64:016x}"
+    token = make_token(flag, version, arm, trace, span, did, rule)
+    assert parse_token(token) == (flag, version, arm, trace, span, did, rule)
