@@ -227,3 +227,46 @@ def test_openfeature_conformance_check() -> None:
         result.stdout[-3000:] + result.stderr[-2000:]
     )
     assert int(last.split()[0]) >= 70
+
+
+def test_context_attributes_feed_targeting_and_the_rule_is_in_the_metadata() -> None:
+    """EvaluationContext attributes are the decision's attributes (targeting_key stays the unit id);
+    a rule's or target's id is in flag_metadata["rule"]. A bootstrapped config with targeting (the
+    server side of issue 12 lands separately), the client pointed at a dead port."""
+    flag = {
+        "key": "checkout-button",
+        "salt": "s",
+        "state": "running",
+        "exploration": 1.0,
+        "version": 3,
+        "variants": [{"key": "blue", "value": "#00f"}, {"key": "green", "value": "#0f0"}],
+        "control": "blue",
+        "weights": [1.0, 0.0],
+        "table": [[0, 10_000]],
+        "objective": {"reward": "binary", "unit": "decision"},
+        "targets": [{"variant": "green", "units": ["pinned"]}],
+        "rules": [
+            {
+                "id": "staff",
+                "clauses": [{"attribute": "email", "op": "ends_with", "values": ["@corp.test"]}],
+                "serve": {"variant": "green"},
+            }
+        ],
+    }
+    client = Client("http://127.0.0.1:9", "bf_sdk_x", bootstrap={"schema": 1, "revision": 1, "flags": [flag]})
+    try:
+        api.set_provider_and_wait(BanditflagsProvider(client), "targeting")
+        of = api.get_client("targeting")
+        staff = of.get_string_details(
+            "checkout-button", "x", EvaluationContext("u1", {"email": "a@corp.test"})
+        )
+        assert (staff.value, staff.variant, staff.flag_metadata["rule"]) == ("#0f0", "green", "staff")
+        assert str(staff.flag_metadata["token"]).startswith("bf2:checkout-button/staff:3:1:")
+        other = of.get_string_details("checkout-button", "x", EvaluationContext("u1", {"email": "a@b.test"}))
+        assert other.variant == "blue" and "rule" not in other.flag_metadata
+        pinned = of.get_string_details("checkout-button", "x", EvaluationContext("pinned"))
+        assert pinned.variant == "green" and pinned.flag_metadata["rule"] == "target"
+        odd = of.get_string_details("checkout-button", "x", EvaluationContext("u1", {"email": [1, None]}))
+        assert odd.variant == "blue" and odd.error_code is None  # an odd value: no match, no error
+    finally:
+        client.close(0.5)
