@@ -4,7 +4,9 @@
 ``bench_variant.py``: by :class:`Decision` (the common case), by token string (a reward from another
 process: the token is parsed) and by flag + unit id. The **whole cost** is the process CPU (every
 thread) per first conversion of a distinct decision, including the flush that delivers it; the
-caller-only median beside it times repeats (duplicates, answered False: the cheaper path). Memory: ``tracemalloc`` counts what the config
+caller-only median beside it times repeats (duplicates, answered False: the cheaper path).
+
+Memory: ``tracemalloc`` counts what the config
 snapshot of 1,000 three-variant flags allocates (decoded 10,000-bucket tables, prebuilt decisions),
 and the process RSS growth is shown next to it.
 
@@ -114,7 +116,7 @@ def main() -> None:
     overhead = r["loop"][0]
     f_med = r["floor"][0] - overhead
     print(f"{'floor: mmh3.hash + table[bucket]':<34} median {f_med:8.1f} ns")
-    print("caller-only, repeats (after the first round every call is a duplicate conversion, answered False):")
+    print("caller-only, repeats (after the first round every call is a duplicate, answered False):")
     for name in ("by Decision", "by token", "by flag + unit"):
         med, p99 = r[name][0] - overhead, r[name][1] - overhead
         print(f"track() {name:<26} median {med:8.1f} ns   p99 {p99:8.1f} ns   {med / f_med:5.1f}x floor")
