@@ -19,7 +19,7 @@ import mmh3
 
 from ._config import FlagSnapshot
 from ._inputs import reward_item, unit_key
-from ._models import Decision, ErrorType, Reason
+from ._models import TOKEN_REASONS, Decision, ErrorType, Reason
 from ._runtime import Runtime
 from ._telemetry import trace_module
 from ._units import did_hex, new_did, unit_did
@@ -211,12 +211,19 @@ class Client(Runtime):
     def _traced_decide(
         self, flag: str, unit_id: str | int | None, default: Any, attributes: Attributes
     ) -> Decision:
-        d = self._decide(flag, unit_id, default, attributes)
+        d = self._decide(flag, unit_id, default, attributes, True)
+        if d.reason in TOKEN_REASONS:  # bucketed: recorded already, by Telemetry.bucketed
+            return d
         uid = unit_id if unit_id.__class__ is str else unit_key(unit_id)
         return self._tel.decision(d, self._flags.get(d.flag), uid)
 
     def _decide(
-        self, flag: str, unit_id: str | int | None, default: Any, attributes: Attributes = None
+        self,
+        flag: str,
+        unit_id: str | int | None,
+        default: Any,
+        attributes: Attributes = None,
+        traced: bool = False,
     ) -> Decision:
         try:
             if not self._started:
@@ -267,6 +274,8 @@ class Client(Runtime):
                 did = did_hex(num)
                 next(f.counters[arm])
             reason = Reason.CACHED if st.cached else Reason.STALE if now >= st.stale_at else Reason.SPLIT
+            if traced:  # span and Decision made once, with the span's ids (see Telemetry.bucketed)
+                return self._tel.bucketed(f, arm, reason, did, unit_id)
             return Decision(
                 f.key,
                 f.keys[arm],

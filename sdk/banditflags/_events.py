@@ -230,7 +230,6 @@ class EventProcessor:
             kind = item[0]
             if kind == "r":
                 agg.reward(item[1], item[2], item[3], item[4])
-                self._add_total(item[1], item[3])
             elif kind == "m":
                 agg.metric(item[1], item[2])
             elif kind == "d":
@@ -247,16 +246,18 @@ class EventProcessor:
             for (flag, variant), n in counted.items():
                 self._count_decision(flag, variant, reason, "", n)
 
-    def _add_total(self, key: tuple[str, str | None, int, int], reward: float) -> None:
+    def _add_totals(self) -> None:
+        # The rewards metrics, per (flag, variant), from the rows about to be cut (not per reward).
         flags = self.get_flags()
-        fs = flags.get(key[0])
-        a = key[3]
-        tkey = (key[0], fs.keys[a] if fs is not None and a < len(fs.keys) else str(a))
-        t = self.reward_totals.get(tkey)
-        if t is None:
-            t = self.reward_totals[tkey] = [0, 0.0]
-        t[0] += 1
-        t[1] += reward
+        totals = self.reward_totals
+        for (f, _, _, a), r in self.agg.rewards.items():
+            fs = flags.get(f)
+            tkey = (f, fs.keys[a] if fs is not None and a < len(fs.keys) else str(a))
+            t = totals.get(tkey)
+            if t is None:
+                t = totals[tkey] = [0, 0.0]
+            t[0] += r[0]
+            t[1] += r[1]
 
     def _count_decision(self, flag: str, variant: str, reason: str, error_type: str, n: int) -> None:
         if reason == "error" and not error_type:  # variant() does not tell flag_not_found apart
@@ -312,6 +313,7 @@ class EventProcessor:
         self.agg.row_duplicates = 0
         if self.agg.empty() and not dropped:
             return
+        self._add_totals()
         rows = self.agg.take_rows(MAX_IDS_PER_BATCH)
         self._dropped_reported += dropped
         sent_at = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

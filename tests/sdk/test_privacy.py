@@ -138,7 +138,8 @@ def test_attribute_values_never_leave_the_process(make_client: MakeClient, serve
             emitted.append(repr(dict(s.attributes or {})))
             emitted += [repr((e.name, dict(e.attributes or {}))) for e in s.events]
             emitted += [repr(dict(link.attributes or {})) for link in s.links]
-        assert any(s.name == "feature_flag.evaluation" for s in spans.get_finished_spans())
+        evaluations = [s for s in spans.get_finished_spans() if s.name == "feature_flag.evaluation"]
+        assert {(s.attributes or {}).get("banditflags.rule") for s in evaluations} >= {"geo", "target", None}
         for r in logs.get_finished_logs():
             emitted.append(repr((r.log_record.body, dict(r.log_record.attributes or {}))))
         assert logs.get_finished_logs()
