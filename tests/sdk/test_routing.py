@@ -358,3 +358,22 @@ def test_random_attributes_never_raise(client: Client, unit: Any, attrs: Any) ->
     assert d.reason in (Reason.SPLIT, Reason.ERROR) and v == d.variant
     if d.reason is Reason.SPLIT:
         assert client.track(d, reward=1)
+
+
+def test_a_new_config_keeps_rule_decisions_remembered_and_counted(client: Client, server: Any) -> None:
+    us = {"country": "us"}
+    for i in range(100):
+        client.variant("t", f"u{i}", attributes=us)
+    d = client.decide("t", "erin", attributes=us)
+    server.set_config(targeted_config(revision=2))  # the same targeting: new snapshots, same allocations
+    assert client.refresh(5.0) and client.stats().config_revision == 2
+    f = client._flags["t"]
+    assert f.rule_snapshots and all(g.units is f.units for g in f.rule_snapshots)
+    for i in range(100):
+        client.variant("t", f"u{i}", attributes=us)
+    assert client.track("t", "erin", reward=1)  # remembered across the swap: the rule's decision
+    assert client.flush(5.0)
+    exposed = sum(n for (flag, v, _), n in server.exposures().items() if flag == "t" and v == 9)
+    assert exposed == 201  # every exposure of the rule, before and after the swap, counted once
+    rows = [r for b in server.accepted.values() for r in b["rewards"]]
+    assert [(r.get("rule"), r["version"], r["arm"], r["count"]) for r in rows] == [("us", 9, d.arm, 1)]
