@@ -3,7 +3,9 @@
 A :class:`ConfigSnapshot` is built once per config change and never mutated; the client swaps the
 whole object in with one attribute assignment, so the hot path needs no lock. Each
 :class:`FlagSnapshot` precomputes everything a decision needs (salt prefix, decoded table, keys,
-values, per-arm exposure keys and ready-made ``split`` decisions).
+values, per-arm exposure keys and ready-made ``split`` decisions). A flag with ``targets`` or ``rules``
+(DESIGN.md §9) also gets one snapshot per rule and target outcome, built by the same
+:func:`build_snapshot`, and a ``route`` that picks among them (:mod:`._routing`).
 
 >>> snap = parse_config({"schema": 1, "revision": 7, "flags": [{
 ...     "key": "btn", "salt": "s1", "state": "running", "exploration": 1.0, "version": 2,
