@@ -26,9 +26,11 @@ hashes, records and answers exactly as it does for a flag without targeting. Exp
 ...     "rules": [{"id": "staff", "serve": {"variant": "b"},
 ...                "clauses": [{"attribute": "email", "op": "ends_with", "values": ["@corp.test"]}]}]}]})
 >>> f = snap.flags["btn"]
->>> f.detour, f.route("alice", None).rule, f.route("bob", {"email": "b@corp.test"}).decisions[1]
-(True, 'target', Decision(flag='btn', variant='b', value=2, reason=<Reason.SPLIT: 'split'>, version=3, \
-arm=1, propensity=1.0, error_type=None, error_message=None, trace_id=None, span_id=None, rule='staff'))
+>>> f.detour, f.route("alice", None).rule
+(True, 'target')
+>>> d = f.route("bob", {"email": "b@corp.test"}).decisions[1]
+>>> d.variant, d.rule, d.version, d.propensity
+('b', 'staff', 3, 1.0)
 >>> f.route("bob", {"email": 42}) is f.route("carol", None), f.route("bob", None).rule
 (True, None)
 """

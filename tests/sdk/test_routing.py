@@ -377,3 +377,11 @@ def test_a_new_config_keeps_rule_decisions_remembered_and_counted(client: Client
     assert exposed == 201  # every exposure of the rule, before and after the swap, counted once
     rows = [r for b in server.accepted.values() for r in b["rewards"]]
     assert [(r.get("rule"), r["version"], r["arm"], r["count"]) for r in rows] == [("us", 9, d.arm, 1)]
+
+
+def test_docstring_examples() -> None:
+    import doctest
+
+    from banditflags import _routing
+
+    assert doctest.testmod(_routing).failed == 0
