@@ -24,7 +24,6 @@ banditflags._exceptions.ConfigError: schema: unsupported schema 2 (expected 1)
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -35,7 +34,7 @@ from typing import Any, TypeGuard
 from ._bucketing import TABLE_SIZE, decode_table
 from ._exceptions import ConfigError
 from ._models import Decision, Reason
-from ._routing import Allocation, with_targeting
+from ._routing import Allocation, canonical, with_targeting
 from ._targeting import Segments, compile_segments
 from ._units import UnitMemory
 
@@ -183,7 +182,7 @@ class _Segments:
 
     def json(self) -> str:
         if self._json is None:
-            self._json = json.dumps(self.raw, sort_keys=True, default=repr)
+            self._json = canonical(self.raw)
         return self._json
 
 

@@ -48,7 +48,7 @@ from ._targeting import TARGET, Match, Segments, TargetingError, compile_flag
 if TYPE_CHECKING:
     from ._config import FlagSnapshot
 
-__all__ = ["Allocation", "Build", "with_targeting"]
+__all__ = ["Allocation", "Build", "canonical", "with_targeting"]
 
 TABLE_SIZE = 10_000
 
@@ -117,6 +117,15 @@ def with_targeting(
     )
 
 
+def canonical(value: object) -> str:
+    """JSON with sorted keys; ``repr`` for what JSON cannot sort or hold (a bootstrap Mapping's
+    non-string keys): equal input, equal text, and never an exception."""
+    try:
+        return json.dumps(value, sort_keys=True, default=repr)
+    except (TypeError, ValueError, RecursionError):
+        return repr(value)
+
+
 def _signature(
     raw: Mapping[str, Any], segments_json: Callable[[], str], allocations: Mapping[str, Allocation]
 ) -> str:
@@ -124,5 +133,5 @@ def _signature(
     the snapshot equal (listeners are told which flags changed). Segments count only for a flag that
     names some (all of them, then: cheap to decide, rarely wrong)."""
     versions = sorted((rid, v) for rid, (v, _, _) in allocations.items())
-    rules = json.dumps([raw.get("targets"), raw.get("rules"), versions], sort_keys=True, default=repr)
+    rules = canonical([raw.get("targets"), raw.get("rules"), versions])
     return rules + (segments_json() if '"in_segment"' in rules else "")

@@ -4,6 +4,7 @@ a rule's table; old configs; attributes that never raise. Against the in-process
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib.util
 import math
@@ -385,3 +386,46 @@ def test_docstring_examples() -> None:
     from banditflags import _routing
 
     assert doctest.testmod(_routing).failed == 0
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20,
+)
+field_values = st.one_of(
+    json_values,
+    st.sampled_from(["variant", "weights", "bandit", "us", "beta", "in_segment", "in", "a", "c"]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    field=st.sampled_from(["targets", "rules", "rule_allocations", "segments"]),
+    path=st.lists(
+        st.one_of(st.integers(0, 3), st.sampled_from(["id", "clauses", "serve", "values", "op", "us"])),
+        max_size=4,
+    ),
+    value=field_values,
+)
+def test_any_targeting_payload_parses_or_is_a_config_error(field: str, path: list[Any], value: Any) -> None:
+    """Mutate one place of a good config's targeting: parse_config answers a snapshot or a ConfigError
+    naming a field, nothing else (the config thread must never see another exception)."""
+    cfg = targeted_config()
+    node: Any = cfg if field == "segments" else cfg["flags"][0]
+    keys = [field, *path]
+    for k in keys[:-1]:
+        try:
+            node = node[k]
+        except (KeyError, IndexError, TypeError):
+            break
+    else:
+        with contextlib.suppress(IndexError, TypeError):
+            node[keys[-1]] = value  # a non-string key in a dict: what a bootstrap Mapping may hold
+    try:
+        snap = parse_config(cfg)
+    except ConfigError as exc:
+        assert exc.path.startswith(("flags[0]", "segments")) or exc.path == "", exc.path
+        return
+    f = snap.flags["t"]
+    assert f.route is None or f.route("alice", {"country": "us"}) is not None
