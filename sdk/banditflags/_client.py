@@ -19,7 +19,7 @@ import mmh3
 
 from ._config import FlagSnapshot
 from ._inputs import reward_item, unit_key
-from ._models import TOKEN_REASONS, Decision, ErrorType, Reason
+from ._models import Decision, ErrorType, Reason, bucketed
 from ._runtime import Runtime
 from ._telemetry import trace_module
 from ._units import did_hex, new_did, unit_did
@@ -212,7 +212,7 @@ class Client(Runtime):
         self, flag: str, unit_id: str | int | None, default: Any, attributes: Attributes
     ) -> Decision:
         d = self._decide(flag, unit_id, default, attributes, True)
-        if d.reason in TOKEN_REASONS:  # bucketed: recorded already, by Telemetry.bucketed
+        if bucketed(d.reason):  # bucketed: recorded already, by Telemetry.bucketed
             return d
         uid = unit_id if unit_id.__class__ is str else unit_key(unit_id)
         return self._tel.decision(d, self._flags.get(d.flag), uid)

@@ -18,11 +18,12 @@ from collections.abc import Mapping
 
 from ._bucketing import hash_key
 from ._config import FlagSnapshot
-from ._models import TOKEN_REASONS, Decision
+from ._models import Decision, bucketed
 from ._token import TOKEN_PREFIXES, parse_token
 from ._units import did_hex, unit_did
 
 Key = tuple[str, "str | None", int, int]  # (flag, rule, version, arm)
+_DID_RE = re.compile(r"[0-9a-f]{16}")
 
 __all__ = ["is_valid_metric", "is_valid_reward", "reward_item", "unit_key"]
 
@@ -100,10 +101,12 @@ def reward_item(
         # do not parse (a hand-made Decision) do not stop the reward.
         flag, version, arm, did = target.flag, target.version, target.arm, target.decision_id
         rule = target.rule
-        if target.reason not in TOKEN_REASONS or type(version) is not int or version < 1:
+        if not bucketed(target.reason) or type(version) is not int or version < 1:
             return None
         if type(arm) is not int or arm < 0 or (rule is not None and type(rule) is not str):
             return None
+        if did is not None and (did.__class__ is not str or _DID_RE.fullmatch(did) is None):
+            did = None  # a hand-made Decision's id: one bad id would make the server refuse the batch
     elif isinstance(target, str) and target.startswith(TOKEN_PREFIXES):
         token = parse_token(target)
         if token is None:

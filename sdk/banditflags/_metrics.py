@@ -24,9 +24,9 @@ cates``                        ``{reward}``
                                                  (the oldest over the process's clients)
 =============================  ================  =============================================================
 
-Decisions and rewards are counted when the worker drains the buffer (a decision dropped because the
-buffer was full is counted in ``banditflags.events.dropped`` only)  every 0.1 s and cuts a batch
-every ``flush_interval``, so the metrics lag by that much. All the process's clients that use one
+Exposures (``banditflags.decisions`` with a variant and reason ``split``/``stale``/``cached``) and
+rewards are counted when the worker cuts a batch, every ``flush_interval``; other decisions when it
+drains the buffer, every 0.1 s. So the metrics lag by that much. All the process's clients that use one
 meter provider add up into one set of series; a closed client's counts are kept (counters never go
 down), one garbage-collected without ``close()`` drops out.
 """

@@ -49,6 +49,12 @@ class ErrorType(str, enum.Enum):
 TOKEN_REASONS = frozenset({Reason.SPLIT, Reason.STALE, Reason.CACHED})
 
 
+def bucketed(reason: object) -> bool:
+    """``reason in TOKEN_REASONS`` by identity: an Enum's ``__hash__`` is a Python call, too slow for
+    ``track()``. (A plain string equal to a reason is no Reason: tokens come only from real decisions.)"""
+    return reason is Reason.SPLIT or reason is Reason.STALE or reason is Reason.CACHED
+
+
 @dataclass(frozen=True, slots=True)
 class Decision:
     """The full result of :meth:`banditflags.Client.decide`.
@@ -108,10 +114,11 @@ class Decision:
 class ClientStats:
     """A point-in-time snapshot of a client's counters (see :meth:`banditflags.Client.stats`).
 
-    ``decisions_queued`` counts events (exposures and rewards) waiting in the in-memory buffer now;
-    ``decisions_dropped`` the events dropped because that buffer was full or because a reward could
-    not be attributed; ``config_age_seconds`` is the time since the server last sent or confirmed
-    (304) the config, ``None`` before any server answer.
+    ``decisions_queued`` counts events (rewards, and decisions that recorded no exposure) waiting in the
+    in-memory buffer now (exposures are counted in place, never queued); ``decisions_dropped`` the
+    events dropped because that buffer was full or because a reward could not be attributed;
+    ``config_age_seconds`` is the time since the server last sent or confirmed (304) the config,
+    ``None`` before any server answer.
 
     >>> ClientStats().batches_sent
     0

@@ -260,7 +260,7 @@ class Telemetry:
         ids. The attributes are given at span creation; the per-(snapshot, arm, reason) part is cached."""
         d: Decision | None = None
         try:
-            ck = (f.key, f.version, arm, reason, f.rule)
+            ck = ("bucketed", f.key, f.version, arm, reason, f.rule)
             hit = self._attr_cache.get(ck)
             if hit is not None and hit[0] is f:
                 base = hit[1]

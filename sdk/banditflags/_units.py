@@ -66,7 +66,7 @@ def did_hex(did: int) -> str:
 
 def unit_did(salt: str, unit_id: str) -> str:
     """The decision id of a ``user``-unit flag's unit: the same in every process that has the config."""
-    return f"{mmh3.hash64(salt + ':' + unit_id, 0, False)[0]:016x}"
+    return f"{mmh3.hash64(salt + ':' + unit_id, signed=False)[0]:016x}"
 
 
 # A remembered decision: (version, arm, at, did, rule); did is an int (decision unit) or None (user unit).

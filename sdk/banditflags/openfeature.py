@@ -44,7 +44,7 @@ client can evaluate (at once with a bootstrap config); otherwise it raises ``Pro
 >>> d = client.get_string_details("checkout-button", "#000", EvaluationContext("user-42"))
 >>> d.value in ("#00f", "#0f0"), d.variant in ("blue", "green"), d.reason == "SPLIT"
 (True, True, True)
->>> d.flag_metadata["version"], d.flag_metadata["token"].startswith("bf1:checkout-button:1:")
+>>> d.flag_metadata["version"], d.flag_metadata["token"].startswith("bf2:checkout-button:1:")
 (1, True)
 >>> client.get_integer_details("checkout-button", 0, EvaluationContext("user-42")).error_code
 <ErrorCode.TYPE_MISMATCH: 'TYPE_MISMATCH'>

@@ -146,3 +146,14 @@ def test_rates_equal_the_true_per_decision_rate(make_client: MakeClient, server:
         rate = s.get(arm, 0.0) / count
         assert 0.0 <= rate <= 1.0
         assert rate == true_conv.get(arm, 0) / count
+
+
+def test_a_bad_hand_made_id_never_costs_the_batch(make_client: MakeClient, server: Any) -> None:
+    from banditflags import Decision, Reason
+
+    client = make_client(background=False)
+    assert client.refresh()
+    assert client.track(Decision("btn", "b", "B", Reason.SPLIT, 1, 1, 0.5, decision_id="-12ab"))
+    assert client.flush(2.0)
+    (row,) = server.event_requests[-1]["rewards"]
+    assert row["sum"] == 1.0 and "ids" not in row
