@@ -230,6 +230,55 @@ def guardrail_disables(flag: Flag, periods: Periods, metrics: Metrics, now: floa
     return out
 
 
+def rule_weights(
+    flag: Flag, current: Allocation, periods: Periods, rng: np.random.Generator, now: float, prior: Any = None
+) -> list[float]:
+    """A bandit rule's bandit weights from its own stats only, with the flag's policy, objective and
+    disabled arms (``max_step`` toward the rule's own previous weights).
+
+    ``prior``: the rule's empirical-Bayes prior from segment pooling (branch l-pool's
+    ``segment_priors(...)[rule_id]``), for ``compute_weights(..., prior)`` once it takes one; this is
+    the one place a rule's prior enters."""
+    params = dataclasses.replace(
+        with_context(params_for(flag), flag, periods, now), previous=tuple(current.bandit_weights)
+    )
+    if prior is not None:
+        raise NotImplementedError("segment pooling: pass prior to compute_weights (branch l-pool)")
+    return [float(w) for w in compute_weights(periods.n, periods.s, periods.ss, params, rng)]
+
+
+def next_rule_allocations(
+    flag: Flag,
+    rule_periods: dict[str, Periods],
+    rng: np.random.Generator,
+    now: float,
+    priors: dict[str, Any] | None = None,
+) -> tuple[dict[str, Allocation], dict[str, Allocation]]:
+    """Each bandit rule's next allocation (issue 12): its weights from its own periods
+    (:func:`rule_weights`), throttled like the flag's, and a new version of its table only when the
+    target counts change (minimal movement inside the rule's own table). Returns every rule's current
+    allocation and the new versions among them."""
+    out = dict(flag.rule_allocations)
+    new_versions: dict[str, Allocation] = {}
+    for rule in flag.bandit_rules:
+        current = out.get(rule)
+        if current is None:
+            continue
+        periods = rule_periods.get(rule) or _empty_periods(flag.k)
+        bandit = rule_weights(flag, current, periods, rng, now, (priors or {}).get(rule))
+        new = plan(flag, current, bandit, baseline_index(flag, periods), "recompute", now)
+        if new is not None:
+            out[rule] = new_versions[rule] = new
+        elif bandit != current.bandit_weights:  # same table: only the weights max_step starts from
+            out[rule] = dataclasses.replace(current, bandit_weights=bandit)
+    return out, new_versions
+
+
+def _empty_periods(k: int) -> Periods:
+    z = np.zeros((0, k))
+    return Periods([], [], z, z, z, z)
+
+
 def next_write(
     flag: Flag,
     current: Allocation,
@@ -237,6 +286,7 @@ def next_write(
     rng: np.random.Generator,
     now: float,
     metrics: Metrics | None = None,
+    rule_periods: dict[str, Periods] | None = None,
 ) -> RecomputeWrite:
     """The write that recomputes ``flag`` now: guardrail disables, bandit weights, promotion, new table."""
     changes: dict[str, Any] = {}
@@ -261,4 +311,10 @@ def next_write(
             reason = "promoted"
             log.info("flag %s: promoted variant %s (P(best) >= %s)", flag.key, best, params.winner_p)
     new = plan(flag, current, bandit, baseline_index(flag, periods), reason, now)
-    return RecomputeWrite(flag.key, flag.row_version, bandit, now, new, changes)
+    rule_versions: dict[str, Allocation] = {}
+    if flag.bandit_rules:
+        # Segment pooling (l-pool) goes here: priors = segment_priors(flag, periods, rule_periods, now).
+        allocs, rule_versions = next_rule_allocations(flag, rule_periods or {}, rng, now, priors=None)
+        if allocs != flag.rule_allocations:
+            changes["rule_allocations"] = allocs
+    return RecomputeWrite(flag.key, flag.row_version, bandit, now, new, changes, rule_versions)
