@@ -373,18 +373,14 @@ class Client(Runtime):
                     and did is not None
                     and not self._conversions.first((key[0], key[3], did), f.credit_window, now)
                 ):
-                    return self._duplicate()
+                    next(self._duplicates)  # atomic under the GIL: no lock, exact under threads
+                    return False
                 q.append(("r", key, did, r, conversion))
             if _otel._TRACER_PROVIDER is not None or self._tel_forced:
                 self._tel.reward(self._flags, flag_or_decision, r)
             return True
         except Exception:
             return self._reject()
-
-    def _duplicate(self) -> bool:
-        with self._counter_lock:  # the rare path: exact counts under concurrent track() calls
-            self._duplicates += 1
-        return False
 
     def _reject(self) -> bool:
         with self._counter_lock:  # the rare path: exact counts under concurrent track() calls

@@ -15,6 +15,7 @@ attributes live in the instance's own dict, as before the split.
 from __future__ import annotations
 
 import collections
+import itertools
 import json
 import logging
 import math
@@ -136,7 +137,8 @@ class Runtime:
         self._state = _EMPTY_STATE
         self._flags: dict[str, FlagSnapshot] = _EMPTY_STATE.flags
         self._rejected = 0
-        self._duplicates = 0
+        self._duplicates = itertools.count()  # next() per duplicate; read by stats() (reads subtracted)
+        self._duplicate_reads = 0
         self._conversions = Conversions(decision_memory_size)
         self._rejected_logged = False
         cid_key = telemetry_context_id_key if telemetry_context_id_key is not None else sdk_key
@@ -447,7 +449,7 @@ class Runtime:
         return ClientStats(
             decisions_queued=len(self._queue),
             decisions_dropped=ev.dropped,
-            duplicates=self._duplicates + ev.duplicates,
+            duplicates=self._duplicates_so_far() + ev.duplicates,
             unknown_flags=ev.unknown_flags,
             rewards_rejected=self._rejected,
             batches_sent=ev.batches_sent,
@@ -462,6 +464,12 @@ class Runtime:
             stream_connects=self._sync.stream_connects,
             stream_events=self._sync.stream_events,
         )
+
+    def _duplicates_so_far(self) -> int:
+        with self._counter_lock:  # reading is a next() too: count this reader's own calls
+            n = next(self._duplicates) - self._duplicate_reads
+            self._duplicate_reads += 1
+        return n
 
     def __repr__(self) -> str:
         return f"<banditflags.Client {self._base_url!r} revision={self._state.revision}>"
