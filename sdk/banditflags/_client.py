@@ -3,24 +3,31 @@ state that :class:`~banditflags._runtime.Runtime` (construction, threads, refres
 listeners, stats) keeps up to date.
 
 Everything in this module runs on the caller's thread for every decision: it reads one immutable
-snapshot, hashes once, indexes a table and appends to a deque. No locks, no I/O, no logging, no large
-allocations, nothing raised.
+snapshot, hashes once, indexes a table and ticks the arm's exposure counter (``next()`` on an
+``itertools.count``: atomic under the GIL, read by the event worker as deltas; see ``_aggregate``).
+No locks, no I/O, no logging, no queue, no allocation on the normal path, nothing raised. Unit memory
+(``_units``) is touched only for flags that need it (``user`` unit, tracked by unit).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any, overload
 
 import mmh3
 
 from ._config import FlagSnapshot
 from ._inputs import reward_item, unit_key
-from ._models import Decision, ErrorType, Reason
+from ._models import Decision, ErrorType, Reason, bucketed
 from ._runtime import Runtime
 from ._telemetry import trace_module
+from ._units import did_hex, new_did, unit_did
 
-__all__ = ["Client"]
+__all__ = ["Attributes", "Client"]
+
+#: What ``attributes=`` takes: name -> str, int, float, bool, datetime, or a list of these (§9).
+Attributes = Mapping[str, Any] | None
 
 
 _hash = mmh3.hash
@@ -43,8 +50,25 @@ def _provider_probe(module: Any) -> Any:
 _otel = _provider_probe(trace_module)
 
 
-def _rebadged(f: FlagSnapshot, arm: int, reason: Reason) -> Decision:
-    return Decision(f.key, f.keys[arm], f.values[arm], reason, f.version, arm, f.propensities[arm])
+def _remember(f: FlagSnapshot, arm: int, unit_id: str) -> bool:
+    """The unit memory of a flag that keeps one (``f.units.on``); False when the exposure must not be
+    counted: a ``user``-unit flag's unit already counted on this arm in this credit window."""
+    u = f.units
+    now = _monotonic()
+    if f.user_unit:
+        e = u.get(unit_id)
+        if (
+            e is not None
+            and e[1] == arm
+            and e[0] == f.version
+            and e[4] == f.rule
+            and now - e[2] <= f.credit_window
+        ):
+            return False
+        u.put(unit_id, (f.version, arm, now, None, f.rule))
+        return True
+    u.put(unit_id, (f.version, arm, now, new_did(), f.rule))
+    return True
 
 
 class Client(Runtime):
@@ -92,19 +116,33 @@ class Client(Runtime):
     # -- decisions (hot path: no locks, no I/O, no logging, nothing raised) ----------------------
 
     @overload
-    def variant(self, flag: str, unit_id: str | int | None, default: str) -> str: ...
+    def variant(
+        self, flag: str, unit_id: str | int | None, default: str, *, attributes: Attributes = None
+    ) -> str: ...
 
     @overload
-    def variant(self, flag: str, unit_id: str | int | None, default: None = None) -> str | None: ...
+    def variant(
+        self, flag: str, unit_id: str | int | None, default: None = None, *, attributes: Attributes = None
+    ) -> str | None: ...
 
-    def variant(self, flag: str, unit_id: str | int | None, default: str | None = None) -> str | None:
-        """The variant key ``unit_id`` gets for ``flag``, or ``default`` (see ``decide`` for when)."""
+    # Pass ``attributes`` by keyword. The overloads make it keyword-only for type checkers; the
+    # runtime signatures of variant() and decide() do not, because on CPython 3.11 a keyword-only
+    # parameter with a default costs every call ~70 ns (measured: the call leaves the fast path).
+    def variant(
+        self,
+        flag: str,
+        unit_id: str | int | None,
+        default: str | None = None,
+        attributes: Attributes = None,
+    ) -> str | None:
+        """The variant key ``unit_id`` gets for ``flag``, or ``default`` (see ``decide`` for when and
+        for ``attributes``)."""
         try:
             if not self._started:  # lazy start, whatever the outcome: a not-ready client must sync
                 self._start()
             # One global read while no tracer provider is installed (see _telemetry).
             if (_otel._TRACER_PROVIDER is not None or self._tel_forced) and self._tel.active():
-                d = self._traced_decide(flag, unit_id, default)
+                d = self._traced_decide(flag, unit_id, default, attributes)
                 return d.variant if d.variant is not None else default
             f = self._flags[flag]  # subscript beats .get(); a missing flag is the rare path
             if unit_id.__class__ is not str or not unit_id:
@@ -114,16 +152,17 @@ class Client(Runtime):
                         flag, None if default is not None else f.control_key, "error", "targeting_key_missing"
                     )
                     return default if default is not None else f.control_key
-            if f.killed:
-                self._note(flag, f.control_key, "disabled", "")
-                return f.control_key
+            if f.detour:  # killed, or targeted: one check, so a plain flag pays nothing for targeting
+                if f.killed:  # before targets and rules: a killed flag serves control to everyone
+                    self._note(flag, f.control_key, "disabled", "")
+                    return f.control_key
+                # The matched rule's (or target's) snapshot; set whenever a live flag has a detour.
+                f = f.route(unit_id, attributes)  # type: ignore[misc]
             # The same steps as decide(), inlined on purpose: a shared helper call costs ~15% here.
             arm = f.table[(_hash(f.prefix + unit_id, 0, False) * 10_000) >> 32]
-            q = self._queue
-            if len(q) < self._max_queue:
-                q.append((f.exposure_keys[arm], unit_id))
-            else:
-                self._note_dropped()
+            if f.units.on and not _remember(f, arm, unit_id):
+                return f.keys[arm]
+            next(f.counters[arm])  # the exposure, counted in place (atomic under the GIL)
             return f.keys[arm]
         except Exception:  # KeyError (unknown flag) included: never raise into the caller
             self._note(flag, None, "error", "")
@@ -139,8 +178,17 @@ class Client(Runtime):
         except Exception:
             pass
 
-    def decide(self, flag: str, unit_id: str | int | None, default: Any = None) -> Decision:
+    def decide(
+        self, flag: str, unit_id: str | int | None, default: Any = None, attributes: Attributes = None
+    ) -> Decision:
         """Bucket ``unit_id`` into ``flag`` and say how and why.
+
+        ``attributes`` (a mapping of name to str, int, float, bool, a datetime, or a list of these)
+        feed the flag's targeting, evaluated here, never sent anywhere (DESIGN.md §9): a killed flag
+        serves control; then the unit's individual target; then the first rule whose clauses match;
+        else the flag's default allocation. ``Decision.rule`` names what served the unit (a rule's
+        id, ``"target"``, or None). A missing attribute, a value of the wrong type or anything that is
+        not a mapping never raises: such a clause just does not match (docs/targeting.md).
 
         Reasons: ``split`` (normal), ``stale`` (config not confirmed for ``stale_after`` seconds),
         ``cached`` (bootstrap config, no server answer yet), ``disabled`` (killed flag: control arm,
@@ -150,17 +198,33 @@ class Client(Runtime):
 
         Inside a recording OpenTelemetry span the decision gets its own child span (see
         ``telemetry=``) and the returned Decision carries that span's ``trace_id`` and ``span_id``.
+
+        A bucketed Decision has a ``decision_id`` (in its ``token``): a binary objective counts at most
+        one conversion for it, however it is tracked (the Decision, its token in any process, or the
+        flag and unit id). For unit ``user`` the id is a hash of the unit id: one conversion per unit,
+        arm and credit window.
         """
         if (_otel._TRACER_PROVIDER is not None or self._tel_forced) and self._tel.active():
-            return self._traced_decide(flag, unit_id, default)
-        return self._decide(flag, unit_id, default)
+            return self._traced_decide(flag, unit_id, default, attributes)
+        return self._decide(flag, unit_id, default, attributes)
 
-    def _traced_decide(self, flag: str, unit_id: str | int | None, default: Any) -> Decision:
-        d = self._decide(flag, unit_id, default)
+    def _traced_decide(
+        self, flag: str, unit_id: str | int | None, default: Any, attributes: Attributes
+    ) -> Decision:
+        d = self._decide(flag, unit_id, default, attributes, True)
+        if bucketed(d.reason):  # bucketed: recorded already, by Telemetry.bucketed
+            return d
         uid = unit_id if unit_id.__class__ is str else unit_key(unit_id)
         return self._tel.decision(d, self._flags.get(d.flag), uid)
 
-    def _decide(self, flag: str, unit_id: str | int | None, default: Any) -> Decision:
+    def _decide(
+        self,
+        flag: str,
+        unit_id: str | int | None,
+        default: Any,
+        attributes: Attributes = None,
+        traced: bool = False,
+    ) -> Decision:
         try:
             if not self._started:
                 self._start()
@@ -192,20 +256,37 @@ class Client(Runtime):
                     d = self._missing_key(f, default)
                     self._note(f.key, d.variant, "error", "targeting_key_missing")
                     return d
-            if f.killed:
-                self._note(f.key, f.control_key, "disabled", "")
-                return f.disabled_decision
+            if f.detour:
+                if f.killed:
+                    self._note(f.key, f.control_key, "disabled", "")
+                    return f.disabled_decision
+                f = f.route(unit_id, attributes)  # type: ignore[misc]
             arm = f.table[(_hash(f.prefix + unit_id, 0, False) * 10_000) >> 32]
-            q = self._queue
-            if len(q) < self._max_queue:
-                q.append((f.exposure_keys[arm], unit_id))
-            else:
-                self._note_dropped()
-            if st.cached:
-                return _rebadged(f, arm, Reason.CACHED)
-            if _monotonic() >= st.stale_at:
-                return _rebadged(f, arm, Reason.STALE)
-            return f.decisions[arm]  # prebuilt per arm: no allocation on the normal path
+            now = _monotonic()
+            u = f.units
+            if f.user_unit:
+                did = unit_did(f.salt, unit_id)
+                if _remember(f, arm, unit_id):
+                    next(f.counters[arm])
+            else:  # remembered, so that track(flag, unit) finds this decision
+                num = new_did()
+                u.put(unit_id, (f.version, arm, now, num, f.rule))
+                did = did_hex(num)
+                next(f.counters[arm])
+            reason = Reason.CACHED if st.cached else Reason.STALE if now >= st.stale_at else Reason.SPLIT
+            if traced:  # span and Decision made once, with the span's ids (see Telemetry.bucketed)
+                return self._tel.bucketed(f, arm, reason, did, unit_id)
+            return Decision(
+                f.key,
+                f.keys[arm],
+                f.values[arm],
+                reason,
+                f.version,
+                arm,
+                f.propensities[arm],
+                decision_id=did,
+                rule=f.rule,
+            )
         except Exception as exc:
             self._note(flag, None, "error", "general")
             return Decision(
@@ -252,27 +333,51 @@ class Client(Runtime):
         reward: float = 1.0,
         metric: str | None = None,
     ) -> bool:
-        """Record a reward. Never raises; returns False (and counts it) when the reward is rejected.
+        """Record a reward. Never raises; returns False (and counts it) when the reward is rejected or,
+        for a binary objective, is a repeat.
 
         ``flag_or_decision`` is a :class:`Decision`, a decision token (``decision.token``, possibly
-        from another process) or a flag key with ``unit_id``: then the reward goes to the arm the unit
-        was served recently (within the flag's credit window), else to the arm it buckets into now.
-        Binary flags accept rewards 0 and 1 only. ``metric`` names a guardrail metric of the flag
-        (e.g. ``"errors"``, ``"latency_ms"``; any finite value) instead of the objective.
+        from another process) or a flag key with ``unit_id``: then the reward goes to the decision the
+        unit was served recently (within the flag's credit window), else to the arm it buckets into now.
+        ``metric`` names a guardrail metric of the flag (e.g. ``"errors"``, ``"latency_ms"``; any finite
+        value) instead of the objective.
+
+        Binary objectives accept rewards 0 and 1 and count **at most one conversion per decision**
+        (unit ``decision``) or per unit, arm and credit window (unit ``user``), whichever way it is
+        tracked: a repeat returns False and is counted in ``stats().duplicates``. The SDK remembers the
+        last ``decision_memory_size`` conversions; a repeat older than that is still sent with its
+        decision id, and the server takes it out (docs/protocol.md, "Conversions count once").
+
+        Continuous objectives: several rewards for one decision **add up** to that decision's value
+        (two purchases after one recommendation: its revenue is their sum); the variance the bandit
+        uses is of those per-decision totals.
         """
         try:
             if not self._started:
                 self._start()
-            item = reward_item(self._flags, flag_or_decision, unit_id, reward, metric)
-            if item is None:
+            now = _monotonic()
+            res = reward_item(self._flags, flag_or_decision, unit_id, reward, metric, now)
+            if res is None:
                 return self._reject()
+            f, key, did, r, m = res
             q = self._queue
             if len(q) >= self._max_queue:
                 self._note_dropped()
                 return False
-            q.append(item)
+            if m is not None:
+                q.append(("m", (*key, m), r))
+            else:
+                conversion = f.binary and r == 1.0
+                if (
+                    conversion
+                    and did is not None
+                    and not self._conversions.first((key[0], key[3], did), f.credit_window, now)
+                ):
+                    next(self._duplicates)  # atomic under the GIL: no lock, exact under threads
+                    return False
+                q.append(("r", key, did, r, conversion))
             if _otel._TRACER_PROVIDER is not None or self._tel_forced:
-                self._tel.reward(self._flags, flag_or_decision, item[-1])
+                self._tel.reward(self._flags, flag_or_decision, r)
             return True
         except Exception:
             return self._reject()

@@ -3,7 +3,9 @@
 A :class:`ConfigSnapshot` is built once per config change and never mutated; the client swaps the
 whole object in with one attribute assignment, so the hot path needs no lock. Each
 :class:`FlagSnapshot` precomputes everything a decision needs (salt prefix, decoded table, keys,
-values, per-arm exposure keys and ready-made ``split`` decisions).
+values, per-arm exposure keys and ready-made ``split`` decisions). A flag with ``targets`` or ``rules``
+(DESIGN.md §9) also gets one snapshot per rule and target outcome, built by the same
+:func:`build_snapshot`, and a ``route`` that picks among them (:mod:`._routing`).
 
 >>> snap = parse_config({"schema": 1, "revision": 7, "flags": [{
 ...     "key": "btn", "salt": "s1", "state": "running", "exploration": 1.0, "version": 2,
@@ -11,8 +13,8 @@ values, per-arm exposure keys and ready-made ``split`` decisions).
 ...     "weights": [0.5, 0.5], "table": [[0, 5000], [1, 5000]],
 ...     "objective": {"reward": "binary", "unit": "decision"}}]})
 >>> flag = snap.flags["btn"]
->>> flag.prefix, flag.keys, flag.propensities, flag.exposure_keys[1]
-('s1.', ('a', 'b'), (0.5, 0.5), ('btn', 2, 1))
+>>> flag.prefix, flag.keys, flag.propensities, flag.exposure_keys[1], flag.route
+('s1.', ('a', 'b'), (0.5, 0.5), ('btn', 2, 1, None), None)
 >>> parse_config({"schema": 2})
 Traceback (most recent call last):
 ...
@@ -21,18 +23,22 @@ banditflags._exceptions.ConfigError: schema: unsupported schema 2 (expected 1)
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, TypeGuard
 
 from ._bucketing import TABLE_SIZE, decode_table
 from ._exceptions import ConfigError
 from ._models import Decision, Reason
+from ._routing import Allocation, canonical, with_targeting
+from ._targeting import Segments, compile_segments
+from ._units import UnitMemory
 
-__all__ = ["ConfigSnapshot", "FlagSnapshot", "parse_config"]
+__all__ = ["ConfigSnapshot", "FlagSnapshot", "Route", "build_snapshot", "parse_config"]
 
 FLAG_KEY_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}\Z")
 VARIANT_KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
@@ -62,7 +68,7 @@ class FlagSnapshot:
     weights: tuple[float, ...]
     table: bytes
     propensities: tuple[float, ...]
-    exposure_keys: tuple[tuple[str, int, int], ...]  # (flag, version, arm), shared by every record
+    exposure_keys: tuple[tuple[str, int, int, str | None], ...]  # (flag, version, arm, rule), shared
     decisions: tuple[Decision, ...]  # the reason=split Decision of each arm
     disabled_decision: Decision
     binary: bool
@@ -70,6 +76,44 @@ class FlagSnapshot:
     user_unit: bool
     credit_window: float
     policy: str | None = None  # the bandit policy's name, informational (telemetry)
+    # Exposure counting in place (issue 13): one itertools.count per arm, next() on each exposure (atomic
+    # under the GIL, no lock); the event worker reads them as deltas. Fresh for every snapshot built.
+    counters: tuple[itertools.count[int], ...] = field(default=(), compare=False)
+    # Shared by every snapshot of the flag (its rules' too) and handed over from config to config.
+    units: UnitMemory = field(default_factory=lambda: UnitMemory(False), compare=False)
+    # Targeting (DESIGN.md §9). ``rule`` names what this snapshot serves: None for the flag's default
+    # allocation, a rule's id or "target" for the snapshots ``route`` returns. ``detour`` is the hot
+    # path's one check before hashing: the flag is killed, or ``route`` must pick a snapshot first.
+    rule: str | None = None
+    detour: bool = False
+    route: Route | None = field(default=None, compare=False, repr=False)
+    # Every other snapshot ``route`` may return (whose counters the event worker reads, and whose unit
+    # memory is handed over with the flag's).
+    rule_snapshots: tuple[FlagSnapshot, ...] = field(default=(), compare=False, repr=False)
+    targeting: str = ""  # the flag's targets, rules and the segments they name, as JSON (equality)
+
+
+# route(unit_id, attributes) -> the snapshot that serves the unit (never raises; see _routing)
+Route = Callable[[str, Any], FlagSnapshot]
+
+
+@dataclass(frozen=True, slots=True)
+class _Flag:
+    """What a flag's snapshots share; :func:`build_snapshot` adds an allocation (version, table)."""
+
+    key: str
+    salt: str
+    state: str
+    exploration: float
+    keys: tuple[str, ...]
+    values: tuple[Any, ...]
+    control: int
+    binary: bool
+    direction: str
+    user_unit: bool
+    credit_window: float
+    policy: str | None
+    units: UnitMemory
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +140,9 @@ def _require(cond: bool, path: str, message: str) -> None:
 def parse_config(payload: object) -> ConfigSnapshot:
     """Validate a whole ``/v1/config`` payload; raise :class:`ConfigError` naming the first bad field.
 
-    Unknown fields are ignored, as the protocol asks.
+    Unknown fields are ignored, as the protocol asks. A flag's targeting (``targets``, ``rules``,
+    ``rule_allocations`` and the ``segments`` it names) that does not compile fails the whole config
+    like any other bad field, so the last good config stays in use (DESIGN.md §7).
     """
     _require(isinstance(payload, Mapping), "", "payload must be a JSON object")
     assert isinstance(payload, Mapping)
@@ -110,15 +156,37 @@ def parse_config(payload: object) -> ConfigSnapshot:
     _require(isinstance(flags_raw, list), "flags", "must be a list")
     assert isinstance(flags_raw, list)
     _require(len(flags_raw) <= MAX_FLAGS, "flags", f"more than {MAX_FLAGS} flags")
+    # Segments compile once for every flag; a bad one only matters to a flag that names it.
+    segments = _Segments(payload.get("segments"))
     flags: dict[str, FlagSnapshot] = {}
     for i, raw in enumerate(flags_raw):
-        flag = _parse_flag(raw, f"flags[{i}]")
+        flag = _parse_flag(raw, f"flags[{i}]", segments)
         _require(flag.key not in flags, f"flags[{i}].key", f"duplicate flag key {flag.key!r}")
         flags[flag.key] = flag
     return ConfigSnapshot(revision=revision, flags=MappingProxyType(flags))
 
 
-def _parse_flag(raw: object, path: str) -> FlagSnapshot:
+class _Segments:
+    """The config's segments, compiled (and dumped as JSON, for snapshot equality) only if a flag
+    has targeting: a config without targeting pays nothing for them."""
+
+    def __init__(self, raw: object) -> None:
+        self.raw = raw
+        self._compiled: Segments | None = None
+        self._json: str | None = None
+
+    def compiled(self) -> Segments:
+        if self._compiled is None:
+            self._compiled = compile_segments(self.raw)
+        return self._compiled
+
+    def json(self) -> str:
+        if self._json is None:
+            self._json = canonical(self.raw)
+        return self._json
+
+
+def _parse_flag(raw: object, path: str, segments: _Segments) -> FlagSnapshot:
     _require(isinstance(raw, Mapping), path, "must be an object")
     assert isinstance(raw, Mapping)
     key = raw.get("key")
@@ -141,9 +209,7 @@ def _parse_flag(raw: object, path: str) -> FlagSnapshot:
         "must be a number in [0, 1]",
     )
     assert _is_number(exploration)
-    version = raw.get("version")
-    _require(_is_int(version) and version >= 1, f"{path}.version", "must be an integer >= 1")
-    assert isinstance(version, int)
+    version = _parse_version(raw.get("version"), f"{path}.version")
 
     keys, values = _parse_variants(raw.get("variants"), f"{path}.variants")
     k = len(keys)
@@ -154,49 +220,108 @@ def _parse_flag(raw: object, path: str) -> FlagSnapshot:
         "must be one of the variant keys",
     )
     assert isinstance(control_key, str)
-    control = keys.index(control_key)
-
-    weights = raw.get("weights")
-    _require(
-        isinstance(weights, list) and len(weights) == k, f"{path}.weights", f"must be a list of {k} numbers"
-    )
-    assert isinstance(weights, list)
-    for j, w in enumerate(weights):
-        _require(_is_number(w) and w >= 0, f"{path}.weights[{j}]", "must be a non-negative number")
-
+    weights = _parse_weights(raw.get("weights"), k, f"{path}.weights")
     table = _parse_table(raw.get("table"), k, f"{path}.table")
     binary, direction, user_unit, credit_window = _parse_objective(raw.get("objective"), f"{path}.objective")
-
-    propensities = tuple(table.count(bytes((arm,))) / TABLE_SIZE for arm in range(k))
-    exposure_keys = tuple((key, version, arm) for arm in range(k))
-    decisions = tuple(
-        Decision(key, keys[arm], values[arm], Reason.SPLIT, version, arm, propensities[arm])
-        for arm in range(k)
-    )
-    disabled = Decision(key, control_key, values[control], Reason.DISABLED, version, control, 1.0)
-    return FlagSnapshot(
+    flag = _Flag(
         key=key,
         salt=salt,
-        prefix=salt + ".",
         state=state,
-        killed=state == "killed",
         exploration=float(exploration),
-        version=version,
         keys=keys,
         values=values,
-        control=control,
-        control_key=control_key,
-        weights=tuple(float(w) for w in weights),
-        table=table,
-        propensities=propensities,
-        exposure_keys=exposure_keys,
-        decisions=decisions,
-        disabled_decision=disabled,
+        control=keys.index(control_key),
         binary=binary,
         direction=direction,
         user_unit=user_unit,
         credit_window=credit_window,
         policy=_policy_name(raw.get("policy")),
+        units=UnitMemory(user_unit),
+    )
+    plain = build_snapshot(flag, version, weights, table)
+    if not raw.get("targets") and not raw.get("rules"):
+        return plain  # no targeting: the plain snapshot, as before targeting existed
+
+    def build(v: int, w: tuple[float, ...], t: bytes, rule: str | None) -> FlagSnapshot:
+        return build_snapshot(flag, v, w, t, rule)
+
+    allocations = _parse_rule_allocations(raw.get("rule_allocations"), k, f"{path}.rule_allocations")
+    return with_targeting(plain, raw, path, segments.compiled(), segments.json, allocations, build)
+
+
+def _parse_rule_allocations(raw: object, k: int, path: str) -> dict[str, Allocation]:
+    """``{rule id: {version, weights, table}}``, each checked like the flag's own allocation."""
+    if raw is None:
+        return {}
+    _require(isinstance(raw, Mapping), path, "must be an object")
+    assert isinstance(raw, Mapping)
+    out: dict[str, Allocation] = {}
+    for rid, alloc in raw.items():
+        apath = f"{path}.{rid}"
+        _require(isinstance(alloc, Mapping), apath, "must be an object")
+        assert isinstance(alloc, Mapping)
+        version = _parse_version(alloc.get("version"), f"{apath}.version")
+        weights = _parse_weights(alloc.get("weights"), k, f"{apath}.weights")
+        out[str(rid)] = (version, weights, _parse_table(alloc.get("table"), k, f"{apath}.table"))
+    return out
+
+
+def _parse_version(raw: object, path: str) -> int:
+    _require(_is_int(raw) and raw >= 1, path, "must be an integer >= 1")
+    assert isinstance(raw, int)
+    return raw
+
+
+def _parse_weights(raw: object, k: int, path: str) -> tuple[float, ...]:
+    _require(isinstance(raw, list) and len(raw) == k, path, f"must be a list of {k} numbers")
+    assert isinstance(raw, list)
+    for j, w in enumerate(raw):
+        _require(_is_number(w) and w >= 0, f"{path}[{j}]", "must be a non-negative number")
+    return tuple(float(w) for w in raw)
+
+
+def build_snapshot(
+    flag: _Flag, version: int, weights: tuple[float, ...], table: bytes, rule: str | None = None
+) -> FlagSnapshot:
+    """The one place a :class:`FlagSnapshot` is made: the flag's default allocation (``rule=None``)
+    and every targeting outcome (a rule's id, or ``"target"``) get the same precomputed parts, so the
+    hot path treats them alike once a decision has been routed."""
+    key, keys, values, k = flag.key, flag.keys, flag.values, len(flag.keys)
+    control = flag.control
+    propensities = tuple(table.count(bytes((arm,))) / TABLE_SIZE for arm in range(k))
+    exposure_keys = tuple((key, version, arm, rule) for arm in range(k))
+    decisions = tuple(
+        Decision(key, keys[arm], values[arm], Reason.SPLIT, version, arm, propensities[arm], rule=rule)
+        for arm in range(k)
+    )
+    disabled = Decision(key, keys[control], values[control], Reason.DISABLED, version, control, 1.0)
+    return FlagSnapshot(
+        key=key,
+        salt=flag.salt,
+        prefix=flag.salt + ".",
+        state=flag.state,
+        killed=flag.state == "killed",
+        exploration=flag.exploration,
+        version=version,
+        keys=keys,
+        values=values,
+        control=control,
+        control_key=keys[control],
+        weights=weights,
+        table=table,
+        propensities=propensities,
+        exposure_keys=exposure_keys,
+        decisions=decisions,
+        disabled_decision=disabled,
+        binary=flag.binary,
+        direction=flag.direction,
+        user_unit=flag.user_unit,
+        credit_window=flag.credit_window,
+        policy=flag.policy,
+        counters=tuple(itertools.count() for _ in range(k)),
+        units=flag.units,
+        rule=rule,
+        detour=flag.state == "killed",
     )
 
 

@@ -1,33 +1,30 @@
-"""Exposure and reward recording: a lock-free buffer, pre-aggregation and batched delivery.
+"""Event recording and delivery: the reward buffer, the worker thread and batched ``POST /v1/events``.
 
-The hot path appends one small tuple to :attr:`EventProcessor.queue` (``deque.append`` is atomic
-under the GIL) and never touches anything else here. Everything below runs on the worker thread (or,
-in serverless mode, inside ``flush()`` under :attr:`EventProcessor.lock`):
+Exposures never pass through here one by one: decisions count them in place on per-arm counters that
+:class:`~banditflags._aggregate.Aggregator` reads (issue 13). The buffer :attr:`EventProcessor.queue`
+(``deque.append`` is atomic under the GIL) carries the rarer items; everything below runs on the worker
+thread (or, in serverless mode, inside ``flush()`` under :attr:`EventProcessor.lock`):
 
-- drain the buffer in order and aggregate per ``(flag, version, arm)`` into ``n`` (exposures) and
-  ``count, sum, sum_sq`` (rewards); keep the recent-decision memory used to attribute rewards and
-  to count ``user``-unit exposures once per credit window;
-- every ``flush_interval``, cut the aggregates into a batch (docs/protocol.md, ``POST /v1/events``)
-  and send pending batches in order; retryable failures (network, 408, 429, 5xx) keep the batch and
-  its ``batch_id`` and back off with jitter, other 4xx drop it (counted).
+- drain the buffer every ``DRAIN_INTERVAL`` and aggregate rewards per (flag, rule, version, arm);
+- every ``flush_interval`` (and on ``flush()``), read the exposure counters, cut the aggregates into
+  batches (docs/protocol.md: at most ``MAX_ROWS_PER_BATCH`` rows and ``MAX_IDS_PER_BATCH`` decision ids
+  each) and send pending batches in order; retryable failures (network, 408, 429, 5xx) keep the batch
+  and its ``batch_id`` and back off with jitter, other 4xx drop it (counted).
 
-Buffer items (positional tuples keep the hot path cheap):
+Buffer items (positional tuples, resolved and checked by ``track()`` on the caller's thread):
 
-- exposure: ``((flag, version, arm), unit_id)``
-- reward by token: ``("t", flag, version, arm, unit_id | None, reward)``
-- reward by unit: ``("u", flag, unit_id, reward)``
+- reward: ``("r", (flag, rule, version, arm), did | None, reward, conversion)``
+- guardrail metric value: ``("m", (flag, rule, version, arm, metric), value)``
 - a decision that records no exposure (error, killed flag): ``("d", flag, variant, reason, error_type)``,
-  only counted for the decisions metric
-- either with a guardrail metric name appended: ``(..., reward, metric)``
+  only counted for the decisions metric (and, for an unknown flag key, logged once per key)
 - a :class:`FlushMarker` from ``flush()``.
 
 The worker also keeps cumulative counters for the OpenTelemetry metrics (``_metrics``), so that
 nothing is counted on the hot path: :attr:`EventProcessor.decision_counts` and
 :attr:`EventProcessor.reward_totals`.
 
->>> import collections
 >>> proc = EventProcessor(lambda: {}, lambda body, timeout: 202, flush_interval=1.0)
->>> proc.queue.append((("btn", 1, 0), "u1"))
+>>> proc.queue.append(("r", ("btn", None, 1, 0), None, 1.0, False))
 >>> proc.flush_now(deadline=None)
 True
 >>> proc.batches_sent
@@ -48,9 +45,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-import cachetools
-
-from ._bucketing import hash_key
+from ._aggregate import Aggregator
 from ._config import FlagSnapshot
 from ._sync import backoff_delay
 
@@ -58,12 +53,13 @@ __all__ = ["Batch", "EventProcessor", "FlushMarker"]
 
 DRAIN_INTERVAL = 0.1
 MAX_ROWS_PER_BATCH = 10_000
+MAX_IDS_PER_BATCH = 10_000  # decision ids (rewards[].ids) per batch, the server's limit
+MAX_UNKNOWN_LOGGED = 1_000  # unknown flag keys logged once each; beyond, at most one line a minute
 MAX_METRIC_SERIES = 10_000  # distinct (flag, variant, reason, error) counted; the rest go to "_other"
 SEND_BACKOFF_BASE = 0.5
 SEND_BACKOFF_CAP = 60.0
 _RETRYABLE = frozenset({408, 429})
 
-Key = tuple[str, int, int]
 # post(body, timeout) -> HTTP status, or None for a network error
 PostFn = Callable[[dict[str, Any], float], "int | None"]
 
@@ -88,19 +84,9 @@ class Batch:
     attempts: int = 0
 
 
-@dataclass(slots=True)
-class _Memory:
-    """Recent decision of one (flag, unit): served arm, when, and the unit's reward total there."""
-
-    version: int
-    arm: int
-    at: float
-    total: float = 0.0
-
-
 @dataclass
 class EventProcessor:
-    """Owns the buffer, the aggregates, the decision memory and the pending batches.
+    """Owns the buffer, the aggregates and the pending batches.
 
     ``get_flags`` returns the current snapshot's flags; ``post`` sends one body.
     """
@@ -121,13 +107,15 @@ class EventProcessor:
 
     def __post_init__(self) -> None:
         self.queue: collections.deque[Any] = collections.deque()
-        self.memory: cachetools.LRUCache[tuple[str, str], _Memory] = cachetools.LRUCache(
-            maxsize=self.decision_memory_size
-        )
+        self.agg = Aggregator(self.decision_memory_size)
         self.batches_sent = 0
         self.batches_failed = 0  # failed attempts (each retry counts)
         self.batches_dropped = 0
         self.dropped = 0  # events lost: buffer full or reward not attributable
+        self.duplicates = 0  # conversions not counted again: the decision had converted already
+        self.unknown_flags = 0  # decisions asking for a flag key the config does not have
+        self._unknown_logged: set[str] = set()
+        self._unknown_last_log = -math.inf
         self.last_error: str | None = None
         # Cumulative, for metrics: (flag, variant, reason, error_type) -> decisions, and
         # (flag, variant) -> [reward count, reward sum]. Kept across fork (counters never go down).
@@ -142,10 +130,7 @@ class EventProcessor:
         self.stop = threading.Event()
         self._drop_lock = threading.Lock()
         self.thread: threading.Thread | None = None
-        self.exposures: dict[Key, int] = {}
-        self.rewards: dict[Key, list[float]] = {}
-        # Guardrail metrics: (flag, version, arm, metric) -> [count, sum, sum_sq], each reward on its own.
-        self.metric_rewards: dict[tuple[str, int, int, str], list[float]] = {}
+        self.agg.reset()
         self.pending: collections.deque[Batch] = collections.deque()
         self._waiting: list[FlushMarker] = []
         self._seq = 0
@@ -155,6 +140,7 @@ class EventProcessor:
     def after_fork_in_child(self) -> None:
         """Forget the parent's thread, locks and unsent data (the parent sends those)."""
         self.queue = collections.deque()
+        self.agg.rebase()
         self._reset_runtime()
 
     # -- called from user threads ---------------------------------------------------------------
@@ -231,10 +217,8 @@ class EventProcessor:
         """Aggregate everything in the buffer; return the flush markers found in it."""
         q = self.queue
         pop = q.popleft
-        flags = self.get_flags()
-        now = self.clock()
+        agg = self.agg
         markers: list[FlushMarker] = []
-        seen: dict[Key, int] = {}
         while q:
             try:
                 item = pop()
@@ -242,34 +226,69 @@ class EventProcessor:
                 break
             if item.__class__ is FlushMarker:
                 markers.append(item)
-            elif len(item) == 2:
-                key = item[0]
-                seen[key] = seen.get(key, 0) + 1
-                self._exposure(key, item[1], flags, now)
-            elif item[0] == "t":
-                self._reward_token(item, flags, now)
-            elif item[0] == "d":
-                self._count_decision(str(item[1])[:64], item[2] or "", item[3], item[4] or "", flags, 1)
-            else:
-                self._reward_unit(item, flags, now)
-        if seen:
-            reason = self.reason_now() if self.reason_now is not None else "split"
-            for (flag, _, arm), n in seen.items():
-                f = flags.get(flag)
-                variant = f.keys[arm] if f is not None and arm < len(f.keys) else str(arm)
-                self._count_decision(flag, variant, reason, "", flags, n)
+                continue
+            kind = item[0]
+            if kind == "r":
+                agg.reward(item[1], item[2], item[3], item[4])
+            elif kind == "m":
+                agg.metric(item[1], item[2])
+            elif kind == "d":
+                flag = item[1]
+                name = flag[:64] if flag.__class__ is str else f"<{type(flag).__name__}>"
+                self._count_decision(name, item[2] or "", item[3], item[4] or "", 1)
         return markers
 
-    def _count_decision(
-        self, flag: str, variant: str, reason: str, error_type: str, flags: Mapping[str, FlagSnapshot], n: int
-    ) -> None:
+    def collect(self) -> None:
+        """Take the exposures counted in place since the last call (before a cut)."""
+        counted = self.agg.collect(self.clock())
+        if counted:
+            reason = self.reason_now() if self.reason_now is not None else "split"
+            for (flag, variant), n in counted.items():
+                self._count_decision(flag, variant, reason, "", n)
+
+    def _add_totals(self) -> None:
+        # The rewards metrics, per (flag, variant), from the rows about to be cut (not per reward).
+        flags = self.get_flags()
+        totals = self.reward_totals
+        for (f, _, _, a), r in self.agg.rewards.items():
+            fs = flags.get(f)
+            tkey = (f, fs.keys[a] if fs is not None and a < len(fs.keys) else str(a))
+            t = totals.get(tkey)
+            if t is None:
+                t = totals[tkey] = [0, 0.0]
+            t[0] += r[0]
+            t[1] += r[1]
+
+    def _count_decision(self, flag: str, variant: str, reason: str, error_type: str, n: int) -> None:
         if reason == "error" and not error_type:  # variant() does not tell flag_not_found apart
-            error_type = "flag_not_found" if flags else "provider_not_ready"
+            error_type = "flag_not_found" if self.get_flags() else "provider_not_ready"
+        if error_type == "flag_not_found":
+            self._unknown_flag(flag, n)
         key = (flag, variant, reason, error_type)
         counts = self.decision_counts
         if key not in counts and len(counts) >= MAX_METRIC_SERIES:
             key = ("_other", "", reason, error_type)  # unknown flag keys must not grow memory
         counts[key] = counts.get(key, 0) + n
+
+    def _unknown_flag(self, flag: str, n: int) -> None:
+        # A typo in a flag key answers the default silently otherwise: say it once per key, here on the
+        # worker (never on the decision path); beyond MAX_UNKNOWN_LOGGED keys, one line a minute at most.
+        self.unknown_flags += n
+        logged = self._unknown_logged
+        if flag in logged:
+            return
+        now = self.clock()
+        if len(logged) >= MAX_UNKNOWN_LOGGED:
+            if now - self._unknown_last_log < 60.0:
+                return
+        else:
+            logged.add(flag)
+        self._unknown_last_log = now
+        self.logger.warning(
+            "banditflags: flag %r is not in the configuration; answering the caller's default "
+            "(logged once per key; counted in stats().unknown_flags)",
+            flag,
+        )
 
     def _register(self, markers: list[FlushMarker]) -> None:
         # Called right after the cut that follows the drain: everything recorded before a marker is
@@ -277,74 +296,6 @@ class EventProcessor:
         for m in markers:
             m.seq = self._seq
         self._waiting.extend(markers)
-
-    def _exposure(self, key: Key, unit_id: str, flags: Mapping[str, FlagSnapshot], now: float) -> None:
-        flag, version, arm = key
-        mkey = (flag, unit_id)
-        f = flags.get(flag)
-        if f is not None and f.user_unit:
-            m = self.memory.get(mkey)
-            if m is not None and m.version == version and m.arm == arm and now - m.at <= f.credit_window:
-                return  # this user was already counted on this arm in this credit window
-        self.memory[mkey] = _Memory(version, arm, now)
-        self.exposures[key] = self.exposures.get(key, 0) + 1
-
-    def _reward_token(self, item: tuple[Any, ...], flags: Mapping[str, FlagSnapshot], now: float) -> None:
-        _, flag, version, arm, unit_id, reward = item[:6]
-        f = flags.get(flag)
-        if f is None or arm >= len(f.keys):
-            self._lost()
-            return
-        if len(item) > 6:
-            self._add_metric((flag, version, arm, item[6]), reward)
-            return
-        m: _Memory | None = None
-        if f.user_unit and unit_id is not None:
-            mkey = (flag, unit_id)
-            m = self.memory.get(mkey)
-            if m is None or m.version != version or m.arm != arm:
-                m = self.memory[mkey] = _Memory(version, arm, now)
-        self._add_reward((flag, version, arm), reward, m)
-
-    def _reward_unit(self, item: tuple[Any, ...], flags: Mapping[str, FlagSnapshot], now: float) -> None:
-        _, flag, unit_id, reward = item[:4]
-        f = flags.get(flag)
-        if f is None:
-            self._lost()
-            return
-        mkey = (flag, unit_id)
-        m = self.memory.get(mkey)
-        if m is None or now - m.at > f.credit_window:
-            if f.killed:  # no arm to credit: everyone is on control and nothing was exposed
-                self._lost()
-                return
-            arm = f.table[(hash_key(f.prefix + unit_id) * 10_000) >> 32]
-            m = self.memory[mkey] = _Memory(f.version, arm, now)
-        if len(item) > 4:
-            self._add_metric((flag, m.version, m.arm, item[4]), reward)
-            return
-        self._add_reward((flag, m.version, m.arm), reward, m if f.user_unit else None)
-
-    def _add_metric(self, key: tuple[str, int, int, str], value: float) -> None:
-        row = self.metric_rewards.get(key)
-        if row is None:
-            row = self.metric_rewards[key] = [0, 0.0, 0.0]
-        row[0] += 1
-        row[1] += value
-        row[2] += value * value
-
-    def _add_reward(self, key: Key, reward: float, m: _Memory | None) -> None:
-        row = self.rewards.get(key)
-        if row is None:
-            row = self.rewards[key] = [0, 0.0, 0.0]
-        row[0] += 1
-        row[1] += reward
-        if m is None:  # unit = decision: every reward is its own observation
-            row[2] += reward * reward
-        else:  # unit = user: sum_sq is the sum of squared per-user totals; (t+r)² - t² = 2tr + r²
-            t = m.total
-            row[2] += 2.0 * t * reward + reward * reward
-            m.total = t + reward
 
     def _lost(self) -> None:
         with self._drop_lock:
@@ -354,58 +305,27 @@ class EventProcessor:
         return self.dropped - self._dropped_reported
 
     def cut(self) -> None:
-        """Turn the aggregates into pending batches (at most MAX_ROWS_PER_BATCH rows each)."""
+        """Read the exposure counters and turn the aggregates into pending batches (at most
+        MAX_ROWS_PER_BATCH rows and MAX_IDS_PER_BATCH decision ids each)."""
+        self.collect()
         dropped = self._undropped()
-        if not self.exposures and not self.rewards and not self.metric_rewards and not dropped:
+        self.duplicates += self.agg.row_duplicates
+        self.agg.row_duplicates = 0
+        if self.agg.empty() and not dropped:
             return
-        rows: list[tuple[str, dict[str, Any]]] = [
-            ("exposures", {"flag": f, "version": v, "arm": a, "count": n})
-            for (f, v, a), n in self.exposures.items()
-        ]
-        rows.extend(
-            ("rewards", {"flag": f, "version": v, "arm": a, "count": int(r[0]), "sum": r[1], "sum_sq": r[2]})
-            for (f, v, a), r in self.rewards.items()
-        )
-        flags = self.get_flags()
-        totals = self.reward_totals
-        for (f, _, a), r in self.rewards.items():
-            fs = flags.get(f)
-            tkey = (f, fs.keys[a] if fs is not None and a < len(fs.keys) else str(a))
-            t = totals.get(tkey)
-            if t is None:
-                t = totals[tkey] = [0, 0.0]
-            t[0] += r[0]
-            t[1] += r[1]
-        rows.extend(
-            (
-                "rewards",
-                {
-                    "flag": f,
-                    "version": v,
-                    "arm": a,
-                    "count": int(r[0]),
-                    "sum": r[1],
-                    "sum_sq": r[2],
-                    "metric": m,
-                },
-            )
-            for (f, v, a, m), r in self.metric_rewards.items()
-        )
-        self.exposures = {}
-        self.rewards = {}
-        self.metric_rewards = {}
+        self._add_totals()
+        rows = self.agg.take_rows(MAX_IDS_PER_BATCH)
         self._dropped_reported += dropped
         sent_at = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        for start in range(0, max(len(rows), 1), MAX_ROWS_PER_BATCH):
-            chunk = rows[start : start + MAX_ROWS_PER_BATCH]
+        for first, chunk in enumerate(_pack(rows)):
             self._seq += 1
             body: dict[str, Any] = {
                 "batch_id": uuid.uuid4().hex,
                 "sent_at": sent_at,
                 "sdk": self.sdk,
-                "exposures": [r for kind, r in chunk if kind == "exposures"],
-                "rewards": [r for kind, r in chunk if kind == "rewards"],
-                "dropped": dropped if start == 0 else 0,
+                "exposures": [r for kind, r, _ in chunk if kind == "exposures"],
+                "rewards": [r for kind, r, _ in chunk if kind == "rewards"],
+                "dropped": dropped if first == 0 else 0,
             }
             if self.sync_info is not None:
                 revision, age = self.sync_info()
@@ -467,3 +387,17 @@ class EventProcessor:
             m.ok = m.ok and (not self.pending or m.seq < self.pending[0].seq)
             m.event.set()
         self._waiting = []
+
+
+def _pack(rows: list[tuple[str, dict[str, Any], int]]) -> list[list[tuple[str, dict[str, Any], int]]]:
+    """Rows into batches of at most MAX_ROWS_PER_BATCH rows and MAX_IDS_PER_BATCH ids (one empty batch
+    when there are no rows: it still reports ``dropped``)."""
+    out: list[list[tuple[str, dict[str, Any], int]]] = [[]]
+    ids = 0
+    for r in rows:
+        if len(out[-1]) >= MAX_ROWS_PER_BATCH or ids + r[2] > MAX_IDS_PER_BATCH:
+            out.append([])
+            ids = 0
+        out[-1].append(r)
+        ids += r[2]
+    return out

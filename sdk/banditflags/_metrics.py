@@ -16,13 +16,17 @@ instrument                     kind, unit        attributes
                                ``{request}``
 ``banditflags.events.dropped`` counter,          events lost (buffer full, reward not attributable)
                                ``{event}``
+``banditflags.rewards.dupli-   counter,          conversions not counted again (their decision had converted)
+cates``                        ``{reward}``
+``banditflags.flags.unknown``  counter,          decisions for a flag key the config does not have (typo?)
+                               ``{decision}``
 ``banditflags.config.age``     gauge, ``s``      seconds since the server last sent or confirmed the config
                                                  (the oldest over the process's clients)
 =============================  ================  =============================================================
 
-Decisions and rewards are counted when the worker drains the buffer (a decision dropped because the
-buffer was full is counted in ``banditflags.events.dropped`` only)  every 0.1 s and cuts a batch
-every ``flush_interval``, so the metrics lag by that much. All the process's clients that use one
+Exposures (``banditflags.decisions`` with a variant and reason ``split``/``stale``/``cached``) and
+rewards are counted when the worker cuts a batch, every ``flush_interval``; other decisions when it
+drains the buffer, every 0.1 s. So the metrics lag by that much. All the process's clients that use one
 meter provider add up into one set of series; a closed client's counts are kept (counters never go
 down), one garbage-collected without ``close()`` drops out.
 """
@@ -56,6 +60,8 @@ class _Registry:
         self.retired_rewards: dict[tuple[str, str], list[float]] = {}
         self.retired_failures = 0
         self.retired_dropped = 0
+        self.retired_duplicates = 0
+        self.retired_unknown = 0
         meter = _metrics_api.get_meter("banditflags", __version__, meter_provider=meter_provider)
         meter.create_observable_counter(
             "banditflags.decisions",
@@ -77,6 +83,18 @@ class _Registry:
         )
         meter.create_observable_counter(
             "banditflags.events.dropped", [self._dropped], unit="{event}", description="Events dropped"
+        )
+        meter.create_observable_counter(
+            "banditflags.rewards.duplicates",
+            [self._duplicates],
+            unit="{reward}",
+            description="Conversions not counted again: their decision had converted already",
+        )
+        meter.create_observable_counter(
+            "banditflags.flags.unknown",
+            [self._unknown],
+            unit="{decision}",
+            description="Decisions for a flag key the configuration does not have",
         )
         meter.create_observable_gauge(
             "banditflags.config.age",
@@ -135,6 +153,12 @@ class _Registry:
     def _dropped(self, options: CallbackOptions) -> Iterable[Observation]:
         return [Observation(self.retired_dropped + sum(c._events.dropped for c in self._live()))]
 
+    def _duplicates(self, options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(self.retired_duplicates + sum(c.stats().duplicates for c in self._live()))]
+
+    def _unknown(self, options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(self.retired_unknown + sum(c._events.unknown_flags for c in self._live()))]
+
     def _config_age(self, options: CallbackOptions) -> Iterable[Observation]:
         ages = [a for c in self._live() if (a := c.stats().config_age_seconds) is not None]
         return [Observation(max(ages))] if ages else []
@@ -152,6 +176,8 @@ class _Registry:
                 t[1] += rs
             self.retired_failures += ev.batches_failed
             self.retired_dropped += ev.dropped
+            self.retired_duplicates += client.stats().duplicates
+            self.retired_unknown += ev.unknown_flags
             self.clients.discard(client)
 
 

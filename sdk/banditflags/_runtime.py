@@ -15,6 +15,7 @@ attributes live in the instance's own dict, as before the split.
 from __future__ import annotations
 
 import collections
+import itertools
 import json
 import logging
 import math
@@ -35,6 +36,7 @@ from ._models import ClientStats
 from ._notify import Listener, Notifier
 from ._sync import ConfigSync
 from ._telemetry import ContextIdMode, Mode, Telemetry
+from ._units import Conversions
 from ._version import __version__
 
 __all__ = ["Runtime"]
@@ -127,6 +129,7 @@ class Runtime:
         # The push stream (/v1/stream) in background mode; polling every refresh_interval otherwise.
         self._streaming = bool(streaming) and background
         self._max_queue = max_queue
+        self._memory_size = decision_memory_size
         self._transport = transport
         self._logger = logger or logging.getLogger("banditflags")
         self._rng = random.Random()
@@ -134,6 +137,9 @@ class Runtime:
         self._state = _EMPTY_STATE
         self._flags: dict[str, FlagSnapshot] = _EMPTY_STATE.flags
         self._rejected = 0
+        self._duplicates = itertools.count()  # next() per duplicate; read by stats() (reads subtracted)
+        self._duplicate_reads = 0
+        self._conversions = Conversions(decision_memory_size)
         self._rejected_logged = False
         cid_key = telemetry_context_id_key if telemetry_context_id_key is not None else sdk_key
         self._tel = Telemetry(
@@ -216,8 +222,23 @@ class Runtime:
     # -- config state ---------------------------------------------------------------------------
 
     def _set_state(self, state: _State) -> None:
+        old = self._state.flags
+        if state.flags is old:  # a confirmation (304): same snapshots
+            self._state = state
+            return
+        units = self._memory_size
+        for key, f in state.flags.items():
+            # A flag's unit memory outlives its snapshots: a new config must not forget who was served.
+            prev = old.get(key)
+            if prev is not None and prev.units is not f.units:
+                prev.units.on = prev.units.on or f.units.on
+                for g in (f, *f.rule_snapshots):  # its targeting's snapshots share the flag's memory
+                    object.__setattr__(g, "units", prev.units)  # frozen: set once, before anyone reads it
+            else:
+                f.units.cap = units
         self._state = state
         self._flags = state.flags
+        self._events.agg.watch(state.flags)  # its exposure counters are read from now on
 
     def _publish(self, snapshot: ConfigSnapshot) -> None:
         now = _monotonic()
@@ -428,6 +449,8 @@ class Runtime:
         return ClientStats(
             decisions_queued=len(self._queue),
             decisions_dropped=ev.dropped,
+            duplicates=self._duplicates_so_far() + ev.duplicates,
+            unknown_flags=ev.unknown_flags,
             rewards_rejected=self._rejected,
             batches_sent=ev.batches_sent,
             batches_failed=ev.batches_failed,
@@ -441,6 +464,12 @@ class Runtime:
             stream_connects=self._sync.stream_connects,
             stream_events=self._sync.stream_events,
         )
+
+    def _duplicates_so_far(self) -> int:
+        with self._counter_lock:  # reading is a next() too: count this reader's own calls
+            n = next(self._duplicates) - self._duplicate_reads
+            self._duplicate_reads += 1
+        return n
 
     def __repr__(self) -> str:
         return f"<banditflags.Client {self._base_url!r} revision={self._state.revision}>"

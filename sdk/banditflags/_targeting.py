@@ -76,12 +76,14 @@ class Match:
     table: bytes | None = field(default=None, repr=False)
 
 
-Evaluate = Callable[[str, Any], "Match | None"]
+# Returns a Match or None; with compile_flag's ``outcome``/``miss``, what those give instead.
+Evaluate = Callable[[str, Any], Any]
 
 
 @dataclass(frozen=True, slots=True)
 class FlagTargeting:
-    """A flag's compiled targeting. ``evaluate(unit_id, attributes)`` → :class:`Match` or ``None``.
+    """A flag's compiled targeting. ``evaluate(unit_id, attributes)`` → :class:`Match` or ``None``
+    (or ``outcome(match)`` / ``miss``, when :func:`compile_flag` was given them).
 
     ``unit_id`` is the normalised unit id (a non-empty ``str``); ``attributes`` a mapping of name →
     value, or ``None``. ``rules`` holds the Match of each rule, in order (``rules[m.index] is m``).
@@ -139,15 +141,19 @@ def compile_flag(
     segments: Segments = NO_SEGMENTS,
     *,
     rule_tables: Mapping[str, bytes] | None = None,
+    outcome: Callable[[Match], Any] | None = None,
+    miss: Any = None,
 ) -> FlagTargeting | TargetingError | None:
     """Compile a flag's ``targets`` and ``rules``: None when it has neither, an error, or the evaluator.
 
     ``variants`` are the flag's variant keys in order (Match.variant indexes them). ``rule_tables``
     maps bandit rules' ids to their decoded allocation tables from the config; when given, every
-    bandit rule must have one. Never raises.
+    bandit rule must have one. ``outcome``, called once per rule and target at compile time, turns
+    each Match into what ``evaluate`` returns for it (the client's ready-made snapshots, so that a
+    decision makes no second call), and ``evaluate`` returns ``miss`` instead of None. Never raises.
     """
     try:
-        return _compile_flag(flag, variants, segments, rule_tables)
+        return _compile_flag(flag, variants, segments, rule_tables, outcome, miss)
     except InvalidRule as exc:
         return TargetingError(exc.path, exc.message)
     except Exception as exc:  # a bug here must not take the config down with a traceback
@@ -155,7 +161,12 @@ def compile_flag(
 
 
 def _compile_flag(
-    flag: Mapping[str, Any], variants: Sequence[str], segments: Segments, tables: Mapping[str, bytes] | None
+    flag: Mapping[str, Any],
+    variants: Sequence[str],
+    segments: Segments,
+    tables: Mapping[str, bytes] | None,
+    outcome: Callable[[Match], Any] | None,
+    miss: Any,
 ) -> FlagTargeting | None:
     if not isinstance(flag, Mapping):
         raise InvalidRule("", "must be an object")
@@ -195,11 +206,15 @@ def _compile_flag(
             rules.append((cs[0], rest, _serve(raw.get("serve"), rid, i, variants, tables)))
         except InvalidRule as exc:
             raise within(f"rules[{i}]", exc) from None
-    return FlagTargeting(
-        evaluate=_evaluator(targets, tuple(rules)),
-        rules=tuple(m for _, _, m in rules),
-        targets=len(targets),
-    )
+    matches = tuple(m for _, _, m in rules)
+    served: tuple[tuple[Clause, Clause | None, Any], ...] = tuple(rules)
+    units: Mapping[str, Any] = targets
+    if outcome is not None:
+        served = tuple((first, rest, outcome(m)) for first, rest, m in rules)
+        by_match = {id(m): m for m in targets.values()}  # one Match per target entry, not per unit
+        given = {i: outcome(m) for i, m in by_match.items()}
+        units = {u: given[id(m)] for u, m in targets.items()}
+    return FlagTargeting(evaluate=_evaluator(units, served, miss), rules=matches, targets=len(targets))
 
 
 def _targets(raw: object, variants: Sequence[str]) -> dict[str, Match]:
@@ -223,11 +238,13 @@ def _targets(raw: object, variants: Sequence[str]) -> dict[str, Match]:
     return units
 
 
-def _evaluator(targets: Mapping[str, Match], rules: tuple[_Rule, ...]) -> Evaluate:
+def _evaluator(
+    targets: Mapping[str, Any], rules: tuple[tuple[Clause, Clause | None, Any], ...], miss: Any
+) -> Evaluate:
     # Specialised on what the flag has, so a targets-only flag never looks at attributes.
     lookup = targets.get
 
-    def by_rules(unit_id: str, attributes: Any = None) -> Match | None:
+    def by_rules(unit_id: str, attributes: Any = None) -> Any:
         try:
             a = attributes if attributes.__class__ is dict else _mapping(attributes)
             for first, rest, match in rules:
@@ -235,15 +252,15 @@ def _evaluator(targets: Mapping[str, Match], rules: tuple[_Rule, ...]) -> Evalua
                     return match
         except Exception:  # e.g. a caller's Mapping whose get() raises: the default allocation
             pass
-        return None
+        return miss
 
-    def by_targets(unit_id: str, attributes: Any = None) -> Match | None:
+    def by_targets(unit_id: str, attributes: Any = None) -> Any:
         try:
-            return lookup(unit_id)
+            return lookup(unit_id, miss)
         except Exception:  # an unhashable unit id
-            return None
+            return miss
 
-    def by_both(unit_id: str, attributes: Any = None) -> Match | None:
+    def by_both(unit_id: str, attributes: Any = None) -> Any:
         try:
             m = lookup(unit_id)
         except Exception:

@@ -21,7 +21,11 @@ attributes (DESIGN.md §7; never the deprecated ``feature_flag.variant`` / ``fea
 ``banditflags.propensity``         the unit's probability of landing on the served arm
 ``banditflags.policy``             the flag's bandit policy (``thompson``, ``fixed``, ...)
 ``banditflags.exploration``        the flag's exploration throttle in [0, 1]
+``banditflags.rule``               the targeting rule's id or ``target`` (absent: the default allocation)
 =================================  ==========================================================
+
+The decision's targeting attributes are never recorded: not as span or event attributes, not in
+messages (DESIGN.md §9); only the rule id that matched.
 
 ``telemetry="event"`` emits the same attributes as the log-based event ``feature_flag.evaluation``
 through the OpenTelemetry logs API instead (its log record carries the active trace and span ids),
@@ -56,8 +60,8 @@ from opentelemetry.trace import SpanContext, Status, StatusCode, TraceFlags
 from opentelemetry.util.types import AttributeValue
 
 from ._config import FlagSnapshot
-from ._models import Decision
-from ._token import TOKEN_PREFIX, parse_token
+from ._models import Decision, Reason
+from ._token import TOKEN_PREFIXES, parse_token
 from ._version import __version__
 
 __all__ = [
@@ -81,6 +85,7 @@ SPAN_NAME = "feature_flag.evaluation"
 EVENT_NAME = "feature_flag.evaluation"
 REWARD_EVENT = "banditflags.reward"
 _ATTR_CACHE_MAX = 4096
+_CID_CACHE_MAX = 10_000  # hashed context ids remembered (per unit id): a recurring unit hashes once
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 
 # The module whose ``_TRACER_PROVIDER`` global is None until a real provider is installed: the client's
@@ -158,6 +163,7 @@ class Telemetry:
         self._logger = get_logger("banditflags", __version__, logger_provider=logger_provider)
         self._current = _current_span_getter()
         self._attr_cache: dict[tuple[Any, ...], tuple[FlagSnapshot | None, dict[str, AttributeValue]]] = {}
+        self._cid_cache: dict[str, str] = {}
         self.errors = 0  # telemetry failures swallowed (visible in tests and debugging)
 
     # -- the gate ------------------------------------------------------------------------------
@@ -199,7 +205,7 @@ class Telemetry:
         self, d: Decision, f: FlagSnapshot | None, unit_id: str | None
     ) -> dict[str, AttributeValue]:
         """The semantic-convention attributes of a decision (cached per flag snapshot, arm and reason)."""
-        ck = (d.flag, d.version, d.arm, d.reason, d.variant)
+        ck = (d.flag, d.version, d.arm, d.reason, d.variant, d.rule)
         hit = self._attr_cache.get(ck) if d.error_type is None else None
         if hit is not None and hit[0] is f:
             attrs = hit[1]
@@ -217,6 +223,8 @@ class Telemetry:
                 attrs["feature_flag.set.id"] = self._set_id
             if d.propensity is not None:
                 attrs["banditflags.propensity"] = d.propensity
+            if d.rule is not None:
+                attrs["banditflags.rule"] = d.rule
             if f is not None:
                 if f.policy is not None:
                     attrs["banditflags.policy"] = f.policy
@@ -229,10 +237,90 @@ class Telemetry:
                 if len(self._attr_cache) >= _ATTR_CACHE_MAX:
                     self._attr_cache.clear()
                 self._attr_cache[ck] = (f, attrs)
-        if unit_id and self._context_id_mode != "none":
-            attrs = dict(attrs)
-            attrs["feature_flag.context.id"] = self.context_id(unit_id)
+        if unit_id:
+            return self.context_attrs(attrs, unit_id)
         return attrs
+
+    def context_attrs(self, base: dict[str, AttributeValue], unit_id: str) -> dict[str, AttributeValue]:
+        """``base`` plus this unit's ``feature_flag.context.id`` (the keyed hash cached per unit)."""
+        if self._context_id_mode == "none":
+            return base
+        cid = self._cid_cache.get(unit_id)
+        if cid is None:
+            cid = self.context_id(unit_id)
+            if len(self._cid_cache) >= _CID_CACHE_MAX:
+                self._cid_cache.clear()
+            self._cid_cache[unit_id] = cid
+        attrs = base.copy()
+        attrs["feature_flag.context.id"] = cid
+        return attrs
+
+    def bucketed(self, f: FlagSnapshot, arm: int, reason: Reason, did: str, unit_id: str) -> Decision:
+        """A bucketed decision's span (span mode) or event, and its Decision, built once with the span's
+        ids. The attributes are given at span creation; the per-(snapshot, arm, reason) part is cached."""
+        d: Decision | None = None
+        try:
+            ck = ("bucketed", f.key, f.version, arm, reason, f.rule)
+            hit = self._attr_cache.get(ck)
+            if hit is not None and hit[0] is f:
+                base = hit[1]
+            else:
+                p = f.propensities[arm]
+                d = Decision(f.key, f.keys[arm], f.values[arm], reason, f.version, arm, p, rule=f.rule)
+                base = self.attributes(d, f, None)
+                if len(self._attr_cache) >= _ATTR_CACHE_MAX:
+                    self._attr_cache.clear()
+                self._attr_cache[ck] = (f, base)
+            if self.mode == "span":
+                sc = self._tracer.start_span(SPAN_NAME, attributes=self.context_attrs(base, unit_id))
+                sc.end()
+                ctx = sc.get_span_context()
+                if ctx.is_valid:
+                    return Decision(
+                        f.key,
+                        f.keys[arm],
+                        f.values[arm],
+                        reason,
+                        f.version,
+                        arm,
+                        f.propensities[arm],
+                        None,
+                        None,
+                        f"{ctx.trace_id:032x}",
+                        f"{ctx.span_id:016x}",
+                        did,
+                        f.rule,
+                    )
+            else:
+                d = Decision(
+                    f.key,
+                    f.keys[arm],
+                    f.values[arm],
+                    reason,
+                    f.version,
+                    arm,
+                    f.propensities[arm],
+                    decision_id=did,
+                    rule=f.rule,
+                )
+                return self.decision(d, f, unit_id)
+        except Exception:
+            self.errors += 1
+        return Decision(
+            f.key,
+            f.keys[arm],
+            f.values[arm],
+            reason,
+            f.version,
+            arm,
+            f.propensities[arm],
+            None,
+            None,
+            None,
+            None,
+            did,
+            f.rule,
+        )
 
     def decision(self, d: Decision, f: FlagSnapshot | None, unit_id: str | None) -> Decision:
         """Record a decision (span or event) and return it with the span's trace ids. Never raises."""
@@ -264,8 +352,10 @@ class Telemetry:
                 d.propensity,
                 d.error_type,
                 d.error_message,
-                sc.trace_id.to_bytes(16, "big").hex(),
-                sc.span_id.to_bytes(8, "big").hex(),
+                f"{sc.trace_id:032x}",
+                f"{sc.span_id:016x}",
+                d.decision_id,
+                d.rule,
             )
         except Exception:
             self.errors += 1
@@ -285,7 +375,7 @@ class Telemetry:
                 flag = target.flag
                 variant, version = target.variant, target.version
                 trace_id, span_id = target.trace_id, target.span_id
-            elif isinstance(target, str) and target.startswith(TOKEN_PREFIX + ":"):
+            elif isinstance(target, str) and target.startswith(TOKEN_PREFIXES):
                 tok = parse_token(target)
                 if tok is None:
                     return

@@ -1,12 +1,14 @@
 """An OpenFeature provider backed by :class:`banditflags.Client` (``pip install 'banditflags[openfeature]'``).
 
-Resolution is the client's local decision (no I/O): the targeting key is the unit id, the variant is
-the arm's key, the value its JSON value, ``flag_metadata`` carries the allocation ``version``, the
-arm's ``propensity`` and the decision ``token`` (primitives only). Reasons are OpenFeature's upper-case
-ones: ``SPLIT``, ``DISABLED`` (killed flag: the control arm), ``CACHED`` (bootstrap config), ``STALE``,
-``ERROR`` with ``FLAG_NOT_FOUND``, ``PROVIDER_NOT_READY``, ``TARGETING_KEY_MISSING``, ``TYPE_MISMATCH``
-(JSON types are checked: ``true`` is not an integer), ``PARSE_ERROR`` or ``GENERAL``. A type mismatch
-is found before bucketing, so it records no exposure.
+Resolution is the client's local decision (no I/O): the targeting key is the unit id, the context's
+other attributes are the decision's ``attributes`` (targeting rules, DESIGN.md §9: evaluated here, never
+sent anywhere), the variant is the arm's key, the value its JSON value, ``flag_metadata`` carries the
+allocation ``version``, the arm's ``propensity``, the decision ``token`` and, when a targeting rule or
+an individual target served the unit, its ``rule`` (primitives only). Reasons are OpenFeature's
+upper-case ones: ``SPLIT``, ``DISABLED`` (killed flag: the control arm), ``CACHED`` (bootstrap config),
+``STALE``, ``ERROR`` with ``FLAG_NOT_FOUND``, ``PROVIDER_NOT_READY``, ``TARGETING_KEY_MISSING``,
+``TYPE_MISMATCH`` (JSON types are checked: ``true`` is not an integer), ``PARSE_ERROR`` or ``GENERAL``.
+A type mismatch is found before bucketing, so it records no exposure.
 
 ``track(event_name, context, details)`` credits a reward (``details.value``, default 1.0) to the arm the
 targeting key was served: for the flags named by ``details.attributes["token"]`` (a decision token,
@@ -42,7 +44,7 @@ client can evaluate (at once with a bootstrap config); otherwise it raises ``Pro
 >>> d = client.get_string_details("checkout-button", "#000", EvaluationContext("user-42"))
 >>> d.value in ("#00f", "#0f0"), d.variant in ("blue", "green"), d.reason == "SPLIT"
 (True, True, True)
->>> d.flag_metadata["version"], d.flag_metadata["token"].startswith("bf1:checkout-button:1:")
+>>> d.flag_metadata["version"], d.flag_metadata["token"].startswith("bf2:checkout-button:1:")
 (1, True)
 >>> client.get_integer_details("checkout-button", 0, EvaluationContext("user-42")).error_code
 <ErrorCode.TYPE_MISMATCH: 'TYPE_MISMATCH'>
@@ -262,7 +264,7 @@ class BanditflagsProvider(AbstractProvider):
                 error_message=f"flag {flag_key!r} has values that are not of the requested type",
             )
         unit = ctx.targeting_key if ctx is not None else None
-        d = client.decide(flag_key, unit, default)
+        d = client.decide(flag_key, unit, default, attributes=ctx.attributes if ctx is not None else None)
         if d.reason is Reason.ERROR:
             et = d.error_type
             return FlagResolutionDetails(
@@ -332,4 +334,6 @@ def _metadata(d: Decision) -> dict[str, bool | int | float | str]:
     token = d.token
     if token is not None:
         md["token"] = token
+    if d.rule is not None:
+        md["rule"] = d.rule
     return md

@@ -8,7 +8,8 @@ a buffer flushed "later" may never be sent. :class:`Serverless` therefore owns a
    a short ``refresh_timeout``; if the server is slow or down, the cached snapshot answers (a failed
    refresh is retried after ``min(ttl, retry_after)`` seconds, so an outage costs one short timeout
    per ``retry_after``, not one per invocation).
-2. **the handler runs**; ``variant()``/``decide()``/``track()`` only append to the in-memory buffer.
+2. **the handler runs**; ``variant()``/``decide()`` only tick in-memory counters, ``track()`` appends
+   to the in-memory buffer.
 3. **end** (also when the handler raises): flush synchronously within a deadline: for Lambda,
    ``context.get_remaining_time_in_millis()`` minus ``margin``, capped at ``flush_timeout``. Whatever
    is not acknowledged by then (a slow server, a deadline already spent) stays in the buffer, with its

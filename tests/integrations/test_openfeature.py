@@ -96,7 +96,7 @@ def test_values_variants_reasons_metadata_and_errors(flags: Any) -> None:
     d = of.get_string_details("checkout-button", "#000", ctx)
     assert (d.variant, d.value) in (("v0", "#00f"), ("v1", "#0f0")) and d.reason == "SPLIT"
     assert d.flag_metadata["version"] == 1 and d.flag_metadata["propensity"] == 0.5
-    assert d.flag_metadata["token"] == f"bf1:checkout-button:1:{d.variant[1]}"
+    assert str(d.flag_metadata["token"]).startswith(f"bf2:checkout-button:1:{d.variant[1]}:")
     assert d.variant == provider.client.variant("checkout-button", "user-1")  # same bucketing as the SDK
     assert of.get_integer_value("page-size", 0, ctx) == 20
     assert of.get_boolean_value("new-checkout", False, ctx) is True
@@ -146,8 +146,10 @@ def test_tracking_credits_rewards(flags: Any) -> None:
     )
     of.track("checkout-button", ctx, TrackingEventDetails(value=0.5))  # not a binary reward: rejected
     assert provider.client.stats().rewards_rejected == 1
-    assert provider.client.flush(10.0)
-    assert flags.periods("checkout-button") == {(1, arm): (1, 3)}
+    assert provider.client.flush(10.0), provider.client.stats()
+    # three conversions of user-7's one decision (by key, by a mapped event, by token): counted once
+    assert flags.periods("checkout-button") == {(1, arm): (1, 1)}
+    assert provider.client.stats().duplicates == 2
     assert flags.periods("new-checkout") == {(1, 1): (0, 2)}
 
 
@@ -227,3 +229,46 @@ def test_openfeature_conformance_check() -> None:
         result.stdout[-3000:] + result.stderr[-2000:]
     )
     assert int(last.split()[0]) >= 70
+
+
+def test_context_attributes_feed_targeting_and_the_rule_is_in_the_metadata() -> None:
+    """EvaluationContext attributes are the decision's attributes (targeting_key stays the unit id);
+    a rule's or target's id is in flag_metadata["rule"]. A bootstrapped config with targeting (the
+    server side of issue 12 lands separately), the client pointed at a dead port."""
+    flag = {
+        "key": "checkout-button",
+        "salt": "s",
+        "state": "running",
+        "exploration": 1.0,
+        "version": 3,
+        "variants": [{"key": "blue", "value": "#00f"}, {"key": "green", "value": "#0f0"}],
+        "control": "blue",
+        "weights": [1.0, 0.0],
+        "table": [[0, 10_000]],
+        "objective": {"reward": "binary", "unit": "decision"},
+        "targets": [{"variant": "green", "units": ["pinned"]}],
+        "rules": [
+            {
+                "id": "staff",
+                "clauses": [{"attribute": "email", "op": "ends_with", "values": ["@corp.test"]}],
+                "serve": {"variant": "green"},
+            }
+        ],
+    }
+    client = Client("http://127.0.0.1:9", "bf_sdk_x", bootstrap={"schema": 1, "revision": 1, "flags": [flag]})
+    try:
+        api.set_provider_and_wait(BanditflagsProvider(client), "targeting")
+        of = api.get_client("targeting")
+        staff = of.get_string_details(
+            "checkout-button", "x", EvaluationContext("u1", {"email": "a@corp.test"})
+        )
+        assert (staff.value, staff.variant, staff.flag_metadata["rule"]) == ("#0f0", "green", "staff")
+        assert str(staff.flag_metadata["token"]).startswith("bf2:checkout-button/staff:3:1:")
+        other = of.get_string_details("checkout-button", "x", EvaluationContext("u1", {"email": "a@b.test"}))
+        assert other.variant == "blue" and "rule" not in other.flag_metadata
+        pinned = of.get_string_details("checkout-button", "x", EvaluationContext("pinned"))
+        assert pinned.variant == "green" and pinned.flag_metadata["rule"] == "target"
+        odd = of.get_string_details("checkout-button", "x", EvaluationContext("u1", {"email": [1, None]}))
+        assert odd.variant == "blue" and odd.error_code is None  # an odd value: no match, no error
+    finally:
+        client.close(0.5)

@@ -65,7 +65,7 @@ def test_split_decision(make_client: MakeClient) -> None:
         d = client.decide("btn", unit)
         assert d == Decision("btn", "ab"[arm], ["A", {"color": "#00f"}][arm], Reason.SPLIT, 1, arm, 0.5)
         assert client.variant("btn", unit) == "ab"[arm]
-        assert d.token == f"bf1:btn:1:{arm}"
+        assert d.decision_id is not None and d.token == f"bf2:btn:1:{arm}:{d.decision_id}"
 
 
 def test_int_unit_ids_are_decimal_strings(make_client: MakeClient) -> None:
@@ -120,12 +120,11 @@ def test_killed_flag_serves_control_and_records_nothing(
         assert client.variant("btn", f"u{i}") == "a"
         d = client.decide("btn", f"u{i}")
         assert (d.reason, d.variant, d.arm, d.propensity, d.token) == (Reason.DISABLED, "a", 0, 1.0, None)
-    # accepted (the unit may have been served before the kill), but with no memory of u1 there is no
-    # arm to credit: the worker drops it and counts the drop
-    assert client.track("btn", "u1", 1)
+    # with no memory of u1 there is no arm to credit: rejected (and counted)
+    assert client.track("btn", "u1", 1) is False
     assert client.flush(5.0)
     assert server.exposures() == {} and server.rewards() == {}
-    assert client.stats().decisions_dropped == 1
+    assert client.stats().rewards_rejected == 1
 
 
 def test_kill_and_unkill_return_units_to_their_arm(make_client: MakeClient, server: Any, build: Any) -> None:
@@ -156,7 +155,11 @@ def test_bootstrap_dict_answers_cached(make_client: MakeClient, server: Any, bui
     server.down = True
     client = make_client(bootstrap=build.config(revision=5))
     d = client.decide("btn", "u1")
-    assert d.reason == Reason.CACHED and d.arm == expected_arm("u1") and d.token == f"bf1:btn:1:{d.arm}"
+    assert (
+        d.reason == Reason.CACHED
+        and d.arm == expected_arm("u1")
+        and d.token == f"bf2:btn:1:{d.arm}:{d.decision_id}"
+    )
     assert client.stats().config_revision == 5 and client.stats().config_age_seconds is None
     assert not client.wait_until_ready(0.2)
     server.down = False
@@ -214,7 +217,8 @@ def test_track_variants_and_rejections(make_client: MakeClient, server: Any, bui
     d = client.decide("bin", "u1")
     assert client.track(d)  # reward 1.0 by default
     assert client.track(d.token, reward=0)
-    assert client.track("bin", "u1", reward=1)
+    assert client.track("bin", "u1", reward=1) is False  # the same decision again: a duplicate
+    assert client.stats().duplicates == 1
     assert client.track("cont", 7, reward=-2.5)
     for args in [
         ("bin", "u1", 0.5),
@@ -236,7 +240,7 @@ def test_track_variants_and_rejections(make_client: MakeClient, server: Any, bui
     rewards = server.rewards()
     arm = d.arm
     assert arm is not None
-    assert rewards[("bin", 1, arm)] == (3, 2.0, 2.0)
+    assert rewards[("bin", 1, arm)] == (2, 1.0, 1.0)
     assert rewards[("cont", 1, expected_arm("7", "salt-cont"))] == (1, -2.5, 6.25)
 
 
@@ -305,13 +309,14 @@ def test_max_queue_drops_are_counted_and_reported(make_client: MakeClient, serve
     client = make_client(background=False, max_queue=10)
     assert client.refresh()
     for i in range(15):
-        client.variant("btn", f"u{i}")
-    assert client.track("btn", "u1", 1) is False  # buffer full
+        client.variant("btn", f"u{i}")  # exposures are counted in place: never dropped
+        client.track("btn", f"u{i}", 0)  # rewards go through the buffer: 10 fit
     stats = client.stats()
-    assert stats.decisions_queued == 10 and stats.decisions_dropped == 6
+    assert stats.decisions_queued == 10 and stats.decisions_dropped == 5
     assert client.flush(2.0)
     (body,) = server.event_requests
-    assert body["dropped"] == 6 and sum(r["count"] for r in body["exposures"]) == 10
+    assert body["dropped"] == 5 and sum(r["count"] for r in body["exposures"]) == 15
+    assert sum(r["count"] for r in body["rewards"]) == 10
 
 
 def test_serverless_mode_runs_no_thread(make_client: MakeClient, server: Any) -> None:

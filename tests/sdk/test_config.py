@@ -25,7 +25,7 @@ def test_valid_payload_precomputes_the_hot_path(build: Any) -> None:
     assert f.control == 0 and f.control_key == "a" and not f.killed
     assert len(f.table) == 10_000 and f.table[0] == 1 and f.table[2500] == 0
     assert f.propensities == (0.75, 0.25)
-    assert f.exposure_keys == (("btn", 4, 0), ("btn", 4, 1))
+    assert f.exposure_keys == (("btn", 4, 0, None), ("btn", 4, 1, None))
     assert f.decisions[1].variant == "b" and f.decisions[1].propensity == 0.25
     assert f.binary and not f.user_unit and f.credit_window == 86400.0
     assert f.disabled_decision.reason == "disabled" and f.disabled_decision.variant == "a"

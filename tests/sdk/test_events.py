@@ -1,4 +1,4 @@
-"""EventProcessor: aggregation, user-unit dedup and sum_sq math, retries, drops and bounds."""
+"""EventProcessor: aggregation (counters, rewards, ids, sum_sq), unknown flags, retries, drops, bounds."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from banditflags._config import FlagSnapshot, parse_config
-from banditflags._events import MAX_ROWS_PER_BATCH, EventProcessor, FlushMarker
+from banditflags._events import MAX_IDS_PER_BATCH, MAX_ROWS_PER_BATCH, EventProcessor, FlushMarker
 from banditflags._inputs import is_valid_reward
 
 
@@ -48,86 +48,113 @@ def make(build: Any, *flags: dict[str, Any], **kw: Any) -> Made:
     return proc, poster, clock, flags_map
 
 
-def exposure(f: FlagSnapshot, unit: str) -> tuple[Any, str]:
-    arm = f.table[(__import__("mmh3").hash(f.prefix + unit, 0, False) * 10_000) >> 32]
-    return (f.exposure_keys[arm], unit)
+ITEM = ("r", ("btn", None, 1, 0), None, 0.0, False)  # one reward of 0: something to send
+
+
+def expose(proc: EventProcessor, f: FlagSnapshot, unit: str) -> None:
+    """What a decision does: tick the counter of the arm the unit buckets into."""
+    proc.agg.watch({f.key: f})
+    next(f.counters[f.table[(__import__("mmh3").hash(f.prefix + unit, 0, False) * 10_000) >> 32]])
 
 
 def test_aggregates_exposures_and_decision_rewards(build: Any) -> None:
     proc, poster, _, flags = make(build)
     f = flags["btn"]
     for i in range(50):
-        proc.queue.append(exposure(f, f"u{i}"))
-    proc.queue.append(exposure(f, "u0"))  # decision unit: every decision counts
-    proc.queue.append(("t", "btn", 1, 1, None, 1.0))
-    proc.queue.append(("t", "btn", 1, 1, None, 0.0))
+        expose(proc, f, f"u{i}")
+    expose(proc, f, "u0")  # decision unit: every decision counts
+    proc.queue.append(("r", ("btn", None, 1, 1), "00000000000000aa", 1.0, True))
+    proc.queue.append(("r", ("btn", None, 1, 1), "00000000000000ab", 0.0, False))
     assert proc.flush_now(None)
     (body,) = poster.bodies
     assert sum(r["count"] for r in body["exposures"]) == 51
-    assert body["rewards"] == [{"flag": "btn", "version": 1, "arm": 1, "count": 2, "sum": 1.0, "sum_sq": 1.0}]
+    assert body["rewards"] == [
+        {
+            "flag": "btn",
+            "version": 1,
+            "arm": 1,
+            "count": 2,
+            "sum": 1.0,
+            "sum_sq": 1.0,
+            "ids": ["00000000000000aa"],
+        }
+    ]
     assert body["sdk"] == "banditflags-python" and body["dropped"] == 0
     assert len(body["batch_id"]) == 32 and body["sent_at"].endswith("Z")
-
-
-def test_reward_by_unit_uses_the_served_arm_then_bucketing(build: Any) -> None:
-    proc, _poster, clock, flags = make(
-        build, build.flag(objective={"reward": "continuous", "credit_window": 100})
+    assert (
+        proc.decision_counts[("btn", "a", "split", "")] + proc.decision_counts[("btn", "b", "split", "")]
+        == 51
     )
-    f = flags["btn"]
-    # the unit was served arm 1 under version 1 (not what bucketing would say now)
-    proc.queue.append((("btn", 1, 1), "alice"))
-    proc.queue.append(("u", "btn", "alice", 2.5))
-    proc.drain()
-    assert proc.rewards[("btn", 1, 1)] == [1, 2.5, 6.25]
-    clock.now += 101  # outside the credit window: falls back to bucketing with the snapshot
-    proc.queue.append(("u", "btn", "alice", 1.0))
-    proc.drain()
-    arm = exposure(f, "alice")[0][2]
-    assert proc.rewards[("btn", 1, arm)][0] == (2 if arm == 1 else 1)
-    proc.queue.append(("u", "btn", "never-seen", 3.0))  # no memory: bucketing
-    proc.queue.append(("u", "gone", "alice", 1.0))  # unknown flag: dropped, counted
-    proc.drain()
-    assert proc.dropped == 1
 
 
-def test_user_unit_dedup_and_sum_sq_of_user_totals(build: Any) -> None:
-    proc, poster, clock, _flags = make(
-        build, build.flag(objective={"reward": "continuous", "unit": "user", "credit_window": 100})
-    )
-    key = ("btn", 1, 0)
-    for _ in range(3):
-        proc.queue.append((key, "alice"))  # counted once per credit window
-    proc.queue.append((key, "bob"))
-    for r in (1.0, 2.0, 3.0):
-        proc.queue.append(("u", "btn", "alice", r))
-    proc.queue.append(("t", "btn", 1, 0, "bob", 4.0))
-    proc.queue.append(("t", "btn", 1, 0, "bob", 1.0))
+def test_counts_are_exact_across_a_snapshot_swap(build: Any) -> None:
+    proc, poster, _, flags = make(build)
+    old = flags["btn"]
+    proc.agg.watch(flags)
+    next(old.counters[0])
+    proc.collect()
+    new = parse_config(build.config(build.flag(version=2))).flags["btn"]
+    proc.agg.watch({"btn": new})
+    next(old.counters[0])  # a decision that still held the old snapshot
+    next(new.counters[1])
     assert proc.flush_now(None)
-    body = poster.bodies[-1]
-    assert body["exposures"] == [{"flag": "btn", "version": 1, "arm": 0, "count": 2}]
-    (row,) = body["rewards"]
-    assert row["count"] == 5 and row["sum"] == 11.0
-    assert row["sum_sq"] == pytest.approx(6.0**2 + 5.0**2)  # per-user totals squared
-    # a later batch continues the running totals: alice goes from 6 to 8, adding 64 - 36
-    proc.queue.append(("u", "btn", "alice", 2.0))
+    rows = {(r["version"], r["arm"]): r["count"] for b in poster.bodies for r in b["exposures"]}
+    assert rows == {(1, 0): 2, (2, 1): 1}
+
+
+def test_rule_rows_carry_the_rule(build: Any) -> None:
+    proc, poster, _, _ = make(build)
+    proc.queue.append(("r", ("btn", "us", 1, 0), None, 0.0, False))
+    proc.queue.append(ITEM)
+    assert proc.flush_now(None)
+    rules = [r.get("rule") for r in poster.bodies[0]["rewards"]]
+    assert sorted(rules, key=str) == ["us", None] or sorted(rules, key=str) == [None, "us"]
+
+
+def test_sum_sq_is_of_per_decision_totals(build: Any) -> None:
+    proc, poster, _, _ = make(build, build.flag(objective={"reward": "continuous"}))
+    key = ("btn", None, 1, 0)
+    for r in (1.0, 2.0, 3.0):
+        proc.queue.append(("r", key, "00000000000000a1", r, False))  # one decision worth 6
+    proc.queue.append(("r", key, "00000000000000b2", 5.0, False))
+    assert proc.flush_now(None)
+    (row,) = poster.bodies[-1]["rewards"]
+    assert row["count"] == 4 and row["sum"] == 11.0 and "ids" not in row
+    assert row["sum_sq"] == pytest.approx(6.0**2 + 5.0**2)
+    # a later batch continues the running total: the decision goes from 6 to 8, adding 64 - 36
+    proc.queue.append(("r", key, "00000000000000a1", 2.0, False))
     assert proc.flush_now(None)
     assert poster.bodies[-1]["rewards"][0]["sum_sq"] == pytest.approx(64.0 - 36.0)
-    clock.now += 101  # new credit window: alice counts again
-    proc.queue.append((key, "alice"))
+
+
+def test_ids_are_split_at_the_batch_limit(build: Any) -> None:
+    proc, poster, _, _ = make(build)
+    key = ("btn", None, 1, 0)
+    n = MAX_IDS_PER_BATCH + 5
+    for i in range(n):
+        proc.queue.append(("r", key, f"{i:016x}", 1.0, True))
+    proc.queue.append(("r", key, f"{0:016x}", 1.0, True))  # the same id again in the row: once
     assert proc.flush_now(None)
-    assert poster.bodies[-1]["exposures"][0]["count"] == 1
+    rows = [r for b in poster.bodies for r in b["rewards"]]
+    assert all(sum(len(r.get("ids", ())) for r in b["rewards"]) <= MAX_IDS_PER_BATCH for b in poster.bodies)
+    assert sum(r["count"] for r in rows) == n and sum(r["sum"] for r in rows) == n
+    assert all(len(r["ids"]) <= r["sum"] for r in rows) and proc.duplicates == 1
 
 
-def test_killed_flag_reward_by_unit_without_memory_is_dropped(build: Any) -> None:
-    proc, _poster, _, _ = make(build, build.flag(state="killed"))
-    proc.queue.append(("u", "btn", "carol", 1.0))
+def test_unknown_flag_is_logged_once_per_key_and_counted(build: Any, caplog: Any) -> None:
+    proc, _, _, _ = make(build)
+    for _ in range(3):
+        proc.queue.append(("d", "chekout", None, "error", "flag_not_found"))
+    proc.queue.append(("d", "other", None, "error", "flag_not_found"))
     proc.drain()
-    assert proc.rewards == {} and proc.dropped == 1
+    assert proc.unknown_flags == 4
+    lines = [r.getMessage() for r in caplog.records if "not in the configuration" in r.getMessage()]
+    assert len(lines) == 2 and "'chekout'" in lines[0]
 
 
 def test_retry_keeps_batch_id_and_backs_off(build: Any) -> None:
     proc, poster, clock, _ = make(build)
-    proc.queue.append((("btn", 1, 0), "u"))
+    proc.queue.append(ITEM)
     poster.statuses = [None, 503, 429, 408, 202]
     assert proc.flush_now(clock.now + 1000)
     ids = {b["batch_id"] for b in poster.bodies}
@@ -138,7 +165,7 @@ def test_retry_keeps_batch_id_and_backs_off(build: Any) -> None:
 
 def test_flush_now_gives_up_at_the_deadline(build: Any) -> None:
     proc, poster, clock, _ = make(build)
-    proc.queue.append((("btn", 1, 0), "u"))
+    proc.queue.append(ITEM)
     poster.statuses = [None] * 100
     start = clock.now
     assert not proc.flush_now(clock.now + 5.0)
@@ -148,7 +175,7 @@ def test_flush_now_gives_up_at_the_deadline(build: Any) -> None:
 @pytest.mark.parametrize("status", [400, 401, 403, 413, 422])
 def test_other_4xx_drops_the_batch(build: Any, status: int) -> None:
     proc, poster, _, _ = make(build)
-    proc.queue.append((("btn", 1, 0), "u"))
+    proc.queue.append(ITEM)
     poster.statuses = [status]
     assert not proc.flush_now(None)
     assert proc.batches_dropped == 1 and not proc.pending and len(poster.bodies) == 1
@@ -156,8 +183,8 @@ def test_other_4xx_drops_the_batch(build: Any, status: int) -> None:
 
 def test_max_pending_batches_drops_oldest(build: Any) -> None:
     proc, _poster, _, _ = make(build, max_pending_batches=3)
-    for i in range(5):
-        proc.queue.append((("btn", 1, 0), f"u{i}"))
+    for _ in range(5):
+        proc.queue.append(ITEM)
         proc.drain()
         proc.cut()
     assert len(proc.pending) == 3 and proc.batches_dropped == 2
@@ -167,7 +194,7 @@ def test_max_pending_batches_drops_oldest(build: Any) -> None:
 def test_large_aggregates_are_split_into_bounded_batches(build: Any) -> None:
     proc, _poster, _, _ = make(build)
     for v in range(1, MAX_ROWS_PER_BATCH + 2):
-        proc.exposures[("btn", v, 0)] = 1
+        proc.agg.exposures[("btn", None, v, 0)] = 1
     proc.cut()
     assert len(proc.pending) == 2
     assert len(proc.pending[0].body["exposures"]) == MAX_ROWS_PER_BATCH
@@ -179,14 +206,14 @@ def test_dropped_count_is_reported_once(build: Any) -> None:
     proc.note_dropped()
     assert proc.flush_now(None)
     assert poster.bodies[-1]["dropped"] == 2 and poster.bodies[-1]["exposures"] == []
-    proc.queue.append((("btn", 1, 0), "u"))
+    proc.queue.append(ITEM)
     assert proc.flush_now(None)
     assert poster.bodies[-1]["dropped"] == 0
 
 
 def test_flush_marker_resolves_after_delivery(build: Any) -> None:
     proc, poster, _, _ = make(build)
-    proc.queue.append((("btn", 1, 0), "u"))
+    proc.queue.append(ITEM)
     marker = FlushMarker()
     proc.queue.append(marker)
     poster.statuses = [503]
@@ -204,12 +231,12 @@ def test_nothing_to_send_sends_nothing(build: Any) -> None:
 
 def test_after_fork_forgets_unsent_state(build: Any) -> None:
     proc, poster, _, _ = make(build)
-    proc.queue.append((("btn", 1, 0), "u"))
+    proc.queue.append(ITEM)
     proc.drain()
     proc.cut()
-    proc.queue.append((("btn", 1, 0), "v"))
+    proc.queue.append(ITEM)
     proc.after_fork_in_child()
-    assert not proc.queue and not proc.pending and not proc.exposures
+    assert not proc.queue and not proc.pending and proc.agg.empty()
     assert proc.flush_now(None) and poster.bodies == []
 
 

@@ -103,7 +103,6 @@ def test_after_fork_is_a_no_op_in_the_creating_process(make_client: MakeClient, 
     assert client.wait_until_ready(5.0)
     client.variant("btn", "u-1")
     client.after_fork()  # same pid: nothing dropped, threads untouched
-    assert client.stats().decisions_queued + len(client._events.exposures) >= 1
     assert client.flush(5.0) and sum(server.exposures().values()) == 1
 
 

@@ -165,7 +165,7 @@ def test_no_span_when_nothing_records(make_client: MakeClient, otel: Otel) -> No
     client = make_client(tracer_provider=otel.tp)
     assert client.wait_until_ready(5.0)
     d = client.decide("btn", "u1")  # no current span at all
-    assert d.trace_id is None and d.token == f"bf1:btn:1:{d.arm}"
+    assert d.trace_id is None and d.token == f"bf2:btn:1:{d.arm}:{d.decision_id}"
     with trace.use_span(trace.INVALID_SPAN):  # a non-recording current span
         client.decide("btn", "u1")
     sampled_out = Otel(sampler=ALWAYS_OFF)
@@ -223,7 +223,7 @@ def test_reward_in_another_trace_links_to_the_decision_span(traced: Client, otel
     with otel.tracer.start_as_current_span("checkout") as checkout:
         assert traced.track(d, reward=1)
         assert traced.track(d.token or "", reward=0)  # the same, from the token
-        assert traced.track("btn", "u1", reward=1)  # by unit: no decision ids, no link
+        assert traced.track("btn", "u1", reward=0)  # by unit: no decision ids, no link
     (reward_span,) = otel.finished("checkout")
     assert reward_span.context.span_id == checkout.get_span_context().span_id
     assert reward_span.context.trace_id != decision_span.context.trace_id  # a different request
@@ -238,7 +238,7 @@ def test_reward_in_another_trace_links_to_the_decision_span(traced: Client, otel
     assert dict(reward_span.events[1].attributes or {})["banditflags.reward"] == 0.0
     assert dict(reward_span.events[2].attributes or {}) == {
         "feature_flag.key": "btn",
-        "banditflags.reward": 1.0,
+        "banditflags.reward": 0.0,
     }
     assert len(reward_span.links) == 2
     for link in reward_span.links:
@@ -253,7 +253,7 @@ def test_reward_from_another_process_links_by_token(make_client: MakeClient, ote
     assert web.wait_until_ready(5.0) and worker.wait_until_ready(5.0)
     with otel.tracer.start_as_current_span("web"):
         token = web.decide("btn", "u9").token
-    assert token is not None and token.count(":") == 5
+    assert token is not None and token.count(":") == 6  # bf2: flag, version, arm, did, trace, span
     with otel.tracer.start_as_current_span("worker"):
         assert worker.track(token, reward=1)
     (decision,) = otel.evaluations()
@@ -338,7 +338,7 @@ def test_telemetry_failures_never_raise(make_client: MakeClient, otel: Otel) -> 
     with trace.use_span(BrokenSpan(trace.INVALID_SPAN_CONTEXT)):
         assert client.decide("btn", "u1").variant == d.variant
         assert client.variant("btn", "u1") == d.variant
-        assert client.track(d, reward=1)
+        assert client.track(d, reward=0)  # (a second 1 would be a duplicate)
     assert client.flush(5.0)
 
 
@@ -391,7 +391,8 @@ def test_metrics_count_failures_and_drops_and_survive_close(
     assert client.wait_until_ready(5.0)
     server.events_status = 503
     for i in range(10):
-        client.variant("btn", f"u{i}")  # 5 fit in the buffer, 5 are dropped
+        client.variant("btn", f"u{i}")  # counted in place: never dropped
+        client.track("btn", f"u{i}", 0)  # 5 rewards fit in the buffer, 5 are dropped
     assert not client.flush(0.5)
     assert _points(otel, "banditflags.events.dropped")[()] == 5
     failures = _points(otel, "banditflags.flush.failures")[()]
@@ -401,8 +402,7 @@ def test_metrics_count_failures_and_drops_and_survive_close(
     # counters never go down when a client closes
     assert _points(otel, "banditflags.events.dropped")[()] == 5
     assert _points(otel, "banditflags.flush.failures")[()] >= failures
-    # a decision dropped with a full buffer is counted as dropped, not as a decision
-    assert sum(_points(otel, "banditflags.decisions").values()) == 5
+    assert sum(_points(otel, "banditflags.decisions").values()) == 10
 
 
 @pytest.mark.parametrize("module", ["banditflags._telemetry", "banditflags._metrics"])
@@ -420,7 +420,15 @@ def test_token_parse_cache_is_bounded_and_skips_traced_tokens() -> None:
     plain = "bf1:btn:3:1"
     assert _token.parse_token(plain) is _token.parse_token(plain)  # parsed once
     traced = "bf1:btn:3:1:4bf92f3577b34da6a3ce929d0e0e4736:00f067aa0ba902b7"
-    assert _token.parse_token(traced) == ("btn", 3, 1, "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7")
+    assert _token.parse_token(traced) == (
+        "btn",
+        3,
+        1,
+        "4bf92f3577b34da6a3ce929d0e0e4736",
+        "00f067aa0ba902b7",
+        None,
+        None,
+    )
     assert traced not in _token._parsed  # unique per decision: would only churn the cache
     assert _token.parse_token("bf1:btn:3:1:" + "0" * 32 + ":00f067aa0ba902b7") is None
     for i in range(1, _token._PARSED_MAX + 10):

@@ -55,7 +55,16 @@ def test_parse_never_raises(value: object) -> None:
 
 
 @given(
-    st.from_regex(r"[a-z0-9][a-z0-9_.-]{0,63}", fullmatch=True), st.integers(1, 10**12), st.integers(0, 99)
+    st.from_regex(r"[a-z0-9][a-z0-9_.-]{0,63}", fullmatch=True),
+    st.integers(1, 10**12),
+    st.integers(0, 99),
+    st.one_of(st.none(), st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", fullmatch=True)),
+    st.booleans(),
 )
-def test_round_trip_property(flag: str, version: int, arm: int) -> None:
-    assert parse_token(make_token(flag, version, arm)) == (flag, version, arm, None, None)
+def test_round_trip_property(flag: str, version: int, arm: int, rule: str | None, traced: bool) -> None:
+    trace, span = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7") if traced else (None, None)
+    token = make_token(flag, version, arm, trace, span, rule=rule)
+    assert parse_token(token) == (flag, version, arm, trace, span, None, rule)
+    did = f"{(version * 2654435761) % 2**64:016x}"
+    token = make_token(flag, version, arm, trace, span, did, rule)
+    assert parse_token(token) == (flag, version, arm, trace, span, did, rule)

@@ -118,13 +118,9 @@ def _no_data(k: int) -> np.ndarray:
 
 def new_flag(spec: NewFlag, rng: np.random.Generator, now: float) -> tuple[Flag, Allocation]:
     """A flag row and its version 1: the policy's weights with no data, throttled, as a fresh table."""
-    k = len(spec.variants)
-    params = PolicyParams.from_dict(spec.policy, spec.objective, k)
-    z = _no_data(k)
-    bandit = [float(w) for w in compute_weights(z, z, z, params, rng)]
-    served = alloc_mod.served_weights(bandit, spec.exploration, spec.control)
-    counts = alloc_mod.target_counts(served)
-    table = alloc_mod.initial_table(counts)
+    first = fresh_allocation(spec.policy, spec.objective, len(spec.variants), spec.exploration, spec.control,
+                             rng, now)  # fmt: skip
+    bandit = first.bandit_weights
     flag = Flag(
         key=spec.key,
         description=spec.description,
@@ -144,11 +140,43 @@ def new_flag(spec: NewFlag, rng: np.random.Generator, now: float) -> tuple[Flag,
         updated_at=now,
         recomputed_at=None,
         guardrails=spec.guardrails,
+        targets=spec.targets,
+        rules=spec.rules,
     )
-    first = Allocation(
+    flag.rule_allocations = rule_allocations(flag, rng, now)
+    return flag, first
+
+
+def fresh_allocation(
+    policy: dict[str, Any],
+    objective: dict[str, Any],
+    k: int,
+    exploration: float,
+    baseline: int,
+    rng: np.random.Generator,
+    now: float,
+) -> Allocation:
+    """Version 1 of an allocation: the policy's weights with no data, throttled, as a fresh table."""
+    params = PolicyParams.from_dict(policy, objective, k)
+    z = _no_data(k)
+    bandit = [float(w) for w in compute_weights(z, z, z, params, rng)]
+    counts = alloc_mod.target_counts(alloc_mod.served_weights(bandit, exploration, baseline))
+    table = alloc_mod.initial_table(counts)
+    return Allocation(
         1, now, [c / alloc_mod.TABLE_SIZE for c in counts], bandit, alloc_mod.encode_rle(table), "created", 0
     )
-    return flag, first
+
+
+def rule_allocations(flag: Flag, rng: np.random.Generator, now: float) -> dict[str, Allocation]:
+    """The flag's rule allocations with a version 1 for each bandit rule that has none yet (issue 12);
+    those of rules removed since are kept, so a rule that comes back resumes its table and versions."""
+    out = dict(flag.rule_allocations)
+    for rule in flag.bandit_rules:
+        if rule not in out:
+            out[rule] = fresh_allocation(
+                flag.policy, flag.objective, flag.k, flag.exploration, flag.control, rng, now
+            )
+    return out
 
 
 def operator_arm_state(flag: Flag, disabled: list[str], now: float) -> dict[str, Any]:
@@ -202,6 +230,55 @@ def guardrail_disables(flag: Flag, periods: Periods, metrics: Metrics, now: floa
     return out
 
 
+def rule_weights(
+    flag: Flag, current: Allocation, periods: Periods, rng: np.random.Generator, now: float, prior: Any = None
+) -> list[float]:
+    """A bandit rule's bandit weights from its own stats only, with the flag's policy, objective and
+    disabled arms (``max_step`` toward the rule's own previous weights).
+
+    ``prior``: the rule's empirical-Bayes prior from segment pooling (branch l-pool's
+    ``segment_priors(...)[rule_id]``), for ``compute_weights(..., prior)`` once it takes one; this is
+    the one place a rule's prior enters."""
+    params = dataclasses.replace(
+        with_context(params_for(flag), flag, periods, now), previous=tuple(current.bandit_weights)
+    )
+    if prior is not None:
+        raise NotImplementedError("segment pooling: pass prior to compute_weights (branch l-pool)")
+    return [float(w) for w in compute_weights(periods.n, periods.s, periods.ss, params, rng)]
+
+
+def next_rule_allocations(
+    flag: Flag,
+    rule_periods: dict[str, Periods],
+    rng: np.random.Generator,
+    now: float,
+    priors: dict[str, Any] | None = None,
+) -> tuple[dict[str, Allocation], dict[str, Allocation]]:
+    """Each bandit rule's next allocation (issue 12): its weights from its own periods
+    (:func:`rule_weights`), throttled like the flag's, and a new version of its table only when the
+    target counts change (minimal movement inside the rule's own table). Returns every rule's current
+    allocation and the new versions among them."""
+    out = dict(flag.rule_allocations)
+    new_versions: dict[str, Allocation] = {}
+    for rule in flag.bandit_rules:
+        current = out.get(rule)
+        if current is None:
+            continue
+        periods = rule_periods.get(rule) or _empty_periods(flag.k)
+        bandit = rule_weights(flag, current, periods, rng, now, (priors or {}).get(rule))
+        new = plan(flag, current, bandit, baseline_index(flag, periods), "recompute", now)
+        if new is not None:
+            out[rule] = new_versions[rule] = new
+        elif bandit != current.bandit_weights:  # same table: only the weights max_step starts from
+            out[rule] = dataclasses.replace(current, bandit_weights=bandit)
+    return out, new_versions
+
+
+def _empty_periods(k: int) -> Periods:
+    z = np.zeros((0, k))
+    return Periods([], [], z, z, z, z)
+
+
 def next_write(
     flag: Flag,
     current: Allocation,
@@ -209,6 +286,7 @@ def next_write(
     rng: np.random.Generator,
     now: float,
     metrics: Metrics | None = None,
+    rule_periods: dict[str, Periods] | None = None,
 ) -> RecomputeWrite:
     """The write that recomputes ``flag`` now: guardrail disables, bandit weights, promotion, new table."""
     changes: dict[str, Any] = {}
@@ -233,4 +311,10 @@ def next_write(
             reason = "promoted"
             log.info("flag %s: promoted variant %s (P(best) >= %s)", flag.key, best, params.winner_p)
     new = plan(flag, current, bandit, baseline_index(flag, periods), reason, now)
-    return RecomputeWrite(flag.key, flag.row_version, bandit, now, new, changes)
+    rule_versions: dict[str, Allocation] = {}
+    if flag.bandit_rules:
+        # Segment pooling (l-pool) goes here: priors = segment_priors(flag, periods, rule_periods, now).
+        allocs, rule_versions = next_rule_allocations(flag, rule_periods or {}, rng, now, priors=None)
+        if allocs != flag.rule_allocations:
+            changes["rule_allocations"] = allocs
+    return RecomputeWrite(flag.key, flag.row_version, bandit, now, new, changes, rule_versions)

@@ -25,6 +25,7 @@ from banditflags_server.engine.planning import (
     params_for,
     period_ages,
     plan,
+    rule_allocations,
 )
 from banditflags_server.records import Flag, FlagPatch, RecomputeWrite
 from banditflags_server.service import metrics
@@ -92,6 +93,11 @@ def apply_patch(
         now = time.time()
         if "disabled" in changes:
             changes["arm_state"] = operator_arm_state(flag, changes.pop("disabled"), now)
+        if "rules" in changes:  # a new bandit rule starts with a version 1 of its own
+            trial = dataclasses.replace(flag, rules=changes["rules"])
+            rule_allocs = rule_allocations(trial, rng, now)
+            if rule_allocs != flag.rule_allocations:
+                changes["rule_allocations"] = rule_allocs
         if patch.touches_table:
             trial = dataclasses.replace(flag, **{n: v for n, v in changes.items() if hasattr(flag, n)})
             periods = store.load_periods({key: flag.k})[key]
@@ -110,6 +116,14 @@ def apply_patch(
                 "arms",  # the disabled list changed (or was given unchanged)
             )
             alloc = plan(trial, flag.allocation, bandit, baseline_index(trial, periods), why, now)
+            # The throttle, the baseline and disabled arms apply to every bandit rule's table too.
+            rule_allocs = changes.get("rule_allocations", flag.rule_allocations)
+            replanned = {
+                r: plan(trial, a, _active_only(a.bandit_weights, trial.active), trial.control, why, now) or a
+                for r, a in rule_allocs.items()
+            }
+            if replanned != flag.rule_allocations:
+                changes["rule_allocations"] = replanned
         entry = None
         if actor is not None:
             entry = entry_for_patch(key, actor, _audited(flag), changes, reason, now=now)
@@ -124,6 +138,16 @@ def apply_patch(
     raise Conflict(key)
 
 
+def _active_only(weights: list[float], active: tuple[bool, ...]) -> list[float]:
+    """A rule's bandit weights with the disabled arms' shares taken out (the next recompute computes
+    them afresh); uniform over the active arms if nothing is left."""
+    kept = [w if on else 0.0 for w, on in zip(weights, active, strict=True)]
+    total = sum(kept)
+    if total <= 0:
+        return [1.0 / sum(active) if on else 0.0 for on in active]
+    return [w / total for w in kept]
+
+
 def _audited(flag: Flag) -> dict[str, Any]:
     """The fields of a flag an operator can change, as the audit log compares them."""
     return {
@@ -135,6 +159,8 @@ def _audited(flag: Flag) -> dict[str, Any]:
         "recompute_interval": flag.recompute_interval,
         "guardrails": flag.guardrails,
         "arm_state": flag.arm_state,
+        "targets": flag.targets,
+        "rules": flag.rules,
     }
 
 
@@ -164,7 +190,8 @@ def recompute_flag(
         periods = store.load_periods({key: flag.k})[key]
         record_clamped(key, float(periods.clamped_per_arm().sum()))
         metrics = store.load_metrics({key: flag.k})[key] if flag.guardrails else None
-        w = next_write(flag, flag.allocation, periods, rng, time.time(), metrics)
+        rules = store.load_rule_periods({key: flag.k})[key] if flag.bandit_rules else None
+        w = next_write(flag, flag.allocation, periods, rng, time.time(), metrics, rules)
         (ok,) = store.apply_recomputes([w])
         if ok or not force:
             return _result(flag, w, ok)
@@ -186,13 +213,17 @@ def recompute_due(
         tables = store.tables(f.key for f in chunk)
         periods = store.load_periods({f.key: f.k for f in chunk})
         metrics = store.load_metrics({f.key: f.k for f in chunk if f.guardrails})
+        rules = store.load_rule_periods({f.key: f.k for f in chunk if f.bandit_rules})
         todo: list[tuple[Flag, RecomputeWrite]] = []
         for f in chunk:
             if f.key not in tables:
                 continue  # deleted meanwhile
             record_clamped(f.key, float(periods[f.key].clamped_per_arm().sum()))
             try:
-                todo.append((f, next_write(f, tables[f.key], periods[f.key], rng, now, metrics.get(f.key))))
+                w = next_write(
+                    f, tables[f.key], periods[f.key], rng, now, metrics.get(f.key), rules.get(f.key)
+                )
+                todo.append((f, w))
             except Exception:  # one bad flag must not stop the others
                 log.exception("recompute of flag %s failed", f.key)
         oks = store.apply_recomputes([w for _, w in todo], fence)

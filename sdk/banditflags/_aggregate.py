@@ -1,0 +1,217 @@
+"""Pre-aggregation of exposures and rewards into the rows of ``POST /v1/events`` (docs/protocol.md).
+
+**Exposures are counted in place** (issue 13): every :class:`~banditflags._config.FlagSnapshot` holds
+one ``itertools.count`` per arm and a decision calls ``next()`` on its arm's counter (one C call, atomic
+under the GIL, no lock, no allocation, no queue: nothing to drop). The event worker reads the counters as
+deltas: reading is itself a ``next()``, so a counter's exposures are ``value - reads``. The counts are
+exact across a config swap because the old snapshot's counters stay watched after the swap
+(``RETIRE_GRACE`` seconds and until they stop moving) and a decision that still holds the old snapshot
+counts on the old (flag, rule, version, arm), which is what it served.
+
+**Rewards** arrive from ``track()`` through the event queue, already resolved to (flag, rule, version,
+arm, decision id) and already checked against double counting (``_units``), and add up here per (flag,
+rule, version, arm): ``count``, ``sum``, ``sum_sq`` and, for a binary objective's conversions, the
+decision ids (``ids``) the server de-duplicates across processes. Several rewards of one decision add
+up to that decision's value: ``sum_sq`` is the sum of squared per-decision totals, as long as the
+decision's running total is remembered (``memory_size`` most recent decisions; older ones start again
+from 0, so their parts are squared apart).
+
+Row keys are ``(flag, rule, version, arm)``; a row carries ``"rule"`` only when the rule is not None.
+
+>>> import itertools
+>>> from banditflags._config import parse_config
+>>> snap = parse_config({"schema": 1, "revision": 1, "flags": [{"key": "btn", "salt": "s", "state": "running",
+...     "exploration": 1.0, "version": 2, "variants": [{"key": "a", "value": 1}, {"key": "b", "value": 2}],
+...     "control": "a", "weights": [0.5, 0.5], "table": [[0, 5000], [1, 5000]], "objective": {}}]})
+>>> agg = Aggregator(1000)
+>>> agg.watch(snap.flags)
+>>> for _ in range(3): _ = next(snap.flags["btn"].counters[1])
+>>> agg.collect(0.0)
+{('btn', 'b'): 3}
+>>> agg.exposures
+{('btn', None, 2, 1): 3}
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from ._config import FlagSnapshot
+
+__all__ = ["RETIRE_GRACE", "Aggregator", "Key", "row"]
+
+RETIRE_GRACE = 5.0  # seconds an old snapshot's counters stay watched after a swap (and until still)
+
+Key = tuple[str, "str | None", int, int]  # (flag, rule, version, arm)
+MetricKey = tuple[str, "str | None", int, int, str]
+
+
+def row(key: Key, **fields: Any) -> dict[str, Any]:
+    """An events row for ``key``: ``rule`` only when there is one (older servers ignore it)."""
+    flag, rule, version, arm = key
+    out: dict[str, Any] = {"flag": flag, "version": version, "arm": arm}
+    if rule is not None:
+        out["rule"] = rule
+    out.update(fields)
+    return out
+
+
+def snapshots_of(flags: Mapping[str, FlagSnapshot]) -> Iterator[FlagSnapshot]:
+    """Every snapshot whose counters a decision may tick: each flag's, and its rules' (``rule_snapshots``,
+    when targeting builds them)."""
+    for f in flags.values():
+        yield f
+        yield from getattr(f, "rule_snapshots", ())
+
+
+class _Watch:
+    __slots__ = ("counter", "key", "last", "reads", "retired_at", "variant")
+
+    def __init__(self, counter: Any, key: Key, variant: str) -> None:
+        self.counter = counter
+        self.key = key
+        self.variant = variant
+        self.reads = 0  # next() calls made by the worker itself
+        self.last = 0  # exposures already taken
+        self.retired_at: float | None = None
+
+
+class Aggregator:
+    """The worker's aggregates (not thread-safe: the worker, or ``flush()`` under the processor's lock,
+    owns it; only :meth:`watch` may be called from any thread)."""
+
+    def __init__(self, memory_size: int) -> None:
+        self.memory_size = memory_size
+        self._incoming: collections.deque[Mapping[str, FlagSnapshot]] = collections.deque()
+        self._watched: dict[int, _Watch] = {}
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the unsent aggregates (a forked child: the parent sends them)."""
+        self.exposures: dict[Key, int] = {}
+        self.rewards: dict[Key, list[float]] = {}
+        self.ids: dict[Key, dict[str, None]] = {}
+        self.metric_rewards: dict[MetricKey, list[float]] = {}
+        self.row_duplicates = 0  # a decision id seen twice in one row (after leaving the SDK's memory)
+        self._totals: dict[tuple[str, int, str], float] = {}
+        self._old_totals: dict[tuple[str, int, str], float] = {}
+
+    # -- exposures ------------------------------------------------------------------------------
+
+    def watch(self, flags: Mapping[str, FlagSnapshot]) -> None:
+        """A config snapshot was published (any thread): its counters are read from the next collect on."""
+        self._incoming.append(flags)
+
+    def _absorb(self, now: float) -> None:
+        watched = self._watched
+        while self._incoming:
+            flags = self._incoming.popleft()
+            current: set[int] = set()
+            for f in snapshots_of(flags):
+                for arm, c in enumerate(f.counters):
+                    current.add(id(c))
+                    if id(c) not in watched:
+                        watched[id(c)] = _Watch(c, (f.key, f.rule, f.version, arm), f.keys[arm])
+            for cid, w in watched.items():
+                if cid not in current and w.retired_at is None:
+                    w.retired_at = now
+
+    def collect(self, now: float) -> dict[tuple[str, str], int]:
+        """Add the exposures counted since the last call; return them by (flag, variant) for metrics."""
+        self._absorb(now)
+        watched = self._watched
+        out: dict[tuple[str, str], int] = {}
+        exposures = self.exposures
+        gone: list[int] = []
+        for cid, w in watched.items():
+            total = next(w.counter) - w.reads
+            w.reads += 1
+            n = total - w.last
+            if n:
+                w.last = total
+                exposures[w.key] = exposures.get(w.key, 0) + n
+                mk = (w.key[0], w.variant)
+                out[mk] = out.get(mk, 0) + n
+            elif w.retired_at is not None and now - w.retired_at > RETIRE_GRACE:
+                gone.append(cid)
+        for cid in gone:
+            del watched[cid]
+        return out
+
+    def rebase(self) -> None:
+        """In a forked child: what the counters hold so far was counted by the parent."""
+        self._absorb(0.0)
+        for w in self._watched.values():
+            w.last = next(w.counter) - w.reads
+            w.reads += 1
+
+    # -- rewards --------------------------------------------------------------------------------
+
+    def reward(self, key: Key, did: str | None, reward: float, conversion: bool) -> None:
+        """One accepted reward. ``conversion``: a binary objective's 1, sent with its decision id."""
+        r = self.rewards.get(key)
+        if r is None:
+            r = self.rewards[key] = [0, 0.0, 0.0]
+        if conversion and did is not None:
+            ids = self.ids.get(key)
+            if ids is None:
+                ids = self.ids[key] = {}
+            if did in ids:  # left the SDK's memory and came back within one batch: still once
+                self.row_duplicates += 1
+                return
+            ids[did] = None
+        r[0] += 1
+        r[1] += reward
+        if did is None or conversion or reward == 0.0:
+            r[2] += reward * reward
+            return
+        # Continuous: the decision's value is the sum of its rewards; (t + r)^2 - t^2 = 2tr + r^2.
+        tk = (key[0], key[3], did)
+        t = self._totals.get(tk)
+        if t is None:
+            t = self._old_totals.get(tk, 0.0)
+        r[2] += 2.0 * t * reward + reward * reward
+        self._totals[tk] = t + reward
+        if len(self._totals) * 2 > self.memory_size:
+            self._old_totals = self._totals
+            self._totals = {}
+
+    def metric(self, key: MetricKey, value: float) -> None:
+        """A guardrail metric's value: each one its own observation."""
+        r = self.metric_rewards.get(key)
+        if r is None:
+            r = self.metric_rewards[key] = [0, 0.0, 0.0]
+        r[0] += 1
+        r[1] += value
+        r[2] += value * value
+
+    def empty(self) -> bool:
+        return not self.exposures and not self.rewards and not self.metric_rewards
+
+    def take_rows(self, max_ids: int) -> list[tuple[str, dict[str, Any], int]]:
+        """The rows to send, as (kind, row, number of ids), and forget them. A binary row with more
+        than ``max_ids`` ids is split into rows of at most that many (a conversion is 1 in count, sum
+        and sum_sq, so the parts add up to the whole)."""
+        rows: list[tuple[str, dict[str, Any], int]] = [
+            ("exposures", row(k, count=n), 0) for k, n in self.exposures.items()
+        ]
+        for k, (n, s, ss) in self.rewards.items():
+            ids = list(self.ids.get(k, ()))
+            while len(ids) > max_ids:
+                part, ids = ids[:max_ids], ids[max_ids:]
+                p = len(part)
+                rows.append(("rewards", row(k, count=p, sum=float(p), sum_sq=float(p), ids=part), p))
+                n, s, ss = n - p, s - p, ss - p
+            if ids:
+                rows.append(("rewards", row(k, count=int(n), sum=s, sum_sq=ss, ids=ids), len(ids)))
+            else:
+                rows.append(("rewards", row(k, count=int(n), sum=s, sum_sq=ss), 0))
+        for (f, rule, v, a, m), (n, s, ss) in self.metric_rewards.items():
+            rows.append(("rewards", row((f, rule, v, a), count=int(n), sum=s, sum_sq=ss, metric=m), 0))
+        self.exposures = {}
+        self.rewards = {}
+        self.ids = {}
+        self.metric_rewards = {}
+        return rows

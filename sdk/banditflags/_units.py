@@ -1,0 +1,135 @@
+"""Decision ids, the memory of recent unit decisions, and the once-per-decision conversion check.
+
+Memory is kept only where a decision needs it (issue 13): for ``user``-unit flags (an exposure counts
+once per unit, arm and credit window), for flags tracked by ``track(flag, unit_id)`` (the reward goes to
+the decision the unit was served), and for ``decide()`` (so that a Decision tracked by unit later is
+recognised). A plain ``variant()`` on a ``decision``-unit flag that is never tracked by unit remembers
+nothing.
+
+Both stores are two generations of plain dicts (a new generation starts when the current one holds half
+the cap; the one before is dropped): an insert is one dict store, with no per-entry object and no LRU
+bookkeeping. Writers race only benignly (the GIL makes each dict operation atomic): at worst a rotation
+forgets an entry early. **What leaving the memory means**: an exposure of a ``user``-unit flag is then
+counted again; ``track(flag, unit)`` then credits the arm the unit buckets into now; a conversion whose
+decision id has left :class:`Conversions` is counted again locally, but its id still goes to the server,
+which de-duplicates it within the credit window (docs/protocol.md, "Conversions count once").
+
+Decision ids (``did``, 16 lower-case hex digits, as the server wants them):
+
+- ``decision`` unit: a per-process random 64-bit base plus a per-client sequence number (unique within
+  the process, colliding across processes with probability ~N/2^64);
+- ``user`` unit: a hash of the flag's salt and the unit id (the same in every process), so that one
+  unit on one arm is one conversion within the credit window wherever it is tracked.
+
+>>> unit_did("salt", "alice") == unit_did("salt", "alice"), len(unit_did("salt", "alice"))
+(True, 16)
+>>> c = Conversions(100)
+>>> c.first(("btn", 1, "00000000000000aa"), 60.0, 0.0), c.first(("btn", 1, "00000000000000aa"), 60.0, 1.0)
+(True, False)
+>>> c.first(("btn", 1, "00000000000000aa"), 60.0, 61.0)  # the credit window is over: counts again
+True
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from typing import Any
+
+import mmh3
+
+__all__ = ["Conversions", "UnitMemory", "did_hex", "new_did", "unit_did"]
+
+_MASK = (1 << 64) - 1
+_BASE = int.from_bytes(os.urandom(8), "big")
+_seq = itertools.count(1)  # next() is atomic under the GIL: no lock on the decision path
+
+
+def _reseed() -> None:  # a forked child must not draw the parent's ids
+    global _BASE
+    _BASE = int.from_bytes(os.urandom(8), "big")
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reseed)
+
+
+def new_did() -> int:
+    """A new ``decision``-unit decision id, as an int (formatted only when needed: :func:`did_hex`)."""
+    return (_BASE + next(_seq)) & _MASK
+
+
+def did_hex(did: int) -> str:
+    """``did`` as the 16 lower-case hex digits of the wire format."""
+    return f"{did:016x}"
+
+
+def unit_did(salt: str, unit_id: str) -> str:
+    """The decision id of a ``user``-unit flag's unit: the same in every process that has the config."""
+    return f"{mmh3.hash64(salt + ':' + unit_id, signed=False)[0]:016x}"
+
+
+# A remembered decision: (version, arm, at, did, rule); did is an int (decision unit) or None (user unit).
+Entry = tuple[int, int, float, "int | None", "str | None"]
+
+
+class UnitMemory:
+    """Recent decisions of one flag's units (``unit_id -> Entry``), at most ``cap`` of them.
+
+    ``on`` says whether decisions of this flag are remembered at all: always for ``user``-unit flags,
+    for a ``decision``-unit flag from its first ``track(flag, unit_id)`` on. Shared by the successive
+    snapshots of one flag key (the client hands it over when a new config arrives).
+    """
+
+    __slots__ = ("cap", "cur", "old", "on")
+
+    def __init__(self, on: bool, cap: int = 100_000) -> None:
+        self.on = on
+        self.cap = cap
+        self.cur: dict[str, Entry] = {}
+        self.old: dict[str, Entry] = {}
+
+    def get(self, unit_id: str) -> Entry | None:
+        e = self.cur.get(unit_id)
+        return self.old.get(unit_id) if e is None else e
+
+    def put(self, unit_id: str, entry: Entry) -> None:
+        cur = self.cur
+        cur[unit_id] = entry
+        if len(cur) * 2 > self.cap:
+            self.old = cur
+            self.cur = {}
+
+    def __len__(self) -> int:
+        return len(self.cur) + len(self.old)
+
+
+class Conversions:
+    """Conversions already credited, by ``(flag, arm, did)`` -> time of the first credit; at most
+    ``cap`` remembered. :meth:`first` is the check ``track()`` makes for a binary objective."""
+
+    __slots__ = ("cap", "cur", "old")
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.cur: dict[Any, float] = {}
+        self.old: dict[Any, float] = {}
+
+    def first(self, key: Any, window: float, now: float) -> bool:
+        """True (and remembered) if ``key`` was not credited within ``window`` seconds before ``now``."""
+        cur = self.cur
+        t = cur.get(key)
+        if t is None:
+            t = self.old.get(key)
+        if t is not None and now - t <= window:
+            return False
+        stamp = now + 0.0  # a fresh float object: identity tells this call's insert from a racing one
+        if t is None:
+            if cur.setdefault(key, stamp) is not stamp:
+                return False  # another thread credited it between the get and here
+        else:
+            cur[key] = stamp
+        if len(cur) * 2 > self.cap:
+            self.old = cur
+            self.cur = {}
+        return True

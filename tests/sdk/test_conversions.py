@@ -1,0 +1,159 @@
+"""Conversions count once (issue 11, the SDK side): decision ids, repeats by every route, user units,
+continuous sums, unknown flag keys, and a property test of the rates a simulation with repeats reports."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from banditflags._units import unit_did
+
+MakeClient = Any
+
+
+def test_one_decision_tracked_every_way_counts_once(make_client: MakeClient, server: Any) -> None:
+    client = make_client(background=False)
+    assert client.refresh()
+    d = client.decide("btn", "alice")
+    assert d.decision_id is not None and d.token == f"bf2:btn:1:{d.arm}:{d.decision_id}"
+    assert client.track(d) is True
+    assert client.track(d) is False  # a page reload
+    assert client.track(d.token) is False  # a retried webhook
+    assert client.track("btn", "alice") is False  # by unit: the same decision
+    assert client.stats().duplicates == 3
+    assert client.flush(2.0)
+    (body,) = server.event_requests
+    (row,) = body["rewards"]
+    assert (row["count"], row["sum"], row["sum_sq"], row["ids"]) == (1, 1.0, 1.0, [d.decision_id])
+    # a new decision of the same unit may convert again
+    d2 = client.decide("btn", "alice")
+    assert d2.decision_id != d.decision_id and client.track("btn", "alice") is True
+
+
+def test_a_token_tracked_in_another_process_sends_its_id(make_client: MakeClient, server: Any) -> None:
+    a, b = make_client(background=False), make_client(background=False)
+    assert a.refresh() and b.refresh()
+    token = a.decide("btn", "bob").token
+    assert b.track(token) is True and b.track(token) is False
+    assert b.flush(2.0)
+    (row,) = server.event_requests[-1]["rewards"]
+    assert row["ids"] == [token.split(":")[4]]  # the server de-duplicates across processes by this id
+
+
+def test_variant_then_track_by_unit(make_client: MakeClient, server: Any) -> None:
+    client = make_client(background=False)
+    assert client.refresh()
+    client.variant("btn", "carol")
+    assert client.track("btn", "carol") is True  # no memory yet: the arm carol buckets into now
+    assert client.track("btn", "carol") is False
+    client.variant("btn", "carol")  # remembered from now on: a new decision
+    assert client.track("btn", "carol") is True and client.track("btn", "carol") is False
+    assert client.flush(2.0)
+    ((key, (count, conversions, _)),) = server.rewards().items()
+    assert count == conversions == 2 and server.exposures() == {key: 2}  # both on carol's arm
+
+
+def test_user_unit_counts_one_exposure_and_one_conversion_per_window(
+    make_client: MakeClient, server: Any, build: Any
+) -> None:
+    server.set_config(
+        build.config(build.flag(objective={"reward": "binary", "unit": "user", "credit_window": 3600}))
+    )
+    client = make_client(background=False)
+    assert client.refresh()
+    for _ in range(3):
+        client.variant("btn", "dave")
+    d = client.decide("btn", "dave")
+    assert d.decision_id == unit_did("salt-btn", "dave")
+    assert client.track("btn", "dave") is True
+    assert client.track(d) is False and client.track(d.token) is False
+    client.variant("btn", "erin")
+    assert client.flush(2.0)
+    assert sum(server.exposures().values()) == 2  # dave once, erin once
+    (row,) = server.event_requests[-1]["rewards"]
+    assert row["count"] == 1 and row["ids"] == [unit_did("salt-btn", "dave")]
+
+
+def test_continuous_rewards_of_one_decision_add_up(make_client: MakeClient, server: Any, build: Any) -> None:
+    server.set_config(build.config(build.flag(objective={"reward": "continuous"})))
+    client = make_client(background=False)
+    assert client.refresh()
+    d, e = client.decide("btn", "u1"), client.decide("btn", "u2")
+    if e.arm != d.arm:
+        e = next(x for x in (client.decide("btn", f"v{i}") for i in range(100)) if x.arm == d.arm)
+    for r in (3.0, 4.0):
+        assert client.track(d, reward=r)  # two purchases after one decision: worth 7
+    assert client.track(e.token, reward=5.0)
+    assert client.flush(2.0)
+    (row,) = server.event_requests[-1]["rewards"]
+    assert row["count"] == 3 and row["sum"] == 12.0 and row["sum_sq"] == 7.0**2 + 5.0**2 and "ids" not in row
+
+
+def test_unknown_flag_is_logged_once_and_counted(make_client: MakeClient, caplog: Any) -> None:
+    client = make_client(background=False)
+    assert client.refresh()
+    with caplog.at_level(logging.WARNING, logger="banditflags"):
+        for _ in range(5):
+            assert client.variant("chekout-button", "u1", "off") == "off"
+        client.decide("chekout-button", "u1")
+        assert client.flush(2.0)
+    assert client.stats().unknown_flags == 6
+    lines = [r for r in caplog.records if "not in the configuration" in r.getMessage()]
+    assert len(lines) == 1 and "chekout-button" in lines[0].getMessage()
+
+
+# A simulation: units decide (several times each); some decisions convert, and every conversion is
+# tracked a random number of times by a random route. The rate the SDK reports per arm must be the true
+# per-decision conversion rate (so within [0, 1]).
+_ops = st.lists(
+    st.tuples(
+        st.integers(0, 7), st.integers(1, 3), st.booleans(), st.lists(st.sampled_from("dtu"), max_size=4)
+    ),
+    min_size=1,
+    max_size=40,
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(_ops)
+def test_rates_equal_the_true_per_decision_rate(make_client: MakeClient, server: Any, ops: list[Any]) -> None:
+    server.accepted.clear()
+    client = make_client(background=False)
+    assert client.refresh()
+    true_conv: dict[int, int] = {}
+    true_n: dict[int, int] = {}
+    for unit, decisions, converts, routes in ops:
+        uid = f"u{unit}"
+        d = None
+        for _ in range(decisions):
+            d = client.decide("btn", uid)
+            true_n[d.arm] = true_n.get(d.arm, 0) + 1
+        assert d is not None
+        if converts and routes:
+            true_conv[d.arm] = true_conv.get(d.arm, 0) + 1
+            for route in routes:  # the latest decision of the unit, tracked again and again
+                target = {"d": (d,), "t": (d.token,), "u": ("btn", uid)}[route]
+                client.track(*target)
+    assert client.flush(2.0)
+    client.close()
+    n = {arm: c for (_, _, arm), c in server.exposures().items()}
+    s = {arm: r[1] for (_, _, arm), r in server.rewards().items()}
+    assert n == true_n
+    for arm, count in n.items():
+        rate = s.get(arm, 0.0) / count
+        assert 0.0 <= rate <= 1.0
+        assert rate == true_conv.get(arm, 0) / count
+
+
+def test_a_bad_hand_made_id_never_costs_the_batch(make_client: MakeClient, server: Any) -> None:
+    from banditflags import Decision, Reason
+
+    client = make_client(background=False)
+    assert client.refresh()
+    assert client.track(Decision("btn", "b", "B", Reason.SPLIT, 1, 1, 0.5, decision_id="-12ab"))
+    assert client.flush(2.0)
+    (row,) = server.event_requests[-1]["rewards"]
+    assert row["sum"] == 1.0 and "ids" not in row
