@@ -9,12 +9,16 @@ an interaction ``e[g, k] ~ N(0, tau2)``: how much a segment's arm effects depart
   residual sum of squares of the additive fit, with weights ``1 / (tau2 + v[g, k])`` (``v`` = sampling
   variance of the cell mean), equals its degrees of freedom. Rules that agree give ``tau2 = 0``.
 * Rule r's prior on arm k is centred on ``a_r + b_k``, with ``b_k`` fitted on the *other* groups only
-  (leave-one-out: a rule's data are not counted twice), and its variance is ``tau2 + Var(b_k)``.
-* The prior is worth ``m = sigma2 / (tau2 + Var(b_k))`` pseudo-observations (``sigma2`` = variance of one
-  reward in the rule; binary: ``mu (1 - mu) / (tau2 + Var(b_k)) - 1``, the Beta's), at most
+  (leave-one-out: a rule's data are not counted twice, weights from ``tau2``).
+* Its variance is ``tau2_r + Var(b_k)``, where ``tau2_r`` is the rule's *own* departure from the flag:
+  the same Paule-Mandel equation on its row alone (``sum_k (x[r, k] - a_r - b_k)^2 / (tau2_r + v[r, k]
+  + Var(b_k)) = K - 1``). A common ``tau2`` would spread two odd segments' disagreement over every rule:
+  the rules that agree would borrow too little and the odd ones too much (docs/bandit.md measured both).
+* The prior is worth ``m = sigma2 / (tau2_r + Var(b_k))`` pseudo-observations (``sigma2`` = variance of
+  one reward in the rule; binary: ``mu (1 - mu) / (tau2_r + Var(b_k)) - 1``, the Beta's), at most
   :data:`MAX_STRENGTH`, and 0 when below one observation. For a Beta-Bernoulli arm that is a
   ``Beta(1 + m mu, 1 + m (1 - mu))`` prior; for a continuous arm ``m`` observations at ``mu`` with the
-  rule's within-arm variance.
+  rule's within-arm variance. A rule without data yet gets the flag's ``tau2``.
 
 So rules that agree borrow up to all the flag's data (the global bandit), rules that disagree borrow
 little (independent bandits), and a rule's own data overrule its prior as they grow.
@@ -25,7 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,7 +39,7 @@ from numpy.typing import ArrayLike
 from banditflags_server.engine.params import PolicyParams
 from banditflags_server.engine.pooling import Arms, additive_fit, pool_arms, validate_stats
 
-__all__ = ["MAX_STRENGTH", "GroupStats", "Prior", "between_variance", "rule_priors"]
+__all__ = ["DEFAULT", "MAX_STRENGTH", "GroupStats", "Prior", "between_variance", "rule_priors"]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -44,6 +48,8 @@ FloatArray = npt.NDArray[np.float64]
 MAX_STRENGTH = 5000.0
 #: A prior worth less than one observation is noise: dropped (the rules disagree).
 MIN_STRENGTH = 1.0
+#: The key of the default allocation's prior in :func:`rule_priors`' result (its rule id in the stats).
+DEFAULT = ""
 
 
 @dataclass(frozen=True)
@@ -62,7 +68,8 @@ class GroupStats:
 class Prior:
     """A rule's prior per arm: ``strength`` pseudo-observations with mean ``mean`` and variance of one
     reward ``var`` (continuous rewards), added to the arm's pooled stats before the policy sees them.
-    ``tau2`` is the flag's between-rule variance estimate (for reports).
+    ``tau2`` is the variance of the rule's arm effects around the flag's that the prior assumes
+    (its own departure; for reports).
 
     Example:
         >>> p = Prior.none(2)
@@ -157,23 +164,42 @@ def between_variance(x: FloatArray, v: FloatArray, cell: npt.NDArray[np.bool_]) 
     cell = cell & rows[:, None]
     cols = cell.any(axis=0)
     dof = int(cell.sum()) - int(rows.sum()) - int(cols.sum()) + 1
-    if dof <= 0:
+    if dof <= 0 or rows.sum() < 2:
         return math.nan
-    if _q(0.0, x, v, cell) <= dof:
+    return _solve(lambda tau2: _q(tau2, x, v, cell), dof, float(x[cell].var()) + float(v[cell].max()))
+
+
+def _solve(q: Callable[[float], float], dof: float, start: float) -> float:
+    """The ``tau2 >= 0`` where the decreasing ``q(tau2)`` equals ``dof`` (0 if it is below at 0)."""
+    if q(0.0) <= dof:
         return 0.0
-    spread = float(x[cell].var()) + float(v[cell].max())
-    lo, hi = 0.0, max(spread, 1e-300)
-    while _q(hi, x, v, cell) > dof:  # Q decreases in tau2 towards 0
+    lo, hi = 0.0, max(start, 1e-300)
+    while q(hi) > dof:
         hi *= 4.0
     for _ in range(60):
         mid = 0.5 * (lo + hi)
-        if _q(mid, x, v, cell) > dof:
+        if q(mid) > dof:
             lo = mid
         else:
             hi = mid
-        if hi - lo <= 1e-6 * hi:
+        if hi - lo <= 1e-3 * hi:  # tau2 to 0.1%: far finer than its noise
             break
     return hi
+
+
+def _departure(x: FloatArray, b: FloatArray, var: FloatArray) -> float:
+    """A rule's own interaction variance: how far its arm effects ``x - level`` are from the flag's ``b``
+    beyond the noise ``var`` of each difference (Paule-Mandel on one row, the level fitted)."""
+
+    def q(tau2: float) -> float:
+        w = 1.0 / (tau2 + var)
+        r = x - b
+        r = r - float((w * r).sum() / w.sum())
+        return float((w * r * r).sum())
+
+    if x.shape[0] < 2:
+        return 0.0
+    return _solve(q, x.shape[0] - 1, float((x - b).var()) + float(var.max()))
 
 
 def rule_priors(
@@ -181,9 +207,11 @@ def rule_priors(
 ) -> dict[str, Prior]:
     """Each bandit rule's prior, shrunk toward the flag's pooled arm means (see the module docstring).
 
-    ``default`` is the default allocation's stats (None: no data), ``rules`` each bandit rule's; all have
-    the flag's K arms. ``params`` is the flag's policy with its context (``active``); ``pooling: "off"``,
-    the ``fixed`` policy, or too little data give every rule :meth:`Prior.none`.
+    ``default`` is the default allocation's stats (None: not pooled), ``rules`` each bandit rule's; all
+    have the flag's K arms. The result has a prior for every rule and, under the key :data:`DEFAULT`
+    (``""``), for the default allocation, which borrows from the rules the same way. ``params`` is the
+    flag's policy with its context (``active``); ``pooling: "off"``, the ``fixed`` policy, or too little
+    data give every rule :meth:`Prior.none`.
 
     Example:
         >>> import numpy as np
@@ -195,11 +223,11 @@ def rule_priors(
         (True, 0.03)
     """
     groups = ([default] if default is not None else []) + list(rules.values())
-    names = ([None] if default is not None else []) + list(rules)
+    names = ([DEFAULT] if default is not None else []) + list(rules)
     if not groups:
         return {}
     k = np.asarray(groups[0].n).shape[-1]
-    out = {name: Prior.none(k) for name in rules}
+    out = {name: Prior.none(k) for name in names}
     if params.pooling == "off" or params.name == "fixed" or len(groups) < 2:
         return out
     active = np.ones(k, bool) if params.active is None else np.array(params.active, bool)
@@ -211,8 +239,6 @@ def rule_priors(
     if math.isnan(tau2):
         return out
     for i, name in enumerate(names):
-        if name is None:
-            continue
         others = cell.copy()
         others[i] = False
         if others.sum(axis=0).max() == 0:
@@ -221,21 +247,26 @@ def rule_priors(
         a, b = additive_fit(w, x)
         col_w = w.sum(axis=0)
         own = cell[i] & (col_w > 0)
+        var_b = np.where(col_w > 0, 1.0 / np.where(col_w > 0, col_w, 1.0), np.inf)
         if own.any():
-            wi = 1.0 / (tau2 + v[i, own])
+            # The rule's own departure from the flag: a rule that agrees borrows everything the others
+            # know, one that differs little, whatever the other rules do.
+            noise = v[i, own] + var_b[own]
+            tau2_r = _departure(x[i, own], b[own], noise)
+            wi = 1.0 / (tau2_r + noise)
             level = float((wi * (x[i, own] - b[own])).sum() / wi.sum())
         else:  # no data yet: the flag's level, weighted by each group's evidence
+            tau2_r = tau2
             gw = w.sum(axis=1)
             level = float((gw * a).sum() / gw.sum())
         mu = level + b
-        var_b = np.where(col_w > 0, 1.0 / np.where(col_w > 0, col_w, 1.0), np.inf)
         one = np.full(mu.shape[0], sig2[i])
         if params.reward == "binary":
             mu = np.clip(mu, 0.0, 1.0)
             # The Beta's own variance at the prior mean (kept off 0 so a 0% arm still has a prior).
             edge = np.clip(mu, 1e-3, 1.0 - 1e-3)
             one = edge * (1.0 - edge)
-        strength = one / (tau2 + var_b)
+        strength = one / (tau2_r + var_b)
         if params.reward == "binary":
             strength = strength - 1.0  # a Beta(m mu, m (1 - mu)) has variance mu (1 - mu) / (m + 1)
         strength = np.where(strength >= MIN_STRENGTH, np.minimum(strength, MAX_STRENGTH), 0.0)
@@ -245,6 +276,6 @@ def rule_priors(
             tuple(float(z) for z in full_mu),
             tuple(float(z) for z in full_m),
             tuple(float(z) for z in full_v),
-            tau2,
+            tau2_r,
         )
     return out
