@@ -185,3 +185,27 @@ def test_pooling_is_validated() -> None:
 def test_prior_of_the_wrong_size_is_an_error() -> None:
     with pytest.raises(ValueError, match="prior"):
         compute_weights([10, 10], [1, 2], [1, 2], PolicyParams(burn_in=0), rng(), Prior.none(3))
+
+
+def test_segment_priors_from_a_flag_and_its_periods() -> None:
+    """The recompute's entry point: stats per allocation version (Periods), ages from their creation."""
+    from banditflags_server.api.validation import validate_new_flag
+    from banditflags_server.engine.planning import new_flag, segment_priors
+    from banditflags_server.records import Periods
+
+    def periods(rates: list[float], n: float = 20_000.0) -> Periods:
+        nn = np.full((2, len(rates)), n / 2)
+        s = np.round(nn * np.asarray(rates))
+        return Periods([1, 2], [0.0, 3600.0], nn, s, s, s.copy())
+
+    spec = validate_new_flag(
+        {"key": "seg", "variants": ["a", "b", "c"], "policy": {"name": "thompson"}}, 60.0
+    )
+    flag, _ = new_flag(spec, rng(), 0.0)
+    pop = periods([0.05, 0.05, 0.06])
+    empty = Periods([], [], np.zeros((0, 3)), np.zeros((0, 3)), np.zeros((0, 3)), np.zeros((0, 3)))
+    priors = segment_priors(flag, pop, {"us": pop, "de": pop, "new": empty}, now=7200.0)
+    assert set(priors) == {"", "us", "de", "new"}
+    assert int(np.argmax(priors["new"].mean)) == 2 and min(priors["new"].strength) > 1000
+    off = dataclasses.replace(flag, policy={"name": "thompson", "pooling": "off"})
+    assert segment_priors(off, pop, {"us": pop}, now=7200.0)["us"] == Prior.none(3)

@@ -13,7 +13,7 @@ import functools
 import json
 import logging
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -21,6 +21,7 @@ import numpy as np
 from banditflags_server.engine import allocation as alloc_mod
 from banditflags_server.engine.estimates import arm_estimates
 from banditflags_server.engine.params import PolicyParams
+from banditflags_server.engine.segment_pooling import GroupStats, Prior, rule_priors
 from banditflags_server.engine.stattests import guardrail_harm, winner
 from banditflags_server.engine.weights import compute_weights
 from banditflags_server.records import Allocation, Flag, NewFlag, Periods, RecomputeWrite
@@ -209,8 +210,11 @@ def next_write(
     rng: np.random.Generator,
     now: float,
     metrics: Metrics | None = None,
+    prior: Prior | None = None,
 ) -> RecomputeWrite:
-    """The write that recomputes ``flag`` now: guardrail disables, bandit weights, promotion, new table."""
+    """The write that recomputes ``flag`` now: guardrail disables, bandit weights, promotion, new table.
+
+    ``prior``: the default allocation's segment-pooling prior (``segment_priors(...)[""]``), if any."""
     changes: dict[str, Any] = {}
     reason = "recompute"
     newly = guardrail_disables(flag, periods, metrics or {}, now)
@@ -220,7 +224,7 @@ def next_write(
         flag = dataclasses.replace(flag, arm_state=state)
         reason = "guardrail"
     params = with_context(params_for(flag), flag, periods, now)
-    bandit = [float(w) for w in compute_weights(periods.n, periods.s, periods.ss, params, rng)]
+    bandit = [float(w) for w in compute_weights(periods.n, periods.s, periods.ss, params, rng, prior)]
     if params.auto_promote and params.name != "fixed" and periods.n.size:
         est = arm_estimates(periods.n, periods.s, periods.ss, params, rng)
         best = winner(est, params.winner_p, params.winner_min_n)
@@ -234,3 +238,27 @@ def next_write(
             log.info("flag %s: promoted variant %s (P(best) >= %s)", flag.key, best, params.winner_p)
     new = plan(flag, current, bandit, baseline_index(flag, periods), reason, now)
     return RecomputeWrite(flag.key, flag.row_version, bandit, now, new, changes)
+
+
+def _group(flag: Flag, periods: Periods | None, now: float) -> GroupStats:
+    if periods is None or periods.n.size == 0:
+        z = _no_data(flag.k)
+        return GroupStats(z, z, z)
+    return GroupStats(periods.n, periods.s, periods.ss, period_ages(periods.created_at, now))
+
+
+def segment_priors(
+    flag: Flag, default: Periods | None, rules: Mapping[str, Periods], now: float
+) -> dict[str, Prior]:
+    """The segment bandits' empirical-Bayes priors for this recompute (docs/bandit.md, "Segment bandits").
+
+    ``default``: the default allocation's stats (rule ""), ``rules``: each *bandit* rule's own stats by
+    rule id (its allocation versions). Returns a :class:`Prior` per rule id and ``""`` for the default
+    allocation, to pass as ``compute_weights(..., prior=)`` (``next_write(..., prior=)`` for the default);
+    all :meth:`Prior.none` with ``pooling: "off"``.
+    """
+    params = params_for(flag)
+    active = flag.active
+    params = dataclasses.replace(params, active=None if all(active) else tuple(active))
+    groups = {rule: _group(flag, p, now) for rule, p in rules.items()}
+    return rule_priors(_group(flag, default, now), groups, params)
