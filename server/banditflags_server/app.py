@@ -20,6 +20,7 @@ from banditflags_server.api import events as api_events
 from banditflags_server.api import flags as api_flags
 from banditflags_server.api import health as api_health
 from banditflags_server.api import metrics, openapi, otel, stream
+from banditflags_server.api import segments as api_segments
 from banditflags_server.api.auth import KeyRing
 from banditflags_server.api.context import Context
 from banditflags_server.api.responses import error_response
@@ -39,6 +40,7 @@ routes = [
     *api_config.routes,
     *api_events.routes,
     *api_flags.routes,
+    *api_segments.routes,
     *metrics.routes,
     *stream.routes,
     *openapi.routes,

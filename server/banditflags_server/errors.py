@@ -38,6 +38,7 @@ class ApiError(Exception):
         field: str | None = None,
         errors: list[tuple[str | None, str]] | None = None,
         headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -46,6 +47,7 @@ class ApiError(Exception):
         self.errors = errors if errors is not None else ([(field, message)] if field else [])
         self.field = field if field is not None else (self.errors[0][0] if self.errors else None)
         self.headers = headers
+        self.extra = extra  # top-level fields beside "error" (a segment in use: its "flags")
 
     def body(self) -> dict[str, Any]:
         """The JSON body of this error."""
@@ -55,7 +57,8 @@ class ApiError(Exception):
                 "message": self.message,
                 "field": self.field,
                 "errors": [{"field": f, "message": m} for f, m in self.errors[:MAX_LISTED]],
-            }
+            },
+            **(self.extra or {}),
         }
 
 

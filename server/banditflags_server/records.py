@@ -63,6 +63,16 @@ class Flag:
     # Guardrail declarations and {"disabled": {arm_key: {reason, at, by}}, "exempt": [arm_key]} (issue 3).
     guardrails: list[dict[str, Any]] = field(default_factory=list)
     arm_state: dict[str, Any] = field(default_factory=dict)
+    # Targeting (issue 12), as validated: [{variant, units}], [{id, clauses, serve}]; and the current
+    # allocation of each bandit rule (kept after the rule is removed, so re-adding it resumes).
+    targets: list[dict[str, Any]] = field(default_factory=list)
+    rules: list[dict[str, Any]] = field(default_factory=list)
+    rule_allocations: dict[str, Allocation] = field(default_factory=dict)
+
+    @property
+    def bandit_rules(self) -> list[str]:
+        """The ids of the rules that serve their own bandit, in order."""
+        return [r["id"] for r in self.rules if r.get("serve", {}).get("bandit") is True]
 
     @property
     def k(self) -> int:
@@ -151,6 +161,8 @@ class NewFlag:
     baseline: str
     recompute_interval: float
     guardrails: list[dict[str, Any]] = field(default_factory=list)
+    targets: list[dict[str, Any]] = field(default_factory=list)
+    rules: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -179,6 +191,7 @@ class EventRow:
     sum_sq: float = 0.0
     metric: str | None = None  # a guardrail metric; None: the flag's objective
     ids: list[str] | None = None  # decision ids of the conversions in ``sum`` (binary objectives)
+    rule: str = ""  # the rule that served (a rule id, "target"); "": the flag's default allocation
 
 
 @dataclass

@@ -235,7 +235,7 @@ def test_migration_4_upgrades_a_schema_3_database(url: str) -> None:
     old.close()
     s = Store.open(url)
     try:
-        assert s.schema_version() == db.SCHEMA_VERSION == 4
+        assert s.schema_version() == db.SCHEMA_VERSION >= 4
         assert "conversions" in sa.inspect(s.engine).get_table_names()
         assert s.load_periods({"old": 2})["old"].n.sum() == 10
         assert s.load_periods({"old": 2})["old"].s.sum() == 0
@@ -244,7 +244,7 @@ def test_migration_4_upgrades_a_schema_3_database(url: str) -> None:
     finally:
         s.close()
     again = Store.open(url)  # idempotent
-    assert again.schema_version() == 4
+    assert again.schema_version() == db.SCHEMA_VERSION
     again.close()
 
 

@@ -43,6 +43,19 @@ GOOD_FLAG: dict[str, Any] = {
     "baseline": "leader",
     "recompute_interval": 30,
     "guardrails": [{"metric": "errors", "tolerance": 0, "relative": False, "confidence": 0.95}],
+    "targets": [{"variant": "green", "units": ["alice", "bob"]}],
+    "rules": [
+        {
+            "id": "us",
+            "clauses": [{"attribute": "country", "op": "in", "values": ["us"]}],
+            "serve": {"bandit": True},
+        },
+        {
+            "id": "v2",
+            "clauses": [{"attribute": "app", "op": "semver_gte", "values": ["2.0.0-rc.1"], "negate": True}],
+            "serve": {"weights": [0.5, 0.5, 0]},
+        },
+    ],
     "reason": "launch",
 }
 GOOD_PATCH: dict[str, Any] = {
@@ -54,6 +67,10 @@ GOOD_PATCH: dict[str, Any] = {
     "recompute_interval": 10.5,
     "guardrails": [],
     "disabled": ["green"],
+    "targets": [],
+    "rules": [
+        {"id": "staff", "clauses": [{"op": "in_segment", "values": ["staff"]}], "serve": {"variant": "blue"}}
+    ],
     "reason": "pager",
 }
 ROW = {"flag": "checkout-button", "version": 3, "arm": 1, "count": 17}
@@ -75,6 +92,16 @@ SAMPLES: dict[str, dict[str, Any]] = {
     "PATCH /v1/flags/{key}": GOOD_PATCH,
     "DELETE /v1/flags/{key}": {"reason": "experiment over"},
     "POST /v1/events": GOOD_EVENTS,
+    "POST /v1/segments": {
+        "key": "beta-testers",
+        "clauses": [{"attribute": "plan", "op": "in", "values": ["beta", 3, True], "negate": False}],
+        "included": ["alice"],
+        "excluded": ["eve"],
+        "description": "early adopters",
+        "reason": "issue 12",
+    },
+    "PATCH /v1/segments/{key}": {"clauses": [{"op": "exists", "attribute": "plan"}], "included": []},
+    "DELETE /v1/segments/{key}": {"reason": "unused"},
 }
 
 
@@ -229,8 +256,14 @@ def test_good_bodies_become_the_records() -> None:
         "recompute_interval",
         "guardrails",
         "disabled",
+        "targets",
+        "rules",
         "policy",
     ]
+    clause = {"op": "in_segment", "values": ["staff"], "negate": False}
+    assert patch.changes["rules"][0]["clauses"][0] == clause
+    assert spec.rules[1]["serve"] == {"weights": [0.5, 0.5, 0.0]}
+    assert spec.targets[0]["units"] == ["alice", "bob"]
 
     batch, report = events_from_json(json.dumps(GOOD_EVENTS).encode())
     assert batch == validate_events(GOOD_EVENTS) and report == (42, 3.2)

@@ -42,6 +42,23 @@ def config_flag(flag: Flag) -> dict[str, Any]:
         "table": a.table_rle,
         "objective": flag.objective,
         "policy": flag.policy.get("name", "thompson"),
+        "targets": flag.targets,
+        "rules": flag.rules,
+        "rule_allocations": rule_allocations_json(flag),
+    }
+
+
+def rule_allocations_json(flag: Flag) -> dict[str, Any]:
+    """The current allocation of each rule whose serve is ``{"bandit": true}`` (docs/protocol.md)."""
+    allocs = flag.rule_allocations
+    return {
+        rule: {
+            "version": allocs[rule].version,
+            "weights": allocs[rule].weights,
+            "table": allocs[rule].table_rle,
+        }
+        for rule in flag.bandit_rules
+        if rule in allocs
     }
 
 
@@ -63,12 +80,14 @@ def config_bytes(c: Context, writes: int | None = None) -> tuple[int, bytes]:
         if cached is not None and cached[0] == revision:
             return cached
         snap_rev, flags = c.store.config_snapshot()
+        segments = c.store.list_segments()  # read after the revision: at least as new
         body = dumps(
             {
                 "schema": CONFIG_SCHEMA,
                 "revision": snap_rev,
                 "generated_at": iso(time.time()),
                 "flags": [config_flag(f) for f in flags if f.allocation is not None],
+                "segments": [s.config_json() for s in segments],
             }
         )
         if c.config_cache is None or c.config_cache[0] <= snap_rev:

@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from banditflags_server.api.auth import actor, requires
+from banditflags_server.api.config import rule_allocations_json
 from banditflags_server.api.context import ctx, flag_key, iso, read_body
 from banditflags_server.api.operations import ApiRoute, Operation, Param
 from banditflags_server.api.response_schemas import AuditLog, FlagList, FlagOut, History, Stats
@@ -123,6 +124,9 @@ def flag_json(flag: Flag, stats: list[dict[str, Any]] | None) -> dict[str, Any]:
             {"variant": key, **{k: (iso(v) if k == "at" else v) for k, v in rec.items()}}
             for key, rec in flag.disabled.items()
         ],
+        "targets": flag.targets,
+        "rules": flag.rules,
+        "rule_allocations": rule_allocations_json(flag),
     }
     if stats is not None:
         out["stats"] = stats

@@ -17,7 +17,16 @@ from typing import Annotated, Any, Literal
 
 from msgspec import UNSET, Meta, Struct, UnsetType
 
-from banditflags_server.api.schemas import Baseline, Direction, Guardrail, Reward, State
+from banditflags_server.api.schemas import (
+    Baseline,
+    Direction,
+    Guardrail,
+    Reward,
+    Rule,
+    RuleClause,
+    State,
+    Target,
+)
 
 __all__ = [
     "Alive",
@@ -34,6 +43,9 @@ __all__ = [
     "ObjectiveOut",
     "PolicyOut",
     "Readiness",
+    "RuleAllocation",
+    "SegmentList",
+    "SegmentOut",
     "Stats",
     "VariantOut",
     "VariantStats",
@@ -129,6 +141,20 @@ class DisabledArm(_Out):
     probability: float | UnsetType = UNSET
 
 
+Table = Annotated[
+    list[tuple[int, int]],
+    Meta(description="the bucket table, run-length encoded: [arm index, run], runs sum to 10000"),
+]
+
+
+class RuleAllocation(_Out):
+    """A bandit rule's current allocation (its own versions and minimal-movement table)."""
+
+    version: Annotated[int, Meta(ge=1)]
+    weights: Weights
+    table: Table
+
+
 class FlagOut(_Out):
     """A flag as ``GET /v1/flags/{key}`` shows it (the answer of create, patch and recompute too)."""
 
@@ -151,6 +177,9 @@ class FlagOut(_Out):
     recomputed_at: Time | None
     guardrails: list[Guardrail]
     disabled: list[DisabledArm]
+    targets: list[Target]
+    rules: list[Rule]
+    rule_allocations: Annotated[dict[str, RuleAllocation], Meta(description="per bandit rule, by id")]
     stats: list[VariantStats] | UnsetType = UNSET  # GET /v1/flags lists them only with ?stats=true
     warnings: list[FlagWarning] | UnsetType = UNSET  # with the stats
 
@@ -253,12 +282,44 @@ class ConfigFlag(_Out):
     variants: list[VariantOut]
     control: str
     weights: Weights
-    table: Annotated[
-        list[tuple[int, int]],
-        Meta(description="the bucket table, run-length encoded: [arm index, run], runs sum to 10000"),
-    ]
+    table: Table
     objective: ObjectiveOut
     policy: str
+    targets: list[Target]
+    rules: list[Rule]
+    rule_allocations: Annotated[
+        dict[str, RuleAllocation], Meta(description="one per rule whose serve is {bandit: true}, by id")
+    ]
+
+
+class ConfigSegment(_Out):
+    """A segment as the SDK needs it (a flag's rules name it by key)."""
+
+    key: str
+    clauses: list[RuleClause]
+    included: list[str]
+    excluded: list[str]
+
+
+class SegmentOut(ConfigSegment):
+    """A segment as ``GET /v1/segments/{key}`` shows it."""
+
+    description: str
+    created_at: Time
+    updated_at: Time
+
+
+class SegmentList(_Out):
+    """``GET /v1/segments``."""
+
+    segments: list[SegmentOut]
+
+
+class SegmentInUse(_Out):
+    """409 of ``DELETE /v1/segments/{key}``: the flags whose rules name the segment."""
+
+    error: Any
+    flags: list[str]
 
 
 class Config(_Out):
@@ -268,6 +329,7 @@ class Config(_Out):
     revision: Annotated[int, Meta(ge=0, description="increases on every change; the ETag")]
     generated_at: Time
     flags: list[ConfigFlag]
+    segments: list[ConfigSegment]
 
 
 class Alive(_Out):

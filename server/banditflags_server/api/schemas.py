@@ -43,6 +43,12 @@ __all__ = [
     "Objective",
     "PatchBody",
     "RewardRow",
+    "Rule",
+    "RuleClause",
+    "SegmentBody",
+    "SegmentPatchBody",
+    "Serve",
+    "Target",
     "Variant",
 ]
 
@@ -55,6 +61,10 @@ MAX_IDS = 10_000  # decision ids per batch, over all rows: de-duplicating each c
 MAX_COUNT = 10**12  # per row; keeps sums far inside a 64-bit integer
 MAX_INTERVAL = 86_400
 MAX_CREDIT_WINDOW = 2_592_000
+MAX_RULES = 100
+MAX_CLAUSES = 50
+MAX_TARGET_UNITS = 1_000  # per target; 10,000 per flag (api.targeting)
+MAX_SEGMENT_UNITS = 10_000  # included, and excluded, per segment
 
 
 def _matching(regex: str, description: str) -> Meta:
@@ -65,7 +75,7 @@ def _matching(regex: str, description: str) -> Meta:
     )
 
 
-_NAME = "[a-z0-9][a-z0-9_.-]{0,63}"
+_NAME = _NAME_PATTERN = "[a-z0-9][a-z0-9_.-]{0,63}"
 #: A whole string that is a flag key (for path parameters: the schema checks bodies).
 FLAG_KEY = re.compile(_NAME)
 FlagKey = Annotated[str, _matching(_NAME, "a flag key, unique on the server")]
@@ -113,6 +123,83 @@ Policy = Annotated[
     Meta(description="policy parameters (docs/protocol.md); the engine validates them for the flag"),
 ]
 Count = Annotated[int, Meta(ge=1, le=MAX_COUNT)]
+
+
+# -- targeting (DESIGN.md §9, docs/targeting.md; values per operator: api.targeting) --------------------
+
+#: Clause operators, as the SDK compiles them (``banditflags._operators.OPERATORS``).
+Operator = Literal[
+    "in", "starts_with", "ends_with", "contains", "matches", "lt", "lte", "gt", "gte", "semver_eq",
+    "semver_lt", "semver_lte", "semver_gt", "semver_gte", "before", "after", "exists", "in_segment",
+]  # fmt: skip
+RuleId = Annotated[str, _matching("[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", "a rule id, unique in the flag")]
+UnitId = Annotated[
+    str, Meta(min_length=1, max_length=256, extra={"message": "must be a unit id of 1..256 characters"})
+]
+Attribute = Annotated[
+    str, Meta(min_length=1, max_length=256, extra={"message": "must be a string of 1 to 256 characters"})
+]
+
+
+class RuleClause(Struct, forbid_unknown_fields=True, kw_only=True):
+    """One condition: ``attribute`` ``op`` any of ``values`` (``in_segment``: values are segment keys)."""
+
+    op: Operator
+    attribute: Attribute | UnsetType = UNSET  # required except for in_segment
+    values: Annotated[list[Any], Meta(max_length=10_000)] = []
+    negate: bool = False
+
+
+Clauses = Annotated[list[RuleClause], Meta(max_length=MAX_CLAUSES)]
+
+
+class Serve(Struct, forbid_unknown_fields=True, kw_only=True):
+    """What a matching rule serves: exactly one of a variant, a fixed split, or its own bandit."""
+
+    variant: VariantKey | UnsetType = UNSET
+    weights: list[float] | UnsetType = UNSET
+    bandit: bool | UnsetType = UNSET
+
+
+class Rule(Struct, forbid_unknown_fields=True, kw_only=True):
+    """A targeting rule: its clauses are ANDed; the first matching rule serves."""
+
+    id: RuleId
+    clauses: Clauses
+    serve: Serve
+
+
+class Target(Struct, forbid_unknown_fields=True, kw_only=True):
+    """Individual units pinned to a variant."""
+
+    variant: VariantKey
+    units: Annotated[list[UnitId], Meta(max_length=MAX_TARGET_UNITS)]
+
+
+Rules = Annotated[list[Rule], Meta(max_length=MAX_RULES, description="in order; the first match wins")]
+Targets = Annotated[list[Target], Meta(max_length=MAX_VARIANTS, description="evaluated before the rules")]
+SegmentUnits = Annotated[list[UnitId], Meta(max_length=MAX_SEGMENT_UNITS)]
+
+
+class SegmentBody(Struct, forbid_unknown_fields=True, kw_only=True):
+    """POST /v1/segments: a reusable set of clauses plus included and excluded unit ids."""
+
+    key: Annotated[str, _matching(_NAME_PATTERN, "a segment key, unique on the server")]
+    clauses: Clauses = []
+    included: SegmentUnits = []
+    excluded: SegmentUnits = []
+    description: Description = ""
+    reason: Reason = ""
+
+
+class SegmentPatchBody(Struct, forbid_unknown_fields=True, kw_only=True):
+    """PATCH /v1/segments/{key}: only the fields given change (each list replaced whole)."""
+
+    clauses: Clauses | UnsetType = UNSET
+    included: SegmentUnits | UnsetType = UNSET
+    excluded: SegmentUnits | UnsetType = UNSET
+    description: Description | UnsetType = UNSET
+    reason: Reason = ""
 
 
 # -- flags --------------------------------------------------------------------------------------------
@@ -186,6 +273,8 @@ class NewFlagBody(Struct, forbid_unknown_fields=True, kw_only=True):
     baseline: Baseline = "control"
     recompute_interval: Interval | UnsetType = UNSET  # default: the server's setting
     guardrails: Guardrails = []
+    targets: Targets = []
+    rules: Rules = []
     reason: Reason = ""
 
 
@@ -200,6 +289,8 @@ class PatchBody(Struct, forbid_unknown_fields=True, kw_only=True):
     recompute_interval: Interval | UnsetType = UNSET
     guardrails: Guardrails | UnsetType = UNSET
     disabled: Disabled | UnsetType = UNSET
+    targets: Targets | UnsetType = UNSET  # the whole list is replaced
+    rules: Rules | UnsetType = UNSET  # the whole list is replaced
     reason: Reason = ""
 
 
@@ -309,4 +400,7 @@ REQUEST_BODIES: dict[str, type[Struct]] = {
     "PATCH /v1/flags/{key}": PatchBody,
     "DELETE /v1/flags/{key}": DeleteBody,
     "POST /v1/events": EventsBody,
+    "POST /v1/segments": SegmentBody,
+    "PATCH /v1/segments/{key}": SegmentPatchBody,
+    "DELETE /v1/segments/{key}": DeleteBody,
 }

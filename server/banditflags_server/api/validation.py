@@ -37,12 +37,15 @@ from banditflags_server.api.schemas import (
     Variant,
     VariantItem,
 )
+from banditflags_server.api.targeting import rules_json, targets_json
 from banditflags_server.engine import ParamError, PolicyParams
 from banditflags_server.errors import ApiError, ValidationError
 from banditflags_server.records import EventBatch, EventRow, Flag, FlagPatch, NewFlag
 
 __all__ = [
+    "Problems",
     "SdkReport",
+    "decode_body",
     "events_from_json",
     "new_flag_from_json",
     "parse_json",
@@ -168,6 +171,12 @@ def _non_finite(value: Any, field: str = "") -> str | None:
 # -- flags ----------------------------------------------------------------------------------------------
 
 
+def decode_body(decoder: msgspec.json.Decoder[S], raw: bytes, schema: type[S]) -> S:
+    """A body of another route (segments) decoded by its Struct: 400 if it is not JSON, 422 naming every
+    field the schema refuses."""
+    return _decode(decoder, raw, lambda value: _convert(value, schema))
+
+
 def new_flag_from_json(raw: bytes, default_interval: float) -> tuple[NewFlag, str]:
     """A ``POST /v1/flags`` body: the new flag and the reason for the audit log."""
     body = _decode(_NEW_FLAG, raw, lambda value: validate_new_flag(value, default_interval))
@@ -182,12 +191,14 @@ def validate_new_flag(body: Any, default_interval: float) -> NewFlag:
 def _new_flag(body: NewFlagBody, default_interval: float) -> NewFlag:
     p = Problems()
     variants, control, objective, policy, guardrails = _flag_checks(body, frozenset(), p)
+    keys = [v["key"] for v in variants]
+    targets, rules = targets_json(body.targets, keys, p), rules_json(body.rules, keys, p)
     p.check()
     assert policy is not None
     interval = default_interval if body.recompute_interval is UNSET else body.recompute_interval
     return NewFlag(
         body.key, body.description, variants, control, objective, policy, body.state, body.exploration,
-        body.baseline, float(interval), guardrails,
+        body.baseline, float(interval), guardrails, targets, rules,
     )  # fmt: skip
 
 
@@ -370,6 +381,10 @@ def _patch_changes(body: PatchBody, facts: _FlagFacts, p: Problems) -> dict[str,
             elif key == facts.control:
                 p.add(f"disabled[{i}]", "the control cannot be disabled")
         out["disabled"] = list(dict.fromkeys(body.disabled))
+    if body.targets is not UNSET:
+        out["targets"] = targets_json(body.targets, facts.keys, p)
+    if body.rules is not UNSET:
+        out["rules"] = rules_json(body.rules, facts.keys, p)
     if body.policy is not UNSET:
         checked = _policy({**facts.policy, **body.policy}, facts.objective, facts.k, p)
         if checked is not None:

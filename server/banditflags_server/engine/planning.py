@@ -119,13 +119,9 @@ def _no_data(k: int) -> np.ndarray:
 
 def new_flag(spec: NewFlag, rng: np.random.Generator, now: float) -> tuple[Flag, Allocation]:
     """A flag row and its version 1: the policy's weights with no data, throttled, as a fresh table."""
-    k = len(spec.variants)
-    params = PolicyParams.from_dict(spec.policy, spec.objective, k)
-    z = _no_data(k)
-    bandit = [float(w) for w in compute_weights(z, z, z, params, rng)]
-    served = alloc_mod.served_weights(bandit, spec.exploration, spec.control)
-    counts = alloc_mod.target_counts(served)
-    table = alloc_mod.initial_table(counts)
+    first = fresh_allocation(spec.policy, spec.objective, len(spec.variants), spec.exploration, spec.control,
+                             rng, now)  # fmt: skip
+    bandit = first.bandit_weights
     flag = Flag(
         key=spec.key,
         description=spec.description,
@@ -145,11 +141,43 @@ def new_flag(spec: NewFlag, rng: np.random.Generator, now: float) -> tuple[Flag,
         updated_at=now,
         recomputed_at=None,
         guardrails=spec.guardrails,
+        targets=spec.targets,
+        rules=spec.rules,
     )
-    first = Allocation(
+    flag.rule_allocations = rule_allocations(flag, rng, now)
+    return flag, first
+
+
+def fresh_allocation(
+    policy: dict[str, Any],
+    objective: dict[str, Any],
+    k: int,
+    exploration: float,
+    baseline: int,
+    rng: np.random.Generator,
+    now: float,
+) -> Allocation:
+    """Version 1 of an allocation: the policy's weights with no data, throttled, as a fresh table."""
+    params = PolicyParams.from_dict(policy, objective, k)
+    z = _no_data(k)
+    bandit = [float(w) for w in compute_weights(z, z, z, params, rng)]
+    counts = alloc_mod.target_counts(alloc_mod.served_weights(bandit, exploration, baseline))
+    table = alloc_mod.initial_table(counts)
+    return Allocation(
         1, now, [c / alloc_mod.TABLE_SIZE for c in counts], bandit, alloc_mod.encode_rle(table), "created", 0
     )
-    return flag, first
+
+
+def rule_allocations(flag: Flag, rng: np.random.Generator, now: float) -> dict[str, Allocation]:
+    """The flag's rule allocations with a version 1 for each bandit rule that has none yet (issue 12);
+    those of rules removed since are kept, so a rule that comes back resumes its table and versions."""
+    out = dict(flag.rule_allocations)
+    for rule in flag.bandit_rules:
+        if rule not in out:
+            out[rule] = fresh_allocation(
+                flag.policy, flag.objective, flag.k, flag.exploration, flag.control, rng, now
+            )
+    return out
 
 
 def operator_arm_state(flag: Flag, disabled: list[str], now: float) -> dict[str, Any]:

@@ -17,7 +17,9 @@ from banditflags_server.engine.planning import new_flag
 from banditflags_server.errors import conflict, not_found
 from banditflags_server.records import Flag, FlagPatch, NewFlag
 from banditflags_server.service import recompute as rc
+from banditflags_server.service.segments import missing_segments_error
 from banditflags_server.storage.audit import SUMMARY_FIELDS, AuditEntry
+from banditflags_server.storage.segments import SegmentsMissing
 from banditflags_server.storage.store import FlagExists, FlagLimit, Store
 
 
@@ -34,7 +36,10 @@ def summary(flag: Flag) -> dict[str, Any]:
         "description": flag.description,
         "recompute_interval": flag.recompute_interval,
     }
-    return {name: values[name] for name in SUMMARY_FIELDS}
+    out = {name: values[name] for name in SUMMARY_FIELDS}
+    if flag.targets or flag.rules:  # issue 12: recorded when there are some
+        out.update(targets=flag.targets, rules=flag.rules)
+    return out
 
 
 def create_flag(store: Store, spec: NewFlag, rng: np.random.Generator, actor: str, reason: str = "") -> None:
@@ -50,6 +55,8 @@ def create_flag(store: Store, spec: NewFlag, rng: np.random.Generator, actor: st
         raise conflict(f"flag {spec.key!r} exists already", field="key") from None
     except FlagLimit:
         raise conflict("the server holds the maximum number of flags") from None
+    except SegmentsMissing as exc:
+        raise missing_segments_error(exc) from None
 
 
 def patch_flag(
@@ -72,6 +79,8 @@ def patch_flag(
         raise not_found(f"flag {key!r}") from None
     except rc.Conflict:
         raise conflict("the flag is being changed concurrently; try again") from None
+    except SegmentsMissing as exc:
+        raise missing_segments_error(exc) from None
 
 
 def delete_flag(store: Store, key: str, actor: str, reason: str = "") -> None:

@@ -25,6 +25,7 @@ from banditflags_server.engine.planning import (
     params_for,
     period_ages,
     plan,
+    rule_allocations,
 )
 from banditflags_server.records import Flag, FlagPatch, RecomputeWrite
 from banditflags_server.service import metrics
@@ -92,6 +93,11 @@ def apply_patch(
         now = time.time()
         if "disabled" in changes:
             changes["arm_state"] = operator_arm_state(flag, changes.pop("disabled"), now)
+        if "rules" in changes:  # a new bandit rule starts with a version 1 of its own
+            trial = dataclasses.replace(flag, rules=changes["rules"])
+            rule_allocs = rule_allocations(trial, rng, now)
+            if rule_allocs != flag.rule_allocations:
+                changes["rule_allocations"] = rule_allocs
         if patch.touches_table:
             trial = dataclasses.replace(flag, **{n: v for n, v in changes.items() if hasattr(flag, n)})
             periods = store.load_periods({key: flag.k})[key]
@@ -110,6 +116,14 @@ def apply_patch(
                 "arms",  # the disabled list changed (or was given unchanged)
             )
             alloc = plan(trial, flag.allocation, bandit, baseline_index(trial, periods), why, now)
+            # The throttle, the baseline and disabled arms apply to every bandit rule's table too.
+            rule_allocs = changes.get("rule_allocations", flag.rule_allocations)
+            replanned = {
+                r: plan(trial, a, a.bandit_weights, trial.control, why, now) or a
+                for r, a in rule_allocs.items()
+            }
+            if replanned != flag.rule_allocations:
+                changes["rule_allocations"] = replanned
         entry = None
         if actor is not None:
             entry = entry_for_patch(key, actor, _audited(flag), changes, reason, now=now)
@@ -135,6 +149,8 @@ def _audited(flag: Flag) -> dict[str, Any]:
         "recompute_interval": flag.recompute_interval,
         "guardrails": flag.guardrails,
         "arm_state": flag.arm_state,
+        "targets": flag.targets,
+        "rules": flag.rules,
     }
 
 

@@ -56,6 +56,7 @@ class AuditEntry:
     after: dict[str, Any] | None
     reason: str
     id: int | None = None
+    kind: str = "flag"  # what ``flag`` names: a flag, or a segment (issue 12)
 
     def to_json(self, iso: Any) -> dict[str, Any]:
         """The API's shape; ``iso`` formats the timestamp."""
@@ -112,7 +113,7 @@ def entry_for_patch(
     before: dict[str, Any] = {}
     after: dict[str, Any] = {}
     for name, value in changes.items():
-        if name == "bandit_weights":
+        if name in ("bandit_weights", "rule_allocations"):
             continue  # derived, not an operator's input
         if current.get(name) != value:
             before[name] = current.get(name)
@@ -133,6 +134,7 @@ def insert(conn: Connection, entry: AuditEntry) -> None:
             before=None if entry.before is None else _dumps(entry.before),
             after=None if entry.after is None else _dumps(entry.after),
             reason=entry.reason[:MAX_REASON],
+            kind=entry.kind,
         )
     )
 
@@ -142,10 +144,10 @@ def _dumps(obj: Any) -> str:
 
 
 def entries(
-    engine: sa.engine.Engine, flag: str, *, limit: int = 100, before_id: int | None = None
+    engine: sa.engine.Engine, flag: str, *, limit: int = 100, before_id: int | None = None, kind: str = "flag"
 ) -> list[AuditEntry]:
-    """A flag's entries, newest first; ``before_id`` pages further back."""
-    stmt = sa.select(audit_log).where(audit_log.c.flag == flag)
+    """A flag's (or a segment's) entries, newest first; ``before_id`` pages further back."""
+    stmt = sa.select(audit_log).where(audit_log.c.flag == flag, audit_log.c.kind == kind)
     if before_id is not None:
         stmt = stmt.where(audit_log.c.id < before_id)
     stmt = stmt.order_by(audit_log.c.id.desc()).limit(limit)
@@ -161,6 +163,7 @@ def entries(
             after=None if m["after"] is None else json.loads(m["after"]),
             reason=m["reason"],
             id=int(m["id"]),
+            kind=m["kind"],
         )
         for m in rows
     ]

@@ -26,8 +26,18 @@ from banditflags_server.storage.rows import (
     encode_changes,
     flag_from_row,
     flag_values,
+    rule_alloc_values,
 )
-from banditflags_server.storage.schema import allocations, arm_stats, conversions, flags, metric_stats
+from banditflags_server.storage.schema import (
+    allocations,
+    arm_stats,
+    conversions,
+    flags,
+    metric_stats,
+    rule_allocations,
+    rule_stats,
+)
+from banditflags_server.storage.segments import require_segments
 
 MAX_FLAGS = 10_000
 
@@ -57,8 +67,10 @@ class FlagsMixin:
                 count = conn.execute(sa.select(sa.func.count()).select_from(flags)).scalar_one()
                 if count >= max_flags:
                     raise FlagLimit()
+                require_segments(conn, flag.rules)
                 conn.execute(sa.insert(flags).values(**flag_values(flag)))
                 conn.execute(sa.insert(allocations).values(**alloc_values(flag.key, alloc)))
+                _rule_history(conn, flag, {}, flag.rule_allocations)
                 if audit is not None:
                     audit_mod.insert(conn, audit)
                 bump_revision(conn)
@@ -102,6 +114,8 @@ class FlagsMixin:
         """Delete a flag, its allocations and stats (recording ``audit``); False if it did not exist."""
         with db.write_tx(self.engine) as conn:
             conn.execute(sa.delete(arm_stats).where(arm_stats.c.flag == key))
+            conn.execute(sa.delete(rule_stats).where(rule_stats.c.flag == key))
+            conn.execute(sa.delete(rule_allocations).where(rule_allocations.c.flag == key))
             conn.execute(sa.delete(metric_stats).where(metric_stats.c.flag == key))
             conn.execute(sa.delete(conversions).where(conversions.c.flag == key))
             conn.execute(sa.delete(allocations).where(allocations.c.flag == key))
@@ -140,14 +154,31 @@ class FlagsMixin:
                 ).rowcount
                 if not done:
                     return False
+                if "rules" in changes:
+                    require_segments(conn, changes["rules"])
                 if alloc is not None:
                     conn.execute(sa.insert(allocations).values(**alloc_values(flag.key, alloc)))
+                if "rule_allocations" in changes:
+                    _rule_history(conn, flag, flag.rule_allocations, changes["rule_allocations"])
                 if audit is not None:
                     audit_mod.insert(conn, audit)
                 bump_revision(conn)
         except IntegrityError:
             return False
         return True
+
+    def rule_history(self, key: str) -> dict[str, list[Allocation]]:
+        """Every allocation version of each bandit rule of a flag, oldest first."""
+        stmt = (
+            sa.select(rule_allocations.c.rule, rule_allocations.c.version, *_RULE_ALLOC_COLS)
+            .where(rule_allocations.c.flag == key)
+            .order_by(rule_allocations.c.rule, rule_allocations.c.version)
+        )
+        out: dict[str, list[Allocation]] = {}
+        with db.read_tx(self.engine) as conn:
+            for m in conn.execute(stmt).mappings():
+                out.setdefault(m["rule"], []).append(alloc_from_row(int(m["version"]), m))
+        return out
 
     def history(self, key: str) -> list[Allocation]:
         """Every allocation version of a flag, oldest first."""
@@ -158,3 +189,17 @@ class FlagsMixin:
         )
         with db.read_tx(self.engine) as conn:
             return [alloc_from_row(int(m["version"]), m) for m in conn.execute(stmt).mappings()]
+
+
+_RULE_ALLOC_COLS = [rule_allocations.c[c.name] for c in ALLOC_COLS]
+
+
+def _rule_history(
+    conn: sa.Connection, flag: Flag, before: dict[str, Allocation], after: dict[str, Allocation]
+) -> None:
+    """Insert the rule allocation versions ``after`` has and ``before`` has not (a concurrent writer of
+    the same version loses on the primary key)."""
+    for rule, a in after.items():
+        old = before.get(rule)
+        if old is None or old.version != a.version:
+            conn.execute(sa.insert(rule_allocations).values(**rule_alloc_values(flag.key, rule, a)))

@@ -28,7 +28,16 @@ ALLOC_COLS = [
     allocations.c.moved,
 ]
 #: Columns of ``flags`` that hold JSON.
-JSON_COLS = ("variants", "objective", "policy", "bandit_weights", "guardrails", "arm_state")
+JSON_COLS = (
+    "variants",
+    "objective",
+    "policy",
+    "bandit_weights",
+    "guardrails",
+    "arm_state",
+    "targets",
+    "rules",
+)
 
 
 def to_json(obj: Any) -> str:
@@ -38,7 +47,31 @@ def to_json(obj: Any) -> str:
 
 def encode_changes(changes: dict[str, Any]) -> dict[str, Any]:
     """Changed columns of a flag (column -> Python value) as column values: JSON columns encoded."""
-    return {name: to_json(value) if name in JSON_COLS else value for name, value in changes.items()}
+    out = {name: to_json(value) if name in JSON_COLS else value for name, value in changes.items()}
+    if "rule_allocations" in changes:
+        out["rule_allocations"] = rule_allocs_json(changes["rule_allocations"])
+    return out
+
+
+def rule_allocs_json(allocs: dict[str, Allocation]) -> str:
+    """The ``flags.rule_allocations`` column: each rule's current allocation."""
+    return to_json({rule: {"version": a.version, **alloc_dict(a)} for rule, a in allocs.items()})
+
+
+def alloc_dict(a: Allocation) -> dict[str, Any]:
+    """An allocation's columns but the version, as Python values."""
+    return {
+        "created_at": a.created_at,
+        "weights": a.weights,
+        "bandit_weights": a.bandit_weights,
+        "table_rle": a.table_rle,
+        "reason": a.reason,
+        "moved": a.moved,
+    }
+
+
+def _rule_allocs(raw: str | None) -> dict[str, Allocation]:
+    return {rule: Allocation(**a) for rule, a in json.loads(raw or "{}").items()}
 
 
 def flag_from_row(m: Any) -> Flag:
@@ -63,6 +96,9 @@ def flag_from_row(m: Any) -> Flag:
         recomputed_at=None if m["recomputed_at"] is None else float(m["recomputed_at"]),
         guardrails=json.loads(m["guardrails"] or "[]"),
         arm_state=json.loads(m["arm_state"] or "{}"),
+        targets=json.loads(m["targets"] or "[]"),
+        rules=json.loads(m["rules"] or "[]"),
+        rule_allocations=_rule_allocs(m["rule_allocations"]),
     )
 
 
@@ -101,6 +137,9 @@ def flag_values(f: Flag) -> dict[str, Any]:
         "recomputed_at": f.recomputed_at,
         "guardrails": to_json(f.guardrails),
         "arm_state": to_json(f.arm_state),
+        "targets": to_json(f.targets),
+        "rules": to_json(f.rules),
+        "rule_allocations": rule_allocs_json(f.rule_allocations),
     }
 
 
@@ -116,3 +155,8 @@ def alloc_values(key: str, a: Allocation) -> dict[str, Any]:
         "reason": a.reason,
         "moved": a.moved,
     }
+
+
+def rule_alloc_values(key: str, rule: str, a: Allocation) -> dict[str, Any]:
+    """The ``rule_allocations`` history row of rule ``rule`` of flag ``key``."""
+    return {**alloc_values(key, a), "rule": rule}

@@ -56,6 +56,11 @@ flags = sa.Table(
     # Issue 3 (migration 2): guardrail declarations, and the arms they (or the operator) disabled.
     sa.Column("guardrails", sa.Text, nullable=False, server_default="[]"),  # JSON [{metric, ...}]
     sa.Column("arm_state", sa.Text, nullable=False, server_default="{}"),  # JSON {disabled, exempt}
+    # Issue 12 (migration 5): targeting as validated, and each bandit rule's current allocation
+    # ({rule id: {version, created_at, weights, bandit_weights, table_rle, reason, moved}}).
+    sa.Column("targets", sa.Text, nullable=False, server_default="[]"),
+    sa.Column("rules", sa.Text, nullable=False, server_default="[]"),
+    sa.Column("rule_allocations", sa.Text, nullable=False, server_default="{}"),
 )
 
 allocations = sa.Table(
@@ -104,6 +109,51 @@ metric_stats = sa.Table(
     ),
 )
 
+#: Every allocation version of each bandit rule (issue 12): the flag's ``allocations`` per rule.
+rule_allocations = sa.Table(
+    "rule_allocations",
+    metadata,
+    sa.Column("flag", sa.String(64), sa.ForeignKey("flags.key", ondelete="CASCADE"), primary_key=True),
+    sa.Column("rule", sa.String(64), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Column("weights", sa.Text, nullable=False),
+    sa.Column("bandit_weights", sa.Text, nullable=False),
+    sa.Column("table_rle", sa.Text, nullable=False),
+    sa.Column("reason", sa.String(16), nullable=False),
+    sa.Column("moved", sa.Integer, nullable=False),
+)
+
+#: Arm stats of rows served by a rule or a target (issue 12): ``arm_stats`` holds rule "" (the flag's
+#: default allocation, every row counted before rules existed); this table every other (flag, rule,
+#: version, arm), ``rule`` being a rule id or "target". ``version`` is a bandit rule's own version, the
+#: flag's otherwise; no foreign key: a row may name a rule deleted since (kept for reporting).
+rule_stats = sa.Table(
+    "rule_stats",
+    metadata,
+    sa.Column("flag", sa.String(64), primary_key=True),
+    sa.Column("rule", sa.String(64), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("arm", sa.Integer, primary_key=True),
+    sa.Column("n", sa.BigInteger, nullable=False),
+    sa.Column("r", sa.BigInteger, nullable=False),
+    sa.Column("s", sa.Double, nullable=False),
+    sa.Column("ss", sa.Double, nullable=False),
+)
+
+#: Reusable segments (issue 12): clauses and unit ids as validated, JSON.
+segments = sa.Table(
+    "segments",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("description", sa.Text, nullable=False),
+    sa.Column("clauses", sa.Text, nullable=False),
+    sa.Column("included", sa.Text, nullable=False),
+    sa.Column("excluded", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Column("updated_at", sa.Double, nullable=False),
+)
+
 batches = sa.Table(
     "batches",
     metadata,
@@ -141,6 +191,8 @@ audit_log = sa.Table(
     sa.Column("before", sa.Text, nullable=True),  # JSON object or null
     sa.Column("after", sa.Text, nullable=True),
     sa.Column("reason", sa.Text, nullable=False),
+    # Issue 12 (migration 5): what ``flag`` names, a flag or a segment.
+    sa.Column("kind", sa.String(8), nullable=False, server_default="flag"),
 )
 
 #: Console sessions. ``sid_sha256`` is the sha256 of the cookie value; ``key_sha256`` the admin key
@@ -190,8 +242,33 @@ def _migration_4(conn: Connection) -> None:
     metadata.create_all(conn, tables=[conversions])
 
 
+def _add_columns(conn: Connection, table: str, columns: tuple[tuple[str, str, str], ...]) -> None:
+    """Add text columns with a default, unless a new database got them from an earlier create_all."""
+    have = {c["name"] for c in sa.inspect(conn).get_columns(table)}
+    for name, kind, default in columns:
+        if name not in have:
+            conn.execute(
+                sa.text(f"ALTER TABLE {table} ADD COLUMN {name} {kind} NOT NULL DEFAULT '{default}'")
+            )
+
+
+def _migration_5(conn: Connection) -> None:
+    """Targeting and segment bandits (issue 12): the flag's targets, rules and rule allocations, the
+    audit log's kind, segments, rule allocations and rule stats. Existing stats stay in arm_stats,
+    which is rule "" (the default allocation)."""
+    _add_columns(
+        conn,
+        "flags",
+        (("targets", "TEXT", "[]"), ("rules", "TEXT", "[]"), ("rule_allocations", "TEXT", "{}")),
+    )
+    _add_columns(conn, "audit_log", (("kind", "VARCHAR(8)", "flag"),))
+    metadata.create_all(conn, tables=[rule_allocations, rule_stats, segments])
+
+
 #: Numbered migrations: index i brings the schema from version i to i + 1. Append only.
-MIGRATIONS: list[Callable[[Connection], None]] = [_migration_1, _migration_2, _migration_3, _migration_4]
+MIGRATIONS: list[Callable[[Connection], None]] = [
+    _migration_1, _migration_2, _migration_3, _migration_4, _migration_5,
+]  # fmt: skip
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -16,6 +16,7 @@ concurrent writer (another thread, process or replica) loses cleanly instead of 
 ``events``         the ingest path: batches counted once, conversions credited once per decision id,
                    old batch ids and expired decision ids pruned (:class:`EventsMixin`)
 ``recompute``      what the recompute cycle reads and writes (:class:`RecomputeMixin`)
+``segments``       segments, and the check that a flag's rules name existing ones (:class:`SegmentsMixin`)
 ``lease``          which replica runs the recompute cycle, with fencing (:class:`LeaseMixin`)
 ``rows``           rows <-> records, shared by the others
 =================  =====================================================================================
@@ -33,12 +34,15 @@ from banditflags_server.storage.keys import KeysMixin, hash_key
 from banditflags_server.storage.lease import LeaseMixin
 from banditflags_server.storage.meta import MetaMixin
 from banditflags_server.storage.recompute import RecomputeMixin
+from banditflags_server.storage.segments import SegmentsMixin
 from banditflags_server.storage.stats import StatsMixin
 
 __all__ = ["MAX_FLAGS", "FlagExists", "FlagLimit", "Store", "hash_key"]
 
 
-class Store(MetaMixin, KeysMixin, FlagsMixin, StatsMixin, EventsMixin, RecomputeMixin, LeaseMixin):
+class Store(
+    MetaMixin, KeysMixin, FlagsMixin, SegmentsMixin, StatsMixin, EventsMixin, RecomputeMixin, LeaseMixin
+):
     """The server's database; thread-safe (one SQLAlchemy engine with a connection pool)."""
 
     def __init__(self, engine: Engine) -> None:
@@ -65,7 +69,7 @@ class Store(MetaMixin, KeysMixin, FlagsMixin, StatsMixin, EventsMixin, Recompute
         return self.engine.dialect.name
 
     def config_snapshot(self) -> tuple[int, list[Flag]]:
-        """The revision and every flag with its current table.
+        """The revision and every flag with its current table (segments: :meth:`list_segments`, read after).
 
         The revision is read first: the flags are then at least as new as the revision says, so a client
         holding that ETag never misses a change.
