@@ -144,6 +144,9 @@ class RecomputeWrite:
     allocation: Allocation | None
     # Other flag columns to write (e.g. arm_state when a guardrail disables an arm, policy on promotion).
     changes: dict[str, Any] = field(default_factory=dict)
+    # Bandit rules' new allocation versions (issue 12), for their history (the current ones are in
+    # ``changes["rule_allocations"]``).
+    rule_versions: dict[str, Allocation] = field(default_factory=dict)
 
 
 @dataclass

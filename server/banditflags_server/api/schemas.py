@@ -303,16 +303,19 @@ class DeleteBody(Struct, forbid_unknown_fields=True):
 # -- events -------------------------------------------------------------------------------------------
 
 
-class ExposureRow(Struct, gc=False):
-    """Units that got an arm of a flag version (unknown fields are ignored)."""
+class ExposureRow(Struct, gc=False, kw_only=True):
+    """Units that got an arm of a flag version (unknown fields are ignored); ``rule``: the rule that
+    served them (a rule id, or "target"; absent or null: the flag's default allocation), ``version``
+    then being a bandit rule's own allocation version, the flag's otherwise."""
 
     flag: Annotated[str, _text(None, min_length=1)]
     version: Count
     arm: Annotated[int, Meta(ge=0, le=MAX_COUNT)]
     count: Count
+    rule: RuleId | None = None
 
 
-class RewardRow(ExposureRow, gc=False):
+class RewardRow(ExposureRow, gc=False, kw_only=True):
     """The rewards of count decisions: their sum and sum of squares (JSON numbers are finite); for a
     binary objective, the decision ids of the conversions in ``sum`` (each counted once, docs/protocol.md)."""
 

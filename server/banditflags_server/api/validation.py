@@ -433,10 +433,23 @@ def _batch(body: EventsBody) -> EventBatch:
     _check_ids(rewards)
     return EventBatch(
         body.batch_id,
-        [EventRow(f"exposures[{i}]", r.flag, r.version, r.arm, r.count) for i, r in enumerate(exposures)],
+        [
+            EventRow(f"exposures[{i}]", r.flag, r.version, r.arm, r.count, rule=r.rule or "")
+            for i, r in enumerate(exposures)
+        ],
         [
             EventRow(
-                f"rewards[{i}]", r.flag, r.version, r.arm, r.count, True, r.sum, r.sum_sq, r.metric, r.ids
+                f"rewards[{i}]",
+                r.flag,
+                r.version,
+                r.arm,
+                r.count,
+                True,
+                r.sum,
+                r.sum_sq,
+                r.metric,
+                r.ids,
+                r.rule or "",
             )
             for i, r in enumerate(rewards)
         ],

@@ -21,7 +21,7 @@ import numpy as np
 from banditflags_server.engine import allocation as alloc_mod
 from banditflags_server.engine.estimates import arm_estimates
 from banditflags_server.engine.params import PolicyParams
-from banditflags_server.engine.segment_pooling import GroupStats, Prior, rule_priors
+from banditflags_server.engine.segment_pooling import DEFAULT, GroupStats, Prior, rule_priors
 from banditflags_server.engine.stattests import guardrail_harm, winner
 from banditflags_server.engine.weights import compute_weights
 from banditflags_server.records import Allocation, Flag, NewFlag, Periods, RecomputeWrite
@@ -231,6 +231,57 @@ def guardrail_disables(flag: Flag, periods: Periods, metrics: Metrics, now: floa
     return out
 
 
+def rule_weights(
+    flag: Flag,
+    current: Allocation,
+    periods: Periods,
+    rng: np.random.Generator,
+    now: float,
+    prior: Prior | None = None,
+) -> list[float]:
+    """A bandit rule's bandit weights from its own stats only, with the flag's policy, objective and
+    disabled arms (``max_step`` toward the rule's own previous weights).
+
+    ``prior``: the rule's empirical-Bayes prior from segment pooling (``segment_priors(...)[rule_id]``),
+    added to its stats by ``compute_weights``; this is the one place a rule's prior enters."""
+    params = dataclasses.replace(
+        with_context(params_for(flag), flag, periods, now), previous=tuple(current.bandit_weights)
+    )
+    return [float(w) for w in compute_weights(periods.n, periods.s, periods.ss, params, rng, prior)]
+
+
+def next_rule_allocations(
+    flag: Flag,
+    rule_periods: dict[str, Periods],
+    rng: np.random.Generator,
+    now: float,
+    priors: Mapping[str, Prior] | None = None,
+) -> tuple[dict[str, Allocation], dict[str, Allocation]]:
+    """Each bandit rule's next allocation (issue 12): its weights from its own periods
+    (:func:`rule_weights`), throttled like the flag's, and a new version of its table only when the
+    target counts change (minimal movement inside the rule's own table). Returns every rule's current
+    allocation and the new versions among them."""
+    out = dict(flag.rule_allocations)
+    new_versions: dict[str, Allocation] = {}
+    for rule in flag.bandit_rules:
+        current = out.get(rule)
+        if current is None:
+            continue
+        periods = rule_periods.get(rule) or _empty_periods(flag.k)
+        bandit = rule_weights(flag, current, periods, rng, now, (priors or {}).get(rule))
+        new = plan(flag, current, bandit, baseline_index(flag, periods), "recompute", now)
+        if new is not None:
+            out[rule] = new_versions[rule] = new
+        elif bandit != current.bandit_weights:  # same table: only the weights max_step starts from
+            out[rule] = dataclasses.replace(current, bandit_weights=bandit)
+    return out, new_versions
+
+
+def _empty_periods(k: int) -> Periods:
+    z = np.zeros((0, k))
+    return Periods([], [], z, z, z, z)
+
+
 def next_write(
     flag: Flag,
     current: Allocation,
@@ -238,11 +289,13 @@ def next_write(
     rng: np.random.Generator,
     now: float,
     metrics: Metrics | None = None,
-    prior: Prior | None = None,
+    rule_periods: dict[str, Periods] | None = None,
 ) -> RecomputeWrite:
-    """The write that recomputes ``flag`` now: guardrail disables, bandit weights, promotion, new table.
+    """The write that recomputes ``flag`` now: guardrail disables, bandit weights, promotion, new table;
+    and each bandit rule's, from ``rule_periods`` (its own stats by rule id).
 
-    ``prior``: the default allocation's segment-pooling prior (``segment_priors(...)[""]``), if any."""
+    With bandit rules, the default allocation and every rule start from their segment-pooling priors
+    (:func:`segment_priors`, ``pooling: "auto"``)."""
     changes: dict[str, Any] = {}
     reason = "recompute"
     newly = guardrail_disables(flag, periods, metrics or {}, now)
@@ -251,7 +304,12 @@ def next_write(
         changes["arm_state"] = state
         flag = dataclasses.replace(flag, arm_state=state)
         reason = "guardrail"
+    priors: dict[str, Prior] = {}
+    if flag.bandit_rules:
+        own = rule_periods or {}
+        priors = segment_priors(flag, periods, {r: own.get(r) for r in flag.bandit_rules}, now)
     params = with_context(params_for(flag), flag, periods, now)
+    prior = priors.get(DEFAULT)
     bandit = [float(w) for w in compute_weights(periods.n, periods.s, periods.ss, params, rng, prior)]
     if params.auto_promote and params.name != "fixed" and periods.n.size:
         est = arm_estimates(periods.n, periods.s, periods.ss, params, rng)
@@ -265,7 +323,12 @@ def next_write(
             reason = "promoted"
             log.info("flag %s: promoted variant %s (P(best) >= %s)", flag.key, best, params.winner_p)
     new = plan(flag, current, bandit, baseline_index(flag, periods), reason, now)
-    return RecomputeWrite(flag.key, flag.row_version, bandit, now, new, changes)
+    rule_versions: dict[str, Allocation] = {}
+    if flag.bandit_rules:
+        allocs, rule_versions = next_rule_allocations(flag, rule_periods or {}, rng, now, priors=priors)
+        if allocs != flag.rule_allocations:
+            changes["rule_allocations"] = allocs
+    return RecomputeWrite(flag.key, flag.row_version, bandit, now, new, changes, rule_versions)
 
 
 def _group(flag: Flag, periods: Periods | None, now: float) -> GroupStats:
@@ -276,14 +339,14 @@ def _group(flag: Flag, periods: Periods | None, now: float) -> GroupStats:
 
 
 def segment_priors(
-    flag: Flag, default: Periods | None, rules: Mapping[str, Periods], now: float
+    flag: Flag, default: Periods | None, rules: Mapping[str, Periods | None], now: float
 ) -> dict[str, Prior]:
     """The segment bandits' empirical-Bayes priors for this recompute (docs/bandit.md, "Segment bandits").
 
     ``default``: the default allocation's stats (rule ""), ``rules``: each *bandit* rule's own stats by
-    rule id (its allocation versions). Returns a :class:`Prior` per rule id and ``""`` for the default
-    allocation, to pass as ``compute_weights(..., prior=)`` (``next_write(..., prior=)`` for the default);
-    all :meth:`Prior.none` with ``pooling: "off"``.
+    rule id (its allocation versions; None: none yet). Returns a :class:`Prior` per rule id and ``""``
+    for the default allocation, which :func:`next_write` passes to ``compute_weights(..., prior=)``
+    (:func:`rule_weights` for the rules); all :meth:`Prior.none` with ``pooling: "off"``.
     """
     params = params_for(flag)
     active = flag.active

@@ -180,7 +180,8 @@ def recompute_flag(
         periods = store.load_periods({key: flag.k})[key]
         record_clamped(key, float(periods.clamped_per_arm().sum()))
         metrics = store.load_metrics({key: flag.k})[key] if flag.guardrails else None
-        w = next_write(flag, flag.allocation, periods, rng, time.time(), metrics)
+        rules = store.load_rule_periods({key: flag.k})[key] if flag.bandit_rules else None
+        w = next_write(flag, flag.allocation, periods, rng, time.time(), metrics, rules)
         (ok,) = store.apply_recomputes([w])
         if ok or not force:
             return _result(flag, w, ok)
@@ -202,13 +203,17 @@ def recompute_due(
         tables = store.tables(f.key for f in chunk)
         periods = store.load_periods({f.key: f.k for f in chunk})
         metrics = store.load_metrics({f.key: f.k for f in chunk if f.guardrails})
+        rules = store.load_rule_periods({f.key: f.k for f in chunk if f.bandit_rules})
         todo: list[tuple[Flag, RecomputeWrite]] = []
         for f in chunk:
             if f.key not in tables:
                 continue  # deleted meanwhile
             record_clamped(f.key, float(periods[f.key].clamped_per_arm().sum()))
             try:
-                todo.append((f, next_write(f, tables[f.key], periods[f.key], rng, now, metrics.get(f.key))))
+                w = next_write(
+                    f, tables[f.key], periods[f.key], rng, now, metrics.get(f.key), rules.get(f.key)
+                )
+                todo.append((f, w))
             except Exception:  # one bad flag must not stop the others
                 log.exception("recompute of flag %s failed", f.key)
         oks = store.apply_recomputes([w for _, w in todo], fence)

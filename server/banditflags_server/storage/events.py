@@ -1,6 +1,8 @@
 """The ingest path: an SDK's event batch counted exactly once, and the batch ids that make it so.
 
-A batch is checked against its flags, added up per ``(flag, version, arm)`` (and per guardrail metric)
+A batch is checked against its flags, added up per ``(flag, rule, version, arm)`` (rule "" is the flag's
+default allocation, in ``arm_stats``; a rule id or "target" goes to ``rule_stats``; and per guardrail
+metric, of the default allocation only)
 and written together with its id in one transaction: a retried batch finds its id and counts nothing
 (``duplicate``), and the API acknowledges a batch only after that commit. Batches of different ids add
 onto the same rows with upserts that lock them in one order. The recompute loop forgets ids after the
@@ -19,6 +21,7 @@ one per batch and retries on a conflict.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import time
@@ -42,10 +45,12 @@ from banditflags_server.storage.schema import (
     conversions,
     flags,
     metric_stats,
+    rule_allocations,
+    rule_stats,
 )
 
-#: (flag, version, arm) -> [exposures, rewards, sum, sum of squares]
-ArmTotals = dict[tuple[str, int, int], list[float]]
+#: (flag, rule, version, arm) -> [exposures, rewards, sum, sum of squares]; rule "": the default allocation
+ArmTotals = dict[tuple[str, str, int, int], list[float]]
 #: (flag, version, arm, metric) -> [rewards, sum, sum of squares]
 MetricTotals = dict[tuple[str, int, int, str], list[float]]
 #: Decision ids looked up per statement (bind parameters stay far below SQLite's limit).
@@ -66,6 +71,7 @@ class Claim:
 
     where: str
     flag: str
+    rule: str
     version: int
     arm: int
     ids: list[str]
@@ -269,16 +275,22 @@ def write_totals(conn: Connection, totals: ArmTotals, mtotals: MetricTotals) -> 
     """Add the sums onto the stats rows (sorted, so concurrent writers lock rows in one order: no
     deadlock on PostgreSQL)."""
     if totals:
-        _add_up(
-            conn,
-            arm_stats,
-            ("flag", "version", "arm"),
-            ("n", "r", "s", "ss"),
-            [
-                {"flag": f, "version": v, "arm": a, "n": int(t[0]), "r": int(t[1]), "s": t[2], "ss": t[3]}
-                for (f, v, a), t in sorted(totals.items())
-            ],
-        )
+        ordered = sorted(totals.items())
+        default = [
+            {"flag": f, "version": v, "arm": a, "n": int(t[0]), "r": int(t[1]), "s": t[2], "ss": t[3]}
+            for (f, rule, v, a), t in ordered
+            if not rule
+        ]
+        if default:
+            _add_up(conn, arm_stats, ("flag", "version", "arm"), ("n", "r", "s", "ss"), default)
+        ruled = [
+            {"flag": f, "rule": rule, "version": v, "arm": a, "n": int(t[0]), "r": int(t[1]), "s": t[2],
+             "ss": t[3]}
+            for (f, rule, v, a), t in ordered
+            if rule
+        ]  # fmt: skip
+        if ruled:
+            _add_up(conn, rule_stats, ("flag", "rule", "version", "arm"), ("n", "r", "s", "ss"), ruled)
     if mtotals:
         _add_up(
             conn,
@@ -300,6 +312,9 @@ class _Targets:
     guard_metrics: dict[str, dict[str, str]]  # flag -> metric -> reward type
     known: set[tuple[str, int]]  # the (flag, version) pairs of the batch that exist
     windows: dict[str, float]  # flag -> the objective's credit window (seconds)
+    # Rows with a rule: the flags' bandit rules, and the (flag, rule, version) of theirs that exist.
+    bandit_rules: dict[str, set[str]] = dataclasses.field(default_factory=dict)
+    rule_known: set[tuple[str, str, int]] = dataclasses.field(default_factory=set)
 
 
 def _targets(conn: Connection, rows: Sequence[EventRow]) -> _Targets:
@@ -308,6 +323,17 @@ def _targets(conn: Connection, rows: Sequence[EventRow]) -> _Targets:
     guard_metrics: dict[str, dict[str, str]] = {}
     known: set[tuple[str, int]] = set()
     windows: dict[str, float] = {}
+    ruled = sorted({r.flag for r in rows if r.rule})
+    bandit_rules: dict[str, set[str]] = {}
+    rule_known: set[tuple[str, str, int]] = set()
+    if ruled:
+        for key, rules in conn.execute(sa.select(flags.c.key, flags.c.rules).where(flags.c.key.in_(ruled))):
+            bandit_rules[key] = {r["id"] for r in json.loads(rules) if r["serve"].get("bandit") is True}
+        stmt = sa.select(rule_allocations.c.flag, rule_allocations.c.rule, rule_allocations.c.version).where(
+            rule_allocations.c.flag.in_(ruled),
+            rule_allocations.c.version.in_(sorted({r.version for r in rows if r.rule})),
+        )
+        rule_known = {(f, rule, int(v)) for f, rule, v in conn.execute(stmt)}
     if keys:
         for key, variants, objective, guardrails in conn.execute(
             sa.select(flags.c.key, flags.c.variants, flags.c.objective, flags.c.guardrails).where(
@@ -331,7 +357,17 @@ def _targets(conn: Connection, rows: Sequence[EventRow]) -> _Targets:
                     )
                 )
             }
-    return _Targets(info, guard_metrics, known, windows)
+    return _Targets(info, guard_metrics, known, windows, bandit_rules, rule_known)
+
+
+def _version_known(row: EventRow, t: _Targets) -> bool:
+    """A bandit rule's row names one of the rule's versions, the default allocation's one of the flag's;
+    other rules' rows (fixed rules, targets, a rule deleted since) only feed reporting: any version."""
+    if not row.rule:
+        return (row.flag, row.version) in t.known
+    if row.rule in t.bandit_rules.get(row.flag, ()):
+        return (row.flag, row.rule, row.version) in t.rule_known
+    return True
 
 
 def _tally(
@@ -358,7 +394,9 @@ def _tally(
             # Guardrail metrics: the SDK cannot know their type, so a bad row is ignored, not a 422
             # that would drop the objective's rows of the same batch.
             kind = t.guard_metrics[row.flag].get(row.metric)
-            if kind is None:
+            if row.rule:  # guardrails compare the default allocation's arms only (issue 12)
+                result.ignored.append({"field": row.where, "reason": "guardrail metric of a rule"})
+            elif kind is None:
                 result.ignored.append({"field": row.where, "reason": "unknown metric"})
             elif kind == "binary" and not 0 <= row.sum <= row.count:
                 result.ignored.append({"field": row.where, "reason": "binary metric sum out of range"})
@@ -378,17 +416,17 @@ def _tally(
             # Several rewards of one decision add up to its value (docs/protocol.md): nothing to drop.
             errors.append((f"{row.where}.ids", "decision ids are only for binary objectives"))
             continue
-        if (row.flag, row.version) not in t.known:
+        if not _version_known(row, t):
             result.ignored.append({"field": row.where, "reason": "unknown version"})
             continue
-        acc = totals.setdefault((row.flag, row.version, row.arm), [0, 0, 0.0, 0.0])
+        acc = totals.setdefault((row.flag, row.rule, row.version, row.arm), [0, 0, 0.0, 0.0])
         if row.is_reward:
             acc[1] += row.count
             acc[2] += row.sum
             acc[3] += row.sum_sq
             result.rewards += 1
             if row.ids:
-                claims.append(Claim(row.where, row.flag, row.version, row.arm, row.ids))
+                claims.append(Claim(row.where, row.flag, row.rule, row.version, row.arm, row.ids))
         else:
             acc[0] += row.count
             result.exposures += 1
@@ -442,7 +480,7 @@ def dedup(
             else:  # on record, but its window ended (not pruned yet): a new conversion
                 renewed.append((c.flag, c.arm, did, until))
         if repeats:
-            acc = totals[(c.flag, c.version, c.arm)]
+            acc = totals[(c.flag, c.rule, c.version, c.arm)]
             acc[1] -= repeats
             acc[2] -= repeats
             acc[3] -= repeats

@@ -25,9 +25,10 @@ from banditflags_server.storage.rows import (
     alloc_values,
     encode_changes,
     flag_from_row,
+    rule_alloc_values,
     to_json,
 )
-from banditflags_server.storage.schema import allocations, flags
+from banditflags_server.storage.schema import allocations, flags, rule_allocations
 
 
 class RecomputeMixin:
@@ -152,6 +153,14 @@ def apply_writes(conn: Connection, writes: Sequence[RecomputeWrite]) -> list[boo
         conn.execute(sa.update(flags).where(by_key).values(**common, **extra), versioned)
     if new_allocs:
         conn.execute(sa.insert(allocations), new_allocs)
+    rule_rows = [
+        rule_alloc_values(w.key, rule, a)
+        for w, ok in zip(writes, out, strict=True)
+        if ok
+        for rule, a in w.rule_versions.items()
+    ]
+    if rule_rows:
+        conn.execute(sa.insert(rule_allocations), rule_rows)
     if new_allocs or any(w.changes for w, ok in zip(writes, out, strict=True) if ok):
         bump_revision(conn)
     return out

@@ -15,11 +15,18 @@ import json
 
 import numpy as np
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from banditflags_server.records import Periods
 from banditflags_server.storage import schema as db
-from banditflags_server.storage.schema import allocations, arm_stats, flags, metric_stats
+from banditflags_server.storage.schema import (
+    allocations,
+    arm_stats,
+    flags,
+    metric_stats,
+    rule_allocations,
+    rule_stats,
+)
 
 
 class StatsMixin:
@@ -54,13 +61,7 @@ class StatsMixin:
                     arm_stats.c.ss,
                 ).where(arm_stats.c.flag.in_(keys))
             ).all()
-            binary = {
-                key
-                for key, objective in conn.execute(
-                    sa.select(flags.c.key, flags.c.objective).where(flags.c.key.in_(keys))
-                )
-                if json.loads(objective).get("reward", "binary") == "binary"
-            }
+            binary = _binary(conn, keys)
         versions: dict[str, list[tuple[int, float]]] = {k: [] for k in keys}
         for flag, version, created in vrows:
             versions[flag].append((int(version), float(created)))
@@ -91,6 +92,59 @@ class StatsMixin:
             _clamp(out[key])
         return out
 
+    def load_rule_periods(self, arms: dict[str, int]) -> dict[str, dict[str, Periods]]:
+        """The stats of the rows served by rules and targets (issue 12), per flag and rule id, as
+        :meth:`load_periods` gives the default allocation's. A bandit rule's periods are its own
+        allocation versions (those without counts included); other rules' (fixed ones, targets, rules
+        deleted since) are the flag's versions they have counts in, dated like the flag's."""
+        out: dict[str, dict[str, Periods]] = {key: {} for key in arms}
+        if not arms:
+            return out
+        keys = list(arms)
+        with db.read_tx(self.engine) as conn:
+            ra = rule_allocations.c
+            own = conn.execute(
+                sa.select(ra.flag, ra.rule, ra.version, ra.created_at).where(ra.flag.in_(keys))
+            )
+            versions: dict[tuple[str, str], dict[int, float]] = {}
+            for flag, rule, version, created in own:
+                versions.setdefault((flag, rule), {})[int(version)] = float(created)
+            rs = rule_stats.c
+            srows = conn.execute(
+                sa.select(rs.flag, rs.rule, rs.version, rs.arm, rs.n, rs.r, rs.s, rs.ss).where(
+                    rs.flag.in_(keys)
+                )
+            ).all()
+            dated = {
+                (f, int(v)): float(c)
+                for f, v, c in conn.execute(
+                    sa.select(allocations.c.flag, allocations.c.version, allocations.c.created_at).where(
+                        allocations.c.flag.in_(sorted({r[0] for r in srows}))
+                    )
+                )
+            }
+            binary = _binary(conn, keys)
+        for flag, rule, version, *_ in srows:
+            v = int(version)
+            versions.setdefault((flag, rule), {}).setdefault(v, dated.get((flag, v), 0.0))
+        for (flag, rule), vs in versions.items():
+            ordered = sorted(vs.items())
+            shape = (len(ordered), arms[flag])
+            out[flag][rule] = Periods(
+                versions=[v for v, _ in ordered],
+                created_at=[c for _, c in ordered],
+                n=np.zeros(shape), r=np.zeros(shape), s=np.zeros(shape), ss=np.zeros(shape),
+            )  # fmt: skip
+        for flag, rule, version, arm, n, r, s, ss in srows:
+            p = out[flag][rule]
+            row = p.versions.index(int(version))
+            if 0 <= arm < p.n.shape[1]:
+                p.n[row, arm], p.r[row, arm], p.s[row, arm], p.ss[row, arm] = n, r, s, ss
+        for flag in binary:
+            for p in out[flag].values():
+                _clamp(p)
+        return out
+
     def load_metrics(self, arms: dict[str, int]) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
         """Guardrail metric sums per flag (key -> number of arms): metric -> (s, ss), pooled over versions."""
         out: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {key: {} for key in arms}
@@ -117,6 +171,16 @@ class StatsMixin:
                 out[flag][metric][0][arm] = float(s)
                 out[flag][metric][1][arm] = float(ss)
         return out
+
+
+def _binary(conn: Connection, keys: list[str]) -> set[str]:
+    """The flags among ``keys`` whose objective is binary (their sums are clamped)."""
+    stmt = sa.select(flags.c.key, flags.c.objective).where(flags.c.key.in_(keys))
+    return {
+        key
+        for key, objective in conn.execute(stmt)
+        if json.loads(objective).get("reward", "binary") == "binary"
+    }
 
 
 def _clamp(p: Periods) -> None:
