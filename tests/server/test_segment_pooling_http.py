@@ -10,9 +10,9 @@ import httpx
 import pytest
 
 RULES = [
-    {"id": "us", "clauses": [{"attribute": "country", "op": "in", "values": ["us"]}], "serve": {"bandit": True}},
-    {"id": "fr", "clauses": [{"attribute": "country", "op": "in", "values": ["fr"]}], "serve": {"bandit": True}},
-]  # fmt: skip
+    {"id": c, "clauses": [{"attribute": "country", "op": "in", "values": [c]}], "serve": {"bandit": True}}
+    for c in ("us", "fr")
+]
 
 
 def _rows(rule: str | None, n: list[int], s: list[int]) -> dict[str, list[dict[str, Any]]]:
