@@ -220,7 +220,7 @@ def test_from_dict_defaults_and_round_trip() -> None:
     d = p.to_dict()
     assert set(d) == {"name", "floor", "burn_in", "max_step", "half_life", "window", "stratify", "stability",
                       "balance", "draws", "epsilon", "top_two_beta", "weights", "winner_p", "winner_min_n",
-                      "auto_promote"}  # fmt: skip
+                      "auto_promote", "pooling"}  # fmt: skip
     assert PolicyParams.from_dict(d, {"reward": "binary"}, 3) == p
     q = PolicyParams.from_dict(
         {"name": "fixed", "weights": [1, 3], "max_step": 0.2, "half_life": 3600}, {"direction": "minimize",
@@ -249,6 +249,8 @@ def test_from_dict_defaults_and_round_trip() -> None:
         ({"draws": 100_001}, None, "policy.draws"),
         ({"epsilon": 1.1}, None, "policy.epsilon"),
         ({"top_two_beta": -0.5}, None, "policy.top_two_beta"),
+        ({"pooling": "on"}, None, "policy.pooling"),
+        ({"pooling": False}, None, "policy.pooling"),
         ({"weights": [1, 2, 3]}, None, "policy.weights"),
         ({"weights": [1, -2]}, None, "policy.weights[1]"),
         ({"weights": [1, True]}, None, "policy.weights[1]"),

@@ -172,3 +172,19 @@ def test_simulate_refuses_a_png_without_matplotlib_before_running(
     err = capsys.readouterr().err
     assert "needs matplotlib" in err and "banditflags[sim]" in err and not ran
     assert not (tmp_path / "x.png").exists()
+
+
+def test_simulate_segments_compares_global_independent_pooled(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plot = tmp_path / "seg.svg"
+    rc = main(["simulate", "--scenario", "segments", "-r", "2", "--steps", "4", "--batch", "400",
+               "--draws", "200", "--plot", str(plot), "--no-progress"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert rc == 0 and "9 segments (7 share the population's best arm)" in out
+    for name in ("global", "independent", "pooled"):
+        assert f"| {name} |" in out
+    assert "vs independent" in out and plot.read_text().startswith("<svg")
+    for bad in (["--policies", "thompson"], ["--arms", "0.1,0.2"], ["--delay", "1"], ["-r", "0"]):
+        assert main(["simulate", "--scenario", "segments-alike", "--no-progress", *bad]) == 2
+        assert "banditflags simulate:" in capsys.readouterr().err

@@ -220,3 +220,24 @@ def test_a_disabled_arm_leaves_every_rule_table_at_once(store: Store) -> None:
         assert got.rule_allocations[rule].weights[2] == 0.0 and got.rule_allocations[rule].version == 2
         assert _counts(store, "f", rule)[2] == 0
     assert [a.reason for a in store.rule_history("f")["us"]] == ["created", "arms"]
+
+
+@pytest.mark.parametrize("pooling", ["auto", "off"])
+def test_a_small_segment_borrows_the_flag_s_best_arm(store: Store, pooling: str) -> None:
+    """Segment pooling through the store and the recompute loop: the default allocation and "fr" have
+    plenty of data where arm c wins; "us" has a handful of exposures (in burn-in on its own). With
+    pooling its bandit starts from the flag's arm c; with ``pooling: "off"`` it stays uniform."""
+    _make(store, policy={**POLICY, "burn_in": 100, "pooling": pooling})
+    rng = np.random.default_rng(3)
+    _ingest(store, "batch-pool-1", _rows("f", "", 1, [3000, 3000, 3000], [150, 160, 240]))
+    _ingest(store, "batch-pool-2", _rows("f", "fr", 1, [2000, 2000, 2000], [60, 62, 100]))
+    _ingest(store, "batch-pool-3", _rows("f", "us", 1, [8, 8, 8], [1, 0, 1]))
+    recompute_due(store, rng, now=time.time() + 5)
+    flag = store.get_flag("f")
+    assert flag is not None
+    us = flag.rule_allocations["us"]
+    if pooling == "auto":
+        assert us.version == 2 and int(np.argmax(us.bandit_weights)) == 2 and us.bandit_weights[2] > 0.9
+    else:
+        assert us.version == 1 and us.bandit_weights == pytest.approx([1 / 3] * 3)
+    assert int(np.argmax(flag.rule_allocations["fr"].bandit_weights)) == 2

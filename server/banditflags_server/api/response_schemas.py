@@ -96,6 +96,7 @@ class PolicyOut(_Out):
     winner_p: float
     winner_min_n: int
     auto_promote: bool
+    pooling: Literal["auto", "off"]
 
 
 class VariantStats(_Out):

@@ -6,11 +6,23 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
 from banditflags_server.cli.sim_runner import Summary
 from banditflags_server.cli.sim_scenarios import FloatArray, Scenario
+from banditflags_server.cli.sim_segments import SegmentSummary
+
+
+class Plotted(Protocol):
+    """What the plots need of a scenario (a :class:`Scenario` or a segment scenario)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def steps(self) -> int: ...
 
 
 def table(sc: Scenario, results: Sequence[Summary]) -> str:
@@ -39,10 +51,34 @@ def table(sc: Scenario, results: Sequence[Summary]) -> str:
     return "\n".join(rows)
 
 
+def segment_table(results: Sequence[SegmentSummary]) -> str:
+    """The segment scenarios' table: total regret, and where it comes from (plain text, also Markdown)."""
+    ref = {r.summary.policy: r.summary.mean for r in results}
+    rows = [
+        "| bandit | total regret (mean ± s.e.) | s.d. over seeds | vs independent | vs global | regret in "
+        "segments sharing the best arm | regret in the others | share to each segment's best arm at end |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+
+    def pct(x: float, of: str) -> str:
+        base = ref.get(of)
+        return f"{100.0 * x / base:.0f}%" if base else "-"
+
+    for r in results:
+        s = r.summary
+        sd = float(s.regret.std(ddof=1)) if s.regret.shape[0] > 1 else 0.0
+        rows.append(
+            f"| {s.policy} | {s.mean:,.1f} ± {s.se:,.1f} | {sd:,.1f} | {pct(s.mean, 'independent')} | "
+            f"{pct(s.mean, 'global')} | {float(r.aligned.mean()):,.1f} | {float(r.odd.mean()):,.1f} | "
+            f"{float(s.best_share_end.mean()):.2f} |"
+        )
+    return "\n".join(rows)
+
+
 _COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
 
 
-def svg_plot(sc: Scenario, results: Sequence[Summary], title: str = "") -> str:
+def svg_plot(sc: Plotted, results: Sequence[Summary], title: str = "") -> str:
     """Two panels: mean cumulative regret, and the mean share served to the best arm, over the updates."""
     width, height, pad = 900, 360, 55
     pw = (width - 3 * pad) / 2
@@ -93,7 +129,7 @@ def _esc(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def write_png(path: Path, sc: Scenario, results: Sequence[Summary], title: str) -> None:
+def write_png(path: Path, sc: Plotted, results: Sequence[Summary], title: str) -> None:
     """The plot of :func:`svg_plot` as a PNG; raises ImportError without matplotlib."""
     import matplotlib  # the optional "sim" extra
 

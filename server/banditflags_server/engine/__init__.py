@@ -14,26 +14,32 @@ Pure numpy and the standard library, no I/O, importable without the web stack or
 ``stattests``       the SRM check, the winner signal and the guardrail test
 ``allocation``      the minimal-movement bucket tables
 ``planning``        a flag's next allocation version, from its records and stats
+``segment_pooling`` segment bandits' empirical-Bayes priors from the flag's other rules (:func:`rule_priors`)
 ==================  ======================================================================================
 """
 
 from banditflags_server.engine.estimates import ArmEstimate, arm_estimates
-from banditflags_server.engine.params import DIRECTIONS, POLICIES, REWARDS, ParamError, PolicyParams
+from banditflags_server.engine.params import DIRECTIONS, POLICIES, POOLING, REWARDS, ParamError, PolicyParams
+from banditflags_server.engine.segment_pooling import GroupStats, Prior, rule_priors
 from banditflags_server.engine.stattests import SrmResult, chi2_sf, guardrail_harm, srm_check, winner
 from banditflags_server.engine.weights import compute_weights
 
 __all__ = [
     "DIRECTIONS",
     "POLICIES",
+    "POOLING",
     "REWARDS",
     "ArmEstimate",
+    "GroupStats",
     "ParamError",
     "PolicyParams",
+    "Prior",
     "SrmResult",
     "arm_estimates",
     "chi2_sf",
     "compute_weights",
     "guardrail_harm",
+    "rule_priors",
     "srm_check",
     "winner",
 ]

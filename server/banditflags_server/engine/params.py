@@ -22,6 +22,7 @@ __all__ = [
     "MAX_STEP",
     "MIN_DRAWS",
     "POLICIES",
+    "POOLING",
     "REWARDS",
     "STABILITY",
     "ParamError",
@@ -30,6 +31,9 @@ __all__ = [
 
 POLICIES = ("thompson", "top_two_thompson", "ucb1", "epsilon_greedy", "fixed")
 REWARDS = ("binary", "continuous")
+#: ``pooling`` across a flag's segment bandits: ``auto`` (an empirical-Bayes prior from the flag's other
+#: rules and default allocation) or ``off`` (every rule's bandit learns from its own data only).
+POOLING = ("auto", "off")
 DIRECTIONS = ("maximize", "minimize")
 
 MAX_ARMS = 255
@@ -120,6 +124,8 @@ def _check_fields(v: Mapping[str, Any], k: int | None) -> list[tuple[str, str]]:
     integer("winner_min_n", 0, MAX_BURN_IN)
     if not isinstance(v["auto_promote"], (bool, np.bool_)):
         errs.append(("policy.auto_promote", "must be true or false"))
+    if not isinstance(v["pooling"], str) or v["pooling"] not in POOLING:
+        errs.append(("policy.pooling", f"must be one of {', '.join(POOLING)}"))
     if not isinstance(v["stratify"], (bool, np.bool_)):
         errs.append(("policy.stratify", "must be true or false"))
     integer("draws", MIN_DRAWS, MAX_DRAWS)
@@ -144,7 +150,7 @@ def _check_fields(v: Mapping[str, Any], k: int | None) -> list[tuple[str, str]]:
 
 _USER_FIELDS = (
     "name", "floor", "burn_in", "max_step", "half_life", "window", "stratify", "stability", "balance",
-    "draws", "epsilon", "top_two_beta", "weights", "winner_p", "winner_min_n", "auto_promote",
+    "draws", "epsilon", "top_two_beta", "weights", "winner_p", "winner_min_n", "auto_promote", "pooling",
 )  # fmt: skip
 
 
@@ -183,6 +189,8 @@ class PolicyParams:
     winner_p: float = 0.95
     winner_min_n: int = 1000
     auto_promote: bool = False
+    # Segment bandits: borrow strength from the flag's other rules (segment_pooling.rule_priors).
+    pooling: str = "auto"
     # Per-call context, not user parameters (not in to_dict()).
     previous: tuple[float, ...] | None = None
     active: tuple[bool, ...] | None = None
@@ -259,6 +267,7 @@ class PolicyParams:
             winner_p=float(values["winner_p"]),
             winner_min_n=int(values["winner_min_n"]),
             auto_promote=bool(values["auto_promote"]),
+            pooling=str(values["pooling"]),
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import functools
 import json
 import logging
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -21,6 +21,7 @@ import numpy as np
 from banditflags_server.engine import allocation as alloc_mod
 from banditflags_server.engine.estimates import arm_estimates
 from banditflags_server.engine.params import PolicyParams
+from banditflags_server.engine.segment_pooling import DEFAULT, GroupStats, Prior, rule_priors
 from banditflags_server.engine.stattests import guardrail_harm, winner
 from banditflags_server.engine.weights import compute_weights
 from banditflags_server.records import Allocation, Flag, NewFlag, Periods, RecomputeWrite
@@ -231,20 +232,22 @@ def guardrail_disables(flag: Flag, periods: Periods, metrics: Metrics, now: floa
 
 
 def rule_weights(
-    flag: Flag, current: Allocation, periods: Periods, rng: np.random.Generator, now: float, prior: Any = None
+    flag: Flag,
+    current: Allocation,
+    periods: Periods,
+    rng: np.random.Generator,
+    now: float,
+    prior: Prior | None = None,
 ) -> list[float]:
     """A bandit rule's bandit weights from its own stats only, with the flag's policy, objective and
     disabled arms (``max_step`` toward the rule's own previous weights).
 
-    ``prior``: the rule's empirical-Bayes prior from segment pooling (branch l-pool's
-    ``segment_priors(...)[rule_id]``), for ``compute_weights(..., prior)`` once it takes one; this is
-    the one place a rule's prior enters."""
+    ``prior``: the rule's empirical-Bayes prior from segment pooling (``segment_priors(...)[rule_id]``),
+    added to its stats by ``compute_weights``; this is the one place a rule's prior enters."""
     params = dataclasses.replace(
         with_context(params_for(flag), flag, periods, now), previous=tuple(current.bandit_weights)
     )
-    if prior is not None:
-        raise NotImplementedError("segment pooling: pass prior to compute_weights (branch l-pool)")
-    return [float(w) for w in compute_weights(periods.n, periods.s, periods.ss, params, rng)]
+    return [float(w) for w in compute_weights(periods.n, periods.s, periods.ss, params, rng, prior)]
 
 
 def next_rule_allocations(
@@ -252,7 +255,7 @@ def next_rule_allocations(
     rule_periods: dict[str, Periods],
     rng: np.random.Generator,
     now: float,
-    priors: dict[str, Any] | None = None,
+    priors: Mapping[str, Prior] | None = None,
 ) -> tuple[dict[str, Allocation], dict[str, Allocation]]:
     """Each bandit rule's next allocation (issue 12): its weights from its own periods
     (:func:`rule_weights`), throttled like the flag's, and a new version of its table only when the
@@ -288,7 +291,11 @@ def next_write(
     metrics: Metrics | None = None,
     rule_periods: dict[str, Periods] | None = None,
 ) -> RecomputeWrite:
-    """The write that recomputes ``flag`` now: guardrail disables, bandit weights, promotion, new table."""
+    """The write that recomputes ``flag`` now: guardrail disables, bandit weights, promotion, new table;
+    and each bandit rule's, from ``rule_periods`` (its own stats by rule id).
+
+    With bandit rules, the default allocation and every rule start from their segment-pooling priors
+    (:func:`segment_priors`, ``pooling: "auto"``)."""
     changes: dict[str, Any] = {}
     reason = "recompute"
     newly = guardrail_disables(flag, periods, metrics or {}, now)
@@ -297,8 +304,13 @@ def next_write(
         changes["arm_state"] = state
         flag = dataclasses.replace(flag, arm_state=state)
         reason = "guardrail"
+    priors: dict[str, Prior] = {}
+    if flag.bandit_rules:
+        own = rule_periods or {}
+        priors = segment_priors(flag, periods, {r: own.get(r) for r in flag.bandit_rules}, now)
     params = with_context(params_for(flag), flag, periods, now)
-    bandit = [float(w) for w in compute_weights(periods.n, periods.s, periods.ss, params, rng)]
+    prior = priors.get(DEFAULT)
+    bandit = [float(w) for w in compute_weights(periods.n, periods.s, periods.ss, params, rng, prior)]
     if params.auto_promote and params.name != "fixed" and periods.n.size:
         est = arm_estimates(periods.n, periods.s, periods.ss, params, rng)
         best = winner(est, params.winner_p, params.winner_min_n)
@@ -313,8 +325,31 @@ def next_write(
     new = plan(flag, current, bandit, baseline_index(flag, periods), reason, now)
     rule_versions: dict[str, Allocation] = {}
     if flag.bandit_rules:
-        # Segment pooling (l-pool) goes here: priors = segment_priors(flag, periods, rule_periods, now).
-        allocs, rule_versions = next_rule_allocations(flag, rule_periods or {}, rng, now, priors=None)
+        allocs, rule_versions = next_rule_allocations(flag, rule_periods or {}, rng, now, priors=priors)
         if allocs != flag.rule_allocations:
             changes["rule_allocations"] = allocs
     return RecomputeWrite(flag.key, flag.row_version, bandit, now, new, changes, rule_versions)
+
+
+def _group(flag: Flag, periods: Periods | None, now: float) -> GroupStats:
+    if periods is None or periods.n.size == 0:
+        z = _no_data(flag.k)
+        return GroupStats(z, z, z)
+    return GroupStats(periods.n, periods.s, periods.ss, period_ages(periods.created_at, now))
+
+
+def segment_priors(
+    flag: Flag, default: Periods | None, rules: Mapping[str, Periods | None], now: float
+) -> dict[str, Prior]:
+    """The segment bandits' empirical-Bayes priors for this recompute (docs/bandit.md, "Segment bandits").
+
+    ``default``: the default allocation's stats (rule ""), ``rules``: each *bandit* rule's own stats by
+    rule id (its allocation versions; None: none yet). Returns a :class:`Prior` per rule id and ``""``
+    for the default allocation, which :func:`next_write` passes to ``compute_weights(..., prior=)``
+    (:func:`rule_weights` for the rules); all :meth:`Prior.none` with ``pooling: "off"``.
+    """
+    params = params_for(flag)
+    active = flag.active
+    params = dataclasses.replace(params, active=None if all(active) else tuple(active))
+    groups = {rule: _group(flag, p, now) for rule, p in rules.items()}
+    return rule_priors(_group(flag, default, now), groups, params)

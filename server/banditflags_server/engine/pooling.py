@@ -17,7 +17,7 @@ from numpy.typing import ArrayLike
 
 from banditflags_server.engine.params import MAX_ARMS, PolicyParams
 
-__all__ = ["Arms", "pool_arms", "validate_stats"]
+__all__ = ["Arms", "additive_fit", "pool_arms", "validate_stats"]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -62,20 +62,17 @@ def _period_weights(p: int, params: PolicyParams) -> FloatArray | None:
     return np.asarray(d, dtype=np.float64)
 
 
-def _fixed_effects(w: FloatArray, m: FloatArray) -> FloatArray:
-    """Arm means under an additive period effect: weighted least squares of ``m[p, k] = a_p + b_k``.
+def additive_fit(w: FloatArray, m: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """Weighted least squares of ``m[p, k] = a_p + b_k`` with cell weights ``w`` (0: no cell): ``(a, b)``.
 
-    ``w`` are the cell weights (exposures, discounted), ``m`` the cell means. Solved by alternating
-    projections (Gauss-Seidel on the normal equations), which converge quickly because every period has
-    several arms (the floor). Returns ``b_k`` plus the weighted mean period effect, so a balanced design
-    gives back the pooled means exactly. Arms without weight get the overall mean.
+    Solved by alternating projections (Gauss-Seidel on the normal equations), which converge quickly when
+    every row has several columns. Rows or columns without weight get 0 (``b``: its weighted mean).
+    Also used across segment bandits (:mod:`~banditflags_server.engine.segment_pooling`).
     """
     row_w = w.sum(axis=1)
     col_w = w.sum(axis=0)
-    rows = row_w > 0
-    cols = col_w > 0
-    safe_r = np.where(rows, row_w, 1.0)
-    safe_c = np.where(cols, col_w, 1.0)
+    safe_r = np.where(row_w > 0, row_w, 1.0)
+    safe_c = np.where(col_w > 0, col_w, 1.0)
     wm = w * m
     b = wm.sum(axis=0) / safe_c
     scale = float(np.abs(m).max()) + 1e-300
@@ -87,6 +84,20 @@ def _fixed_effects(w: FloatArray, m: FloatArray) -> FloatArray:
         b = nb
         if done:
             break
+    return a, b
+
+
+def _fixed_effects(w: FloatArray, m: FloatArray) -> FloatArray:
+    """Arm means under an additive period effect: weighted least squares of ``m[p, k] = a_p + b_k``.
+
+    ``w`` are the cell weights (exposures, discounted), ``m`` the cell means (:func:`additive_fit`).
+    Returns ``b_k`` plus the weighted mean period effect, so a balanced design gives back the pooled
+    means exactly. Arms without weight get the overall mean.
+    """
+    a, b = additive_fit(w, m)
+    row_w = w.sum(axis=1)
+    col_w = w.sum(axis=0)
+    cols = col_w > 0
     total = float(row_w.sum())
     base = float(row_w @ a) / total if total > 0 else 0.0
     out = b + base

@@ -15,6 +15,7 @@ from numpy.typing import ArrayLike
 from banditflags_server.engine import guards, policies
 from banditflags_server.engine.params import POLICIES, PolicyParams
 from banditflags_server.engine.pooling import pool_arms, validate_stats
+from banditflags_server.engine.segment_pooling import Prior
 
 __all__ = ["compute_weights"]
 
@@ -53,7 +54,12 @@ def _limit_step(w: FloatArray, params: PolicyParams, active: npt.NDArray[np.bool
 
 
 def compute_weights(
-    n: ArrayLike, s: ArrayLike, ss: ArrayLike, params: PolicyParams, rng: np.random.Generator
+    n: ArrayLike,
+    s: ArrayLike,
+    ss: ArrayLike,
+    params: PolicyParams,
+    rng: np.random.Generator,
+    prior: Prior | None = None,
 ) -> FloatArray:
     """The policy's arm weights: K finite non-negative floats summing to 1.
 
@@ -61,8 +67,10 @@ def compute_weights(
     until every active arm has ``burn_in`` exposures (undiscounted), uniform over the active arms; else
     the policy's weights, through the stability and balance guards if set; then the floor
     ``w = f + (1 - K_active * f) * w`` over active arms; then the step limit towards ``params.previous``.
-    Inactive arms get exactly 0. ``fixed`` serves its weights (uniform if none) with no burn-in, floor or
-    step limit. Deterministic given ``rng``.
+    Inactive arms get exactly 0. ``prior`` (a segment bandit's, from
+    :func:`~banditflags_server.engine.segment_pooling.rule_priors`) adds its pseudo-observations to the
+    pooled stats the policy sees and counts toward the burn-in; the guards see the data only. ``fixed``
+    serves its weights (uniform if none) with no burn-in, floor or step limit. Deterministic given ``rng``.
 
     Raises ValueError on malformed stats or context (shapes, negative counts, all arms inactive).
     The floor is guaranteed when ``previous`` (if used) respects it too.
@@ -87,13 +95,18 @@ def compute_weights(
     idx = np.flatnonzero(active)
     ka = idx.shape[0]
     raw_n = n2.sum(axis=0)[idx]
+    if prior is not None:
+        if len(prior.strength) != k:
+            raise ValueError(f"prior must have {k} arms, got {len(prior.strength)}")
+        raw_n = raw_n + np.asarray(prior.strength, dtype=np.float64)[idx]
     if ka == 1:
         wa = np.ones(1)
     elif np.any(raw_n < params.burn_in):
         wa = np.full(ka, 1.0 / ka)
     else:
         arms = pool_arms(n2[:, idx], s2[:, idx], ss2[:, idx], params)
-        na, sa, ssa = arms.n, arms.s, arms.ss
+        seen = arms if prior is None else prior.apply(arms, idx, params.reward)
+        na, sa, ssa = seen.n, seen.s, seen.ss
         if params.name == "thompson":
             wa = policies.thompson(na, sa, ssa, params, rng)
         elif params.name == "top_two_thompson":
