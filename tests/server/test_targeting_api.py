@@ -222,3 +222,60 @@ def test_segment_audit_entries(module_server: Any, admin: httpx.Client) -> None:
         ("create", "made"),
     ]
     assert found[1].before == {"included": []} and found[1].after == {"included": ["z"]}
+
+
+def test_rule_rows_are_reported_per_rule(admin: httpx.Client, sdk: httpx.Client) -> None:
+    rules = [
+        {
+            "id": "us",
+            "clauses": [{"attribute": "c", "op": "in", "values": ["us"]}],
+            "serve": {"bandit": True},
+        },
+        {"id": "staff", "clauses": [{"attribute": "s", "op": "exists"}], "serve": {"variant": "green"}},
+    ]
+    flag = _flag(admin, rules=rules, targets=[{"variant": "blue", "units": ["bob"]}], policy={"burn_in": 10})
+    key = flag["key"]
+
+    def rows(rule: str | None, n: list[int], s: list[int]) -> dict[str, list[dict[str, Any]]]:
+        extra = {} if rule is None else {"rule": rule}
+        return {
+            "exposures": [
+                {"flag": key, "version": 1, "arm": i, "count": c, **extra} for i, c in enumerate(n)
+            ],
+            "rewards": [
+                {"flag": key, "version": 1, "arm": i, "count": c, "sum": c, "sum_sq": c, **extra}
+                for i, c in enumerate(s)
+            ],
+        }
+
+    for i, (rule, n, s) in enumerate(
+        [(None, [50, 50, 50], [40, 5, 5]), ("us", [50, 50, 50], [5, 5, 40]), ("staff", [0, 9, 0], [0, 3, 0]),
+         ("target", [0, 0, 2], [0, 0, 1])]
+    ):  # fmt: skip
+        body = {"batch_id": f"rules-{key}-{i}", **rows(rule, n, s)}
+        body["exposures"] = [e for e in body["exposures"] if e["count"]]
+        body["rewards"] = [e for e in body["rewards"] if e["count"]]
+        r = sdk.post("/v1/events", json=body)
+        assert r.status_code == 202 and not r.json()["ignored"], r.text
+    got = admin.get(f"/v1/flags/{key}").json()
+    assert [s["n"] for s in got["stats"]] == [50, 50, 50]
+    report = {r["id"]: r for r in got["rules_report"]}
+    assert list(report) == ["us", "staff", "target"]
+    assert report["us"]["bandit"] and report["us"]["version"] == 1 and len(report["us"]["weights"]) == 3
+    assert [s["n"] for s in report["us"]["stats"]] == [50, 50, 50]
+    assert [s["rewards"] for s in report["us"]["stats"]] == [5, 5, 40]
+    assert [s["n"] for s in report["staff"]["stats"]] == [0, 9, 0] and report["staff"]["version"] is None
+    assert [s["n"] for s in report["target"]["stats"]] == [0, 0, 2]
+
+    r = admin.post(f"/v1/flags/{key}/recompute")
+    assert r.status_code == 200, r.text
+    us = r.json()["rule_allocations"]["us"]
+    assert us["version"] == 2 and max(range(3), key=lambda i: us["weights"][i]) == 2
+    assert max(range(3), key=lambda i: r.json()["weights"][i]) == 0  # the default allocation: its own rows
+    served = next(f for f in sdk.get("/v1/config").json()["flags"] if f["key"] == key)
+    assert served["rule_allocations"]["us"]["version"] == 2
+    history = admin.get(f"/v1/flags/{key}/history").json()
+    assert [v["version"] for v in history["rules"]["us"]] == [1, 2]
+    stats = admin.get(f"/v1/flags/{key}/stats").json()
+    assert [r["id"] for r in stats["rules"]] == ["us", "staff", "target"]
+    assert "sum_sq" in stats["rules"][0]["stats"][0]

@@ -90,6 +90,31 @@ def warnings_json(stats: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
+def rules_report(
+    flag: Flag, rule_periods: dict[str, Periods], rng: np.random.Generator, *, sum_sq: bool = False
+) -> list[dict[str, Any]]:
+    """Per rule (issue 12): each of the flag's rules in order, ``target`` if it has targets, then rule ids
+    that only rows still name (rules deleted since); a bandit rule with its current version and weights
+    (served from its own table), every rule with its stats in the flag's ``stats`` shape."""
+    ids = [r["id"] for r in flag.rules] + (["target"] if flag.targets else [])
+    ids += sorted(set(rule_periods) - set(ids))
+    bandits = set(flag.bandit_rules)
+    out = []
+    for rule in ids:
+        a = flag.rule_allocations.get(rule) if rule in bandits else None
+        p = rule_periods.get(rule) or Periods([], [], *(np.zeros((0, flag.k)) for _ in range(4)))
+        out.append(
+            {
+                "id": rule,
+                "bandit": rule in bandits,
+                "version": a.version if a else None,
+                "weights": a.weights if a else None,
+                "stats": stats_json(flag, p, rng, sum_sq=sum_sq),
+            }
+        )
+    return out
+
+
 class _Est:
     """The fields :func:`winner` reads, from a stats row."""
 
@@ -136,7 +161,9 @@ def flag_json(flag: Flag, stats: list[dict[str, Any]] | None) -> dict[str, Any]:
 
 def _full(store: Store, flag: Flag, rng: np.random.Generator) -> dict[str, Any]:
     periods = store.load_periods({flag.key: flag.k})[flag.key]
-    return flag_json(flag, stats_json(flag, periods, rng))
+    out = flag_json(flag, stats_json(flag, periods, rng))
+    out["rules_report"] = rules_report(flag, store.load_rule_periods({flag.key: flag.k})[flag.key], rng)
+    return out
 
 
 def _get(store: Store, key: str, rng: np.random.Generator) -> dict[str, Any]:
@@ -283,7 +310,15 @@ async def history(request: Request) -> Response:
             }
             for a in c.store.history(key)
         ]
-        return {"key": key, "versions": versions}
+        rules = {
+            rule: [
+                {"version": a.version, "created_at": iso(a.created_at), "weights": a.weights,
+                 "bandit_weights": a.bandit_weights, "reason": a.reason, "moved": a.moved}
+                for a in allocs
+            ]
+            for rule, allocs in c.store.rule_history(key).items()
+        }  # fmt: skip
+        return {"key": key, "versions": versions, "rules": rules}
 
     return json_response(await run_in_threadpool(work))
 
@@ -321,9 +356,11 @@ async def stats(request: Request) -> Response:
         params = params_for(flag)
         est = [_Est(v) for v in variants]
         win = winner(est, params.winner_p, params.winner_min_n)  # type: ignore[arg-type]
+        by_rule = c.store.load_rule_periods({key: flag.k})[key]
         return {
             "key": key,
             "version": flag.version,
+            "rules": rules_report(flag, by_rule, c.rng(), sum_sq=True),
             "variants": variants,
             "warnings": warnings_json(variants),
             "periods": periods,
@@ -484,4 +521,4 @@ routes = [
     ),
 ]
 
-__all__ = ["flag_json", "routes", "stats_json", "warnings_json"]
+__all__ = ["flag_json", "routes", "rules_report", "stats_json", "warnings_json"]

@@ -180,8 +180,19 @@ class FlagOut(_Out):
     targets: list[Target]
     rules: list[Rule]
     rule_allocations: Annotated[dict[str, RuleAllocation], Meta(description="per bandit rule, by id")]
+    rules_report: list[RuleReport] | UnsetType = UNSET  # GET /v1/flags/{key} and the flag's writes
     stats: list[VariantStats] | UnsetType = UNSET  # GET /v1/flags lists them only with ?stats=true
     warnings: list[FlagWarning] | UnsetType = UNSET  # with the stats
+
+
+class RuleReport(_Out):
+    """One rule's numbers (issue 12): a bandit rule's current version and weights, every rule's stats."""
+
+    id: Annotated[str, Meta(description='a rule id, "target" (individual targets), or a rule deleted since')]
+    bandit: bool
+    version: int | None
+    weights: Weights | None
+    stats: list[VariantStats]
 
 
 class FlagList(_Out):
@@ -206,6 +217,7 @@ class History(_Out):
 
     key: str
     versions: list[HistoryVersion]
+    rules: Annotated[dict[str, list[HistoryVersion]], Meta(description="each bandit rule's own versions")]
 
 
 class Period(_Out):
@@ -244,6 +256,7 @@ class Stats(_Out):
 
     key: str
     version: int
+    rules: list[RuleReport]
     variants: list[VariantStats]
     warnings: list[FlagWarning]
     periods: list[Period]

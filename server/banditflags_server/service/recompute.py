@@ -119,7 +119,7 @@ def apply_patch(
             # The throttle, the baseline and disabled arms apply to every bandit rule's table too.
             rule_allocs = changes.get("rule_allocations", flag.rule_allocations)
             replanned = {
-                r: plan(trial, a, a.bandit_weights, trial.control, why, now) or a
+                r: plan(trial, a, _active_only(a.bandit_weights, trial.active), trial.control, why, now) or a
                 for r, a in rule_allocs.items()
             }
             if replanned != flag.rule_allocations:
@@ -136,6 +136,16 @@ def apply_patch(
                 raise FlagNotFound(key)
             return got
     raise Conflict(key)
+
+
+def _active_only(weights: list[float], active: tuple[bool, ...]) -> list[float]:
+    """A rule's bandit weights with the disabled arms' shares taken out (the next recompute computes
+    them afresh); uniform over the active arms if nothing is left."""
+    kept = [w if on else 0.0 for w, on in zip(weights, active, strict=True)]
+    total = sum(kept)
+    if total <= 0:
+        return [1.0 / sum(active) if on else 0.0 for on in active]
+    return [w / total for w in kept]
 
 
 def _audited(flag: Flag) -> dict[str, Any]:
