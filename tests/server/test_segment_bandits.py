@@ -206,22 +206,6 @@ def test_migration_5_upgrades_a_schema_4_database(url: str) -> None:
     again.close()
 
 
-def test_a_disabled_arm_leaves_every_rule_table_at_once(store: Store) -> None:
-    _make(store)
-    rng = np.random.default_rng(3)
-    flag = store.get_flag("f")
-    assert flag is not None
-    patch = validate_patch(
-        {"disabled": ["c"]}, current_policy=flag.policy, objective=flag.objective, k=3,
-        variant_keys=["a", "b", "c"], control="a",
-    )  # fmt: skip
-    got = apply_patch(store, "f", patch, rng, actor="env-admin")
-    for rule in ("us", "fr"):
-        assert got.rule_allocations[rule].weights[2] == 0.0 and got.rule_allocations[rule].version == 2
-        assert _counts(store, "f", rule)[2] == 0
-    assert [a.reason for a in store.rule_history("f")["us"]] == ["created", "arms"]
-
-
 @pytest.mark.parametrize("pooling", ["auto", "off"])
 def test_a_small_segment_borrows_the_flag_s_best_arm(store: Store, pooling: str) -> None:
     """Segment pooling through the store and the recompute loop: the default allocation and "fr" have
@@ -241,3 +225,19 @@ def test_a_small_segment_borrows_the_flag_s_best_arm(store: Store, pooling: str)
     else:
         assert us.version == 1 and us.bandit_weights == pytest.approx([1 / 3] * 3)
     assert int(np.argmax(flag.rule_allocations["fr"].bandit_weights)) == 2
+
+
+def test_a_disabled_arm_leaves_every_rule_table_at_once(store: Store) -> None:
+    _make(store)
+    rng = np.random.default_rng(3)
+    flag = store.get_flag("f")
+    assert flag is not None
+    patch = validate_patch(
+        {"disabled": ["c"]}, current_policy=flag.policy, objective=flag.objective, k=3,
+        variant_keys=["a", "b", "c"], control="a",
+    )  # fmt: skip
+    got = apply_patch(store, "f", patch, rng, actor="env-admin")
+    for rule in ("us", "fr"):
+        assert got.rule_allocations[rule].weights[2] == 0.0 and got.rule_allocations[rule].version == 2
+        assert _counts(store, "f", rule)[2] == 0
+    assert [a.reason for a in store.rule_history("f")["us"]] == ["created", "arms"]

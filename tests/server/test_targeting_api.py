@@ -279,3 +279,35 @@ def test_rule_rows_are_reported_per_rule(admin: httpx.Client, sdk: httpx.Client)
     stats = admin.get(f"/v1/flags/{key}/stats").json()
     assert [r["id"] for r in stats["rules"]] == ["us", "staff", "target"]
     assert "sum_sq" in stats["rules"][0]["stats"][0]
+
+
+def test_the_sdk_compiles_what_the_config_serves(admin: httpx.Client, sdk: httpx.Client) -> None:
+    from banditflags._config import _parse_table, parse_config
+    from banditflags._segments import compile_segments
+    from banditflags._targeting import Match, compile_flag
+
+    seg = _key("vip")
+    _segment(admin, seg, included=["victor"], excluded=["eve"])
+    rules = [
+        {"id": "us", "clauses": [{"attribute": "country", "op": "in", "values": ["us"]}], "serve": {"bandit": True}},  # noqa: E501
+        {"id": "vip", "clauses": [{"op": "in_segment", "values": [seg]}], "serve": {"variant": "blue"}},
+        {"id": "new", "clauses": [{"attribute": "app", "op": "semver_gte", "values": ["2.0.0"]}],
+         "serve": {"weights": [0, 1, 0]}},
+    ]  # fmt: skip
+    flag = _flag(admin, rules=rules, targets=[{"variant": "green", "units": ["tina"]}])
+    config = sdk.get("/v1/config").json()
+    parse_config(config)  # an SDK without targeting takes the config as it is (ignores the new fields)
+    served = next(f for f in config["flags"] if f["key"] == flag["key"])
+    tables = {r: _parse_table(a["table"], 3, r) for r, a in served["rule_allocations"].items()}
+    compiled = compile_flag(served, VARIANTS, compile_segments(config["segments"]), rule_tables=tables)
+    assert not isinstance(compiled, Exception) and compiled is not None, compiled
+
+    def rule(unit: str, attributes: dict[str, Any]) -> str | None:
+        assert compiled is not None and not isinstance(compiled, Exception)
+        m = compiled.evaluate(unit, attributes)
+        return m.rule if isinstance(m, Match) else None
+
+    assert rule("tina", {"country": "us"}) == "target"
+    assert rule("u1", {"country": "us"}) == "us"
+    assert rule("victor", {}) == "vip" and rule("eve", {}) is None
+    assert rule("u2", {"app": "2.1.0"}) == "new" and rule("u3", {"app": "1.9"}) is None
