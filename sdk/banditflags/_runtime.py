@@ -36,7 +36,7 @@ from ._models import ClientStats
 from ._notify import Listener, Notifier
 from ._sync import ConfigSync
 from ._telemetry import ContextIdMode, Mode, Telemetry
-from ._units import Conversions
+from ._units import Conversions, reseed_decision_ids
 from ._version import __version__
 
 __all__ = ["Runtime"]
@@ -427,6 +427,7 @@ class Runtime:
         self._sync.after_fork()
         self._notifier.after_fork_in_child()
         self._rng.seed()  # else every worker jitters its polls and retries in lockstep
+        reseed_decision_ids()  # else sibling workers forked from C mint the same decision ids
         self._init_runtime()
 
     def after_fork(self) -> None:

@@ -38,20 +38,26 @@ from typing import Any
 
 import mmh3
 
-__all__ = ["Conversions", "UnitMemory", "did_hex", "new_did", "unit_did"]
+__all__ = ["Conversions", "UnitMemory", "did_hex", "new_did", "reseed_decision_ids", "unit_did"]
 
 _MASK = (1 << 64) - 1
 _BASE = int.from_bytes(os.urandom(8), "big")
 _seq = itertools.count(1)  # next() is atomic under the GIL: no lock on the decision path
 
 
-def _reseed() -> None:  # a forked child must not draw the parent's ids
+def reseed_decision_ids() -> None:
+    """Draw a new random base: a forked child must not draw its parent's (or a sibling's) ids.
+
+    Runs by ``os.register_at_fork`` after ``os.fork()``, and from ``Client.after_fork()`` for servers
+    that fork from C without Python's hooks (uWSGI without ``py-call-osafterfork``): without it two
+    workers mint the same ids, and one's conversion is taken for the other's duplicate.
+    """
     global _BASE
     _BASE = int.from_bytes(os.urandom(8), "big")
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reseed)
+    os.register_at_fork(after_in_child=reseed_decision_ids)
 
 
 def new_did() -> int:

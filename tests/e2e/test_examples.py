@@ -60,7 +60,8 @@ def test_otel_example_prints_a_trace_with_decision_and_reward(live_server: Any) 
     (link,) = purchase["links"]
     assert link["context"]["span_id"] == decision["context"]["span_id"]
     assert link["context"]["trace_id"] == decision["context"]["trace_id"] != purchase["context"]["trace_id"]
-    token_ids = result.stdout.split("token=")[1].split()[0].split(":")[4:]
+    # bf2:flag:version:arm:did:trace:span (docs/protocol.md, tokens)
+    token_ids = result.stdout.split("token=")[1].split()[0].split(":")[5:]
     assert ["0x" + token_ids[0], "0x" + token_ids[1]] == [
         decision["context"]["trace_id"],
         decision["context"]["span_id"],

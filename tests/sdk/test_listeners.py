@@ -125,3 +125,17 @@ def test_forked_children_reseed_their_jitter(make_client: MakeClient) -> None:
 
 def test_notify_docstring_examples() -> None:
     assert doctest.testmod(banditflags._notify).failed == 0
+
+
+def test_after_fork_by_hand_draws_new_decision_ids(make_client: MakeClient) -> None:
+    """uWSGI forks from C: Python's fork hooks do not run, and ``client.after_fork()`` (its postfork
+    hook) must give the worker its own decision ids, or two workers' conversions collide (one is then
+    taken for the other's duplicate and not credited)."""
+    from banditflags import _units
+
+    client = make_client()
+    before = _units._BASE
+    client._pid = -1  # as in a worker forked without Python's hooks: the pid is not the creator's
+    client.after_fork()
+    assert before != _units._BASE
+    client.close(2.0)
