@@ -13,19 +13,6 @@ import pytest
 from banditflags_server.cli import main
 
 
-@pytest.fixture
-def cli(server: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Any:
-    monkeypatch.setenv("BANDITFLAGS_URL", server.url)
-    monkeypatch.setenv("BANDITFLAGS_ADMIN_KEY", server.admin_key)
-
-    def run(*argv: str) -> tuple[int, str, str]:
-        code = main(["flags", *argv])
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
-
-
 def test_create_list_show(cli: Any, admin: Any) -> None:
     code, out, _ = cli(
         "create", "checkout-button", "--variant", 'blue="#00f"', "--variant", "green", "--control", "blue",

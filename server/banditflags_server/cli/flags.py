@@ -2,7 +2,9 @@
 
 Needs only httpx (an SDK dependency), not the server extra. The server and key come from
 ``--url``/``BANDITFLAGS_URL`` (default ``http://127.0.0.1:8080``) and ``--admin-key``/
-``BANDITFLAGS_ADMIN_KEY``. Every change accepts ``--reason``, which goes to the audit log.
+``BANDITFLAGS_ADMIN_KEY``. Every change accepts ``--reason``, which goes to the audit log. The client,
+the exit codes and the tables are :mod:`banditflags_server.cli.api`'s; targets and rules (``show``,
+``rules``, ``target``, ``untarget``) are :mod:`banditflags_server.cli.targeting`'s.
 
 Exit codes, for scripts:
 
@@ -13,55 +15,31 @@ Exit codes, for scripts:
 3     not found: no such flag (404)
 4     rejected input: the server refused the values (400, 409, 413, 415, 422); nothing changed
 ====  ====================================================================================
-
->>> print(table(["KEY", "N"], [["a", "1"], ["bb", "22"]], right={1}))
-KEY   N
-a     1
-bb   22
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any, TextIO
 
-import httpx
+from banditflags_server.cli import targeting
+from banditflags_server.cli.api import (
+    NOT_FOUND,
+    OK,
+    REJECTED,
+    USAGE,
+    Api,
+    CliError,
+    common_parsers,
+    connect,
+    read_json,
+    table,
+)
 
-DEFAULT_URL = "http://127.0.0.1:8080"
-OK, FAILED, USAGE, NOT_FOUND, REJECTED = 0, 1, 2, 3, 4
-
-
-class CliError(Exception):
-    """A failure with its exit code; the message is printed to stderr."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-# -- output -----------------------------------------------------------------------------------------
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int] | None = None) -> str:
-    """A plain-text table: columns padded to their widest cell; ``right`` aligns columns right."""
-    right = right or set()
-    widths = [len(h) for h in headers]
-    for row in rows:
-        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
-
-    def line(cells: Sequence[str]) -> str:
-        parts = [
-            c.rjust(w) if i in right else c.ljust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        ]
-        return "  ".join(parts).rstrip()
-
-    return "\n".join([line(headers), *(line(r) for r in rows)])
+__all__ = ["NOT_FOUND", "add_parser", "run", "table"]
 
 
 def _pct(x: Any, digits: int = 1) -> str:
@@ -94,45 +72,6 @@ def _leader(flag: dict[str, Any]) -> tuple[str, str]:
     return best["variant"], _pct(best["p_best"])
 
 
-# -- HTTP -------------------------------------------------------------------------------------------
-
-
-class Api:
-    """The admin API with exit-code-aware errors."""
-
-    def __init__(self, url: str, key: str, timeout: float) -> None:
-        self.url = url.rstrip("/")
-        self.http = httpx.Client(
-            base_url=self.url, headers={"Authorization": f"Bearer {key}"}, timeout=timeout
-        )
-
-    def call(self, method: str, path: str, body: Any = None, params: dict[str, str] | None = None) -> Any:
-        """One request; raises :class:`CliError` with the right exit code on anything but 2xx."""
-        try:
-            resp = self.http.request(method, path, json=body, params=params)
-        except httpx.HTTPError as exc:
-            raise CliError(FAILED, f"cannot reach {self.url}: {type(exc).__name__}: {exc}") from None
-        if resp.status_code == 204:
-            return None
-        try:
-            data = resp.json()
-        except ValueError:
-            data = None
-        if 200 <= resp.status_code < 300 and data is not None:
-            return data
-        err = data.get("error", {}) if isinstance(data, dict) else {}
-        message = err.get("message") or f"HTTP {resp.status_code}"
-        if resp.status_code in (401, 403):
-            raise CliError(USAGE, f"the server refused the key: {message}")
-        if resp.status_code == 404:
-            raise CliError(NOT_FOUND, message)
-        if resp.status_code in (400, 409, 413, 415, 422):
-            problems = err.get("errors") or []
-            lines = [f"  {p.get('field') or '-'}: {p.get('message')}" for p in problems]
-            raise CliError(REJECTED, "\n".join([f"rejected: {message}", *lines[1:]]))
-        raise CliError(FAILED, f"server error: {message}")
-
-
 # -- commands ---------------------------------------------------------------------------------------
 
 
@@ -159,10 +98,11 @@ def _list(api: Api, args: argparse.Namespace, out: TextIO) -> int:
                 leader,
                 p_best,
                 str(f["version"]),
+                str(len(f.get("rules") or [])),
             ]
         )
-    headers = ["KEY", "STATE", "EXPLORE", "SPLIT", "EXPOSURES", "LEADER", "P(BEST)", "VERSION"]
-    print(table(headers, rows, right={2, 4, 6, 7}), file=out)
+    headers = ["KEY", "STATE", "EXPLORE", "SPLIT", "EXPOSURES", "LEADER", "P(BEST)", "VERSION", "RULES"]
+    print(table(headers, rows, right={2, 4, 6, 7, 8}), file=out)
     return OK
 
 
@@ -201,11 +141,12 @@ def _show(api: Api, args: argparse.Namespace, out: TextIO) -> int:
     headers = ["VARIANT", "N", "MEAN", "95% CI", "P(BEST)", *(["SERVED", "KEPT"] if killed else ["WEIGHT"])]
     print("", file=out)
     print(table(headers, rows, right=set(range(1, len(headers)))), file=out)
+    targeting.print_targeting(flag, out)
     if audit["entries"]:
         print("\nrecent changes:", file=out)
         for e in audit["entries"]:
             change = ", ".join(
-                f"{k} {json.dumps((e.get('before') or {}).get(k))} -> {json.dumps(v)}"
+                f"{k} {targeting.audited(k, (e.get('before') or {}).get(k))} -> {targeting.audited(k, v)}"
                 for k, v in (e.get("after") or {}).items()
                 if k not in ("weights", "version") and e["action"] not in ("create", "delete")
             )
@@ -216,11 +157,7 @@ def _show(api: Api, args: argparse.Namespace, out: TextIO) -> int:
 
 def _read_spec(args: argparse.Namespace) -> dict[str, Any]:
     if args.file:
-        try:
-            raw = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
-            given = json.loads(raw)
-        except (OSError, ValueError) as exc:
-            raise CliError(USAGE, f"--file: {exc}") from None
+        given = read_json(args.file)
         if not isinstance(given, dict):
             raise CliError(USAGE, "--file: must hold a JSON object")
         given.setdefault("key", args.key)
@@ -360,24 +297,19 @@ def _throttle(api: Api, args: argparse.Namespace, out: TextIO) -> int:
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``flags`` and its actions on the main parser."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--url", help=f"server URL (env BANDITFLAGS_URL, default {DEFAULT_URL})")
-    common.add_argument("--admin-key", help="admin key (env BANDITFLAGS_ADMIN_KEY; prefer the environment)")
-    common.add_argument("--timeout", type=float, default=10.0, help="seconds per request (default 10)")
-    common.add_argument("--json", action="store_true", help="print the server's JSON instead of a table")
-    change = argparse.ArgumentParser(add_help=False)
-    change.add_argument("--reason", help="why (recorded in the audit log with the key's name)")
-
+    common, change = common_parsers()
     p = sub.add_parser(
         "flags",
-        help="list, show, create, kill, unkill, freeze, resume, throttle flags",
+        help="list, show, create, kill, unkill, freeze, resume, throttle flags; targets and rules",
         description="Manage flags on a running server. Exit codes: 0 ok, 1 server or network error, "
         "2 usage (or the key is refused), 3 no such flag, 4 the server rejected the input.",
     )
     acts = p.add_subparsers(dest="action", metavar="ACTION")
     lp = acts.add_parser("list", parents=[common], help="every flag: state, exploration, split, leader")
     lp.add_argument("--state", choices=["running", "frozen", "killed"], help="only flags in this state")
-    sp = acts.add_parser("show", parents=[common], help="one flag: variants, estimates, recent changes")
+    sp = acts.add_parser(
+        "show", parents=[common], help="one flag: variants, estimates, targets and rules, recent changes"
+    )
     sp.add_argument("key")
     cp = acts.add_parser("create", parents=[common, change], help="create a flag")
     cp.add_argument("key")
@@ -411,6 +343,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     tp = acts.add_parser("throttle", parents=[common, change], help="set the exploration share")
     tp.add_argument("key")
     tp.add_argument("exploration", help="0..1 or 0%%..100%%, e.g. 0.2 or 20%%")
+    targeting.add_parsers(acts, common, change)
 
 
 def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
@@ -419,19 +352,14 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     err = sys.stderr if err is None else err
     if not getattr(args, "action", None):
         print(
-            "banditflags flags: give an action (list, show, create, kill, unkill, freeze, resume, throttle)",
+            "banditflags flags: give an action (list, show, create, kill, unkill, freeze, resume, "
+            "throttle, rules, target, untarget)",
             file=err,
         )
         return USAGE
-    url = args.url or os.environ.get("BANDITFLAGS_URL") or DEFAULT_URL
-    key = args.admin_key or os.environ.get("BANDITFLAGS_ADMIN_KEY", "").split(",")[0].strip()
-    if not key:
-        print("banditflags flags: no admin key (set BANDITFLAGS_ADMIN_KEY or pass --admin-key)", file=err)
+    api = connect(args, "flags", err)
+    if api is None:
         return USAGE
-    if not url.startswith(("http://", "https://")):
-        print(f"banditflags flags: --url must start with http:// or https://, got {url!r}", file=err)
-        return USAGE
-    api = Api(url, key, args.timeout)
     try:
         if args.action == "list":
             return _list(api, args, out)
@@ -441,10 +369,13 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
             return _create(api, args, out)
         if args.action == "throttle":
             return _throttle(api, args, out)
+        if args.action in ("rules", "target", "untarget"):
+            action: Callable[[Api, argparse.Namespace, TextIO], int] = getattr(targeting, args.action)
+            return action(api, args, out)
         state = {"kill": "killed", "freeze": "frozen", "resume": "running", "unkill": None}[args.action]
         return _set_state(api, args, out, state)
     except CliError as exc:
         print(f"banditflags flags {args.action}: {exc}", file=err)
         return exc.code
     finally:
-        api.http.close()
+        api.close()

@@ -1,9 +1,11 @@
 """The ``banditflags`` command: ``serve`` runs the sync server, ``demo`` a bandit learning live,
-``flags ...`` manages flags on a running server (:mod:`banditflags_server.cli.flags`),
+``flags ...`` manages flags on a running server (:mod:`banditflags_server.cli.flags`), ``segments ...``
+their reusable segments (:mod:`banditflags_server.cli.segments`),
 ``simulate`` compares bandit policies on synthetic arms.
 
 Exit codes: 0 ok, 1 runtime failure (e.g. the database cannot be opened), 2 usage error (bad options or
-settings, or the server extra not installed); ``flags`` adds 3 (no such flag) and 4 (input rejected).
+settings, or the server extra not installed); ``flags`` and ``segments`` add 3 (no such flag or segment)
+and 4 (input rejected).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from types import ModuleType
 
 from banditflags_server import __version__
 from banditflags_server.cli import flags as cli_flags
+from banditflags_server.cli import segments as cli_segments
 
 SERVER_MODULES = ("numpy", "starlette", "uvicorn", "sqlalchemy")
 MISSING_EXTRA = (
@@ -88,6 +91,7 @@ def build_parser(
     if demo is not None and hasattr(demo, "add_arguments"):
         demo.add_arguments(demo_parser)
     cli_flags.add_parser(sub)
+    cli_segments.add_parser(sub)
     sim_parser = sub.add_parser("simulate", help="compare bandit policies on synthetic arms (regret, plots)")
     if simulate is not None and hasattr(simulate, "add_arguments"):
         simulate.add_arguments(sim_parser)
@@ -138,6 +142,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(args)
     if args.command == "flags":
         return cli_flags.run(args)
+    if args.command == "segments":
+        return cli_segments.run(args)
     if args.command == "demo":
         if demo is None:
             print("banditflags demo: the demo is not available in this installation", file=sys.stderr)
