@@ -1,4 +1,5 @@
-"""`banditflags demo`: the real server in-process, the real SDK over HTTP, simulated users."""
+"""`banditflags demo`: the real server in-process, the real SDK over HTTP, simulated users; the default
+allocation and the segment bandit of rule ``dach`` (users from DE, AT, CH) converge to different arms."""
 
 from __future__ import annotations
 
@@ -19,39 +20,48 @@ def _args(*argv: str) -> argparse.Namespace:
     return parser.parse_args(list(argv))
 
 
+def _shares(lines: list[str]) -> dict[str, float]:
+    """``{"blue": 1.0, ...}`` from one block's variant lines: "orange  true 30.00%  ███ 97.9%" -> 97.9."""
+    return {line.split()[0]: float(line.split("%")[1].split()[-1]) for line in lines}
+
+
 def test_demo_learns_and_reports(tmp_path: object) -> None:
     out = io.StringIO()
     args = _args(
-        "--duration",
-        "6",
-        "--rate",
-        "2000",
-        "--rates",
-        "0.02,0.02,0.30",
-        "--recompute-interval",
-        "1",
-        "--report-every",
-        "2",
-        "--seed",
-        "3",
-    )
+        "--duration", "6", "--rate", "2000", "--rates", "0.02,0.02,0.30", "--segment-rates", "0.02,0.30,0.02",
+        "--recompute-interval", "1", "--report-every", "2", "--seed", "3",
+    )  # fmt: skip
     assert demo.run(args, out=out) == 0
     text = out.getvalue()
     assert "server at http://127.0.0.1:" in text
-    assert "done:" in text and "best variant is 'orange'" in text
-    last = text.rsplit("users · allocation", 1)[1]
-    orange = next(line for line in last.splitlines() if line.strip().startswith("orange"))
-    share = float(orange.split("%")[1].split()[-1])  # "true 30.00%  ███ 97.9%" -> 97.9
-    assert share > 50.0, text[-2000:]
+    assert "rule 'dach': users from DE, AT, CH (30% of the traffic)" in text
+    assert "done:" in text and "best variant is 'orange'" in text and "rule 'dach': 'green'" in text
+    last = text.rsplit("users · allocation", 1)[1].splitlines()
+    # The last report: the default allocation's three variants, then the rule's header and three variants.
+    assert last[1].startswith("   default allocation: everyone else")
+    rule = next(i for i, line in enumerate(last) if line.startswith("   rule 'dach'"))
+    default, segment = _shares(last[2:5]), _shares(last[rule + 1 : rule + 4])
+    assert max(default, key=default.__getitem__) == "orange" and default["orange"] > 50.0, text[-2500:]
+    assert max(segment, key=segment.__getitem__) == "green" and segment["green"] > 50.0, text[-2500:]
+    version = int(last[rule].split("allocation v")[1].split()[0])
+    assert version > 1  # the rule's own allocation moved, apart from the flag's
+    users = int(last[rule].split("·")[1].split()[0].replace(",", ""))
+    total = int(text.rsplit("users · allocation", 1)[0].rsplit("]", 1)[1].split()[0].replace(",", ""))
+    assert 0.2 * total < users < 0.4 * total  # the 30% from DE, AT, CH, routed by the SDK
 
 
 def test_demo_rejects_bad_rates() -> None:
-    try:
-        demo.run(_args("--rates", "0.1,2"), out=io.StringIO())
-    except SystemExit as exc:
-        assert "--rates" in str(exc)
-    else:
-        raise AssertionError("bad --rates accepted")
+    for argv, option in (
+        (("--rates", "0.1,2"), "--rates"),
+        (("--segment-rates", "0.1,0.2,x"), "--segment-rates"),
+        (("--segment-share", "1.5"), "--segment-share"),
+    ):
+        try:
+            demo.run(_args(*argv), out=io.StringIO())
+        except SystemExit as exc:
+            assert option in str(exc)
+        else:
+            raise AssertionError(f"bad {option} accepted")
 
 
 def test_ctrl_c_stops_the_demo_cleanly() -> None:
