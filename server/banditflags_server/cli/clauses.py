@@ -26,6 +26,8 @@ value of the wrong type) it names by field, ``clauses[0].op``.
 'build not in 7, "7", "a,b", x'
 >>> format_clause({"op": "in_segment", "values": ["beta"], "negate": False})
 'in_segment beta'
+>>> format_clause({"attribute": "id", "op": "starts_with", "values": [7, "x"]})
+'id starts_with [7, "x"]'
 """
 
 from __future__ import annotations
@@ -115,10 +117,10 @@ def parse_clause(text: str) -> dict[str, Any]:
         negate = not negate
     op = ALIASES.get(op, op)
     if (attribute is None) != (op == NO_ATTRIBUTE):
+        if op == NO_ATTRIBUTE:
+            raise ClauseSyntaxError("in_segment takes no attribute: '[not] in_segment KEY,...'")
         raise ClauseSyntaxError(
-            "in_segment takes no attribute: 'in_segment KEY,...'"
-            if op == NO_ATTRIBUTE
-            else f"{op!r} needs an attribute: 'ATTRIBUTE {op} VALUE,...'"
+            f"{given!r}: expected 'ATTRIBUTE [not] OP VALUE,...' (not after the attribute)"
         )
     if rest.startswith("["):
         try:
@@ -159,7 +161,12 @@ def format_clause(clause: dict[str, Any]) -> str:
     words.append(op)
     values: Sequence[Any] = clause.get("values") or []
     text = " ".join(words)
-    return f"{text} {', '.join(_shown(v, op) for v in values)}" if values else text
+    if not values:
+        return text
+    shown = [_shown(v, op) for v in values]
+    if any(not isinstance(v, str) and _value(t, op) != v for v, t in zip(values, shown, strict=True)):
+        return f"{text} {json.dumps(list(values))}"  # a value the operator would not read as typed
+    return f"{text} {', '.join(shown)}"
 
 
 def format_serve(serve: dict[str, Any], variants: Sequence[str]) -> str:
