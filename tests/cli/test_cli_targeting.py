@@ -158,3 +158,57 @@ def test_show_reports_a_bandit_rule_learning_from_real_traffic(
     assert max(weights, key=weights.__getitem__) == "orange", out
     assert rows["orange"][-2] != "-"  # P(best) is shown
     assert "  1  dach" in out and "600" in out.split("  1  dach", 1)[1].splitlines()[0]
+
+
+def test_set_rule_and_remove_rule(cli: Any, admin: Any, flag: str) -> None:
+    code, out, err = cli(
+        "set-rule", flag, "dach", "--clause", "country in DE,AT,CH", "--clause", "age >= 18", "--bandit"
+    )
+    assert code == 0, err
+    assert out.strip() == "checkout: rule 'dach' added; now 1 rule (dach), 0 targets (0 units)"
+    code, out, err = cli("set-rule", flag, "pro", "--clause", "plan == pro", "--split", "1,3,0", "--first")
+    assert code == 0 and "rule 'pro' added; now 2 rules (pro, dach)" in out, err
+    code, out, _ = cli(
+        "set-rule", flag, "staff", "--clause", "email ends_with @corp.test", "--variant", "green"
+    )
+    assert code == 0 and "now 3 rules (pro, dach, staff)" in out
+    rules = admin.get(f"/v1/flags/{flag}").json()["rules"]
+    assert rules[1] == {
+        "id": "dach",
+        "clauses": [
+            {"attribute": "country", "op": "in", "values": ["DE", "AT", "CH"], "negate": False},
+            {"attribute": "age", "op": "gte", "values": [18], "negate": False},
+        ],
+        "serve": {"bandit": True},
+    }
+    assert rules[0]["serve"] == {"weights": [1.0, 3.0, 0.0]} and rules[2]["serve"] == {"variant": "green"}
+
+    code, out, _ = cli("set-rule", flag, "pro", "--clause", "plan == pro", "--split", "1,3,0")
+    assert code == 0 and "nothing to do" in out  # the same rule in the same place
+    code, out, _ = cli(
+        "set-rule", flag, "pro", "--clause", "plan == pro", "--split", "1,3,0", "--before", "staff"
+    )
+    assert code == 0 and "rule 'pro' moved; now 3 rules (dach, pro, staff)" in out
+    code, out, _ = cli("set-rule", flag, "pro", "--clause", "plan in pro,team", "--variant", "orange")
+    assert code == 0 and "rule 'pro' replaced; now 3 rules (dach, pro, staff)" in out  # in place
+
+    code, _, err = cli("set-rule", flag, "x", "--clause", "plan == pro", "--variant", "purple")
+    assert code == 4 and "rules[3].serve.variant: must be one of the flag's variants" in err
+    code, _, err = cli("set-rule", flag, "x", "--clause", "age lt ten", "--bandit")
+    assert code == 4 and "rules[3].clauses[0].values[0]" in err
+    assert cli("set-rule", flag, "x", "--variant", "blue")[0] == 2  # no clause
+    assert cli("set-rule", flag, "x", "--clause", "age", "--variant", "blue")[0] == 2
+    assert cli("set-rule", flag, "x", "--clause", "a in b", "--split", "1,x")[0] == 2
+    code, _, err = cli("set-rule", flag, "x", "--clause", "a in b", "--bandit", "--before", "nope")
+    assert code == 2 and "not another rule of checkout (dach, pro, staff)" in err
+    with pytest.raises(SystemExit):  # one of --bandit, --variant, --split
+        cli("set-rule", flag, "x", "--clause", "a in b")
+    assert [r["id"] for r in admin.get(f"/v1/flags/{flag}").json()["rules"]] == ["dach", "pro", "staff"]
+
+    code, out, _ = cli("remove-rule", flag, "pro", "--reason", "done")
+    assert code == 0 and "rule 'pro' removed; now 2 rules (dach, staff)" in out
+    code, out, _ = cli("remove-rule", flag, "pro")
+    assert code == 0 and "nothing to do" in out
+    assert cli("remove-rule", "nope", "pro")[0] == 3
+    audit = admin.get(f"/v1/flags/{flag}/audit").json()["entries"]
+    assert audit[0]["reason"] == "done" and len(audit) == 7  # create + 6 changes; no-ops left none

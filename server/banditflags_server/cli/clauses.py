@@ -36,7 +36,14 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["ClauseSyntaxError", "format_clause", "format_rule", "format_serve", "parse_clause"]
+__all__ = [
+    "ClauseSyntaxError",
+    "format_clause",
+    "format_rule",
+    "format_serve",
+    "parse_clause",
+    "parse_clauses",
+]
 
 ALIASES = {"==": "in", "!=": "in", "<": "lt", "<=": "lte", ">": "gt", ">=": "gte"}
 NUMERIC = frozenset({"lt", "lte", "gt", "gte"})
@@ -136,6 +143,23 @@ def parse_clause(text: str) -> dict[str, Any]:
     if negate:
         clause["negate"] = True
     return clause
+
+
+def parse_clauses(texts: Sequence[str]) -> list[dict[str, Any]]:
+    """Every ``--clause`` in order; the error names the clause as the server would (``clauses[1]``).
+
+    >>> parse_clauses(["country in DE", "age"])
+    Traceback (most recent call last):
+    ...
+    banditflags_server.cli.clauses.ClauseSyntaxError: --clause 'age' (clauses[1]): 'age': expected ...
+    """
+    out = []
+    for k, text in enumerate(texts):
+        try:
+            out.append(parse_clause(text))
+        except ClauseSyntaxError as exc:
+            raise ClauseSyntaxError(f"--clause {text!r} (clauses[{k}]): {exc}") from None
+    return out
 
 
 def _shown(value: Any, op: str) -> str:

@@ -4,7 +4,8 @@ Needs only httpx (an SDK dependency), not the server extra. The server and key c
 ``--url``/``BANDITFLAGS_URL`` (default ``http://127.0.0.1:8080``) and ``--admin-key``/
 ``BANDITFLAGS_ADMIN_KEY``. Every change accepts ``--reason``, which goes to the audit log. The client,
 the exit codes and the tables are :mod:`banditflags_server.cli.api`'s; targets and rules (``show``,
-``rules``, ``target``, ``untarget``) are :mod:`banditflags_server.cli.targeting`'s.
+``rules``, ``set-rule``, ``remove-rule``, ``target``, ``untarget``) are
+:mod:`banditflags_server.cli.targeting`'s.
 
 Exit codes, for scripts:
 
@@ -353,7 +354,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     if not getattr(args, "action", None):
         print(
             "banditflags flags: give an action (list, show, create, kill, unkill, freeze, resume, "
-            "throttle, rules, target, untarget)",
+            "throttle, rules, set-rule, remove-rule, target, untarget)",
             file=err,
         )
         return USAGE
@@ -369,8 +370,10 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
             return _create(api, args, out)
         if args.action == "throttle":
             return _throttle(api, args, out)
-        if args.action in ("rules", "target", "untarget"):
-            action: Callable[[Api, argparse.Namespace, TextIO], int] = getattr(targeting, args.action)
+        if args.action in ("rules", "set-rule", "remove-rule", "target", "untarget"):
+            action: Callable[[Api, argparse.Namespace, TextIO], int] = getattr(
+                targeting, args.action.replace("-", "_")
+            )
             return action(api, args, out)
         state = {"kill": "killed", "freeze": "frozen", "resume": "running", "unkill": None}[args.action]
         return _set_state(api, args, out, state)

@@ -31,7 +31,7 @@ from banditflags_server.cli.api import (
     read_json,
 )
 from banditflags_server.cli.api import table as _table
-from banditflags_server.cli.clauses import ClauseSyntaxError, format_clause, format_rule, parse_clause
+from banditflags_server.cli.clauses import ClauseSyntaxError, format_clause, format_rule, parse_clauses
 
 __all__ = ["add_parser", "run", "users"]
 
@@ -63,13 +63,10 @@ def _unit_list(values: list[str] | None) -> list[str]:
 
 
 def _clauses(args: argparse.Namespace) -> list[dict[str, Any]]:
-    out = []
-    for k, text in enumerate(args.clause or []):
-        try:
-            out.append(parse_clause(text))
-        except ClauseSyntaxError as exc:
-            raise CliError(USAGE, f"--clause {text!r} (clauses[{k}]): {exc}") from None
-    return out
+    try:
+        return parse_clauses(args.clause or [])
+    except ClauseSyntaxError as exc:
+        raise CliError(USAGE, str(exc)) from None
 
 
 def _file(args: argparse.Namespace) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """A flag's targets and rules from a terminal (issue 12): ``flags show`` prints them, with each bandit
 rule's weights and estimates from the flag's ``rules_report``; ``flags rules`` prints or replaces them;
+``flags set-rule`` adds or replaces one rule from clauses as typed, ``flags remove-rule`` removes one;
 ``flags target`` and ``flags untarget`` pin units to a variant or release them.
 
 Changes are read-modify-write over ``PATCH /v1/flags/{key}`` (which replaces the whole ``targets`` or
@@ -13,9 +14,9 @@ import json
 from typing import Any, TextIO
 
 from banditflags_server.cli.api import OK, REJECTED, USAGE, Api, CliError, change, read_json, table
-from banditflags_server.cli.clauses import format_rule, format_serve
+from banditflags_server.cli.clauses import ClauseSyntaxError, format_rule, format_serve, parse_clauses
 
-__all__ = ["audited", "print_targeting", "rules", "target", "untarget"]
+__all__ = ["audited", "print_targeting", "remove_rule", "rules", "set_rule", "target", "untarget"]
 
 SHOWN_UNITS = 8
 
@@ -147,6 +148,65 @@ def rules(api: Api, args: argparse.Namespace, out: TextIO) -> int:
     return _patch(api, args, dict(doc), out, f"{args.key}: {replaced} replaced")
 
 
+def _serve(args: argparse.Namespace) -> dict[str, Any]:
+    if args.bandit:
+        return {"bandit": True}
+    if args.variant:
+        return {"variant": args.variant}
+    try:
+        weights = [float(w) for w in args.split.split(",")]
+    except ValueError:
+        raise CliError(
+            USAGE, f"--split {args.split!r}: expected one number per variant, like 50,50,0"
+        ) from None
+    return {"weights": weights}
+
+
+def set_rule(api: Api, args: argparse.Namespace, out: TextIO) -> int:
+    """``flags set-rule KEY ID --clause ... (--bandit | --variant V | --split W,...)``: add the rule (at
+    the end, or ``--first`` / ``--before ID``), or replace the rule with that id (in place unless told)."""
+    try:
+        clauses = [{**c, "negate": c.get("negate", False)} for c in parse_clauses(args.clause or [])]
+        rule = {"id": args.rule, "clauses": clauses, "serve": _serve(args)}
+    except ClauseSyntaxError as exc:
+        raise CliError(USAGE, str(exc)) from None
+    if not rule["clauses"]:
+        raise CliError(
+            USAGE, "a rule needs clauses: --clause 'ATTRIBUTE OP VALUE,...' (repeat: all must match)"
+        )
+    flag = api.call("GET", f"/v1/flags/{args.key}")
+    current: list[dict[str, Any]] = flag.get("rules") or []
+    ids = [r["id"] for r in current]
+    if args.before is not None and (args.before not in ids or args.before == args.rule):
+        raise CliError(
+            USAGE, f"--before {args.before!r}: not another rule of {args.key} ({', '.join(ids) or 'none'})"
+        )
+    at = ids.index(args.rule) if args.rule in ids else len(current)
+    after = [r for r in current if r["id"] != args.rule]
+    if args.first:
+        at = 0
+    elif args.before is not None:
+        at = [r["id"] for r in after].index(args.before)
+    after.insert(min(at, len(after)), rule)
+    if after == current:
+        print(f"{args.key}: rule {args.rule!r} is already so; nothing to do", file=out)
+        return OK
+    old = next((r for r in current if r["id"] == args.rule), None)
+    verb = "added" if old is None else ("moved" if old == rule else "replaced")
+    return _patch(api, args, {"rules": after}, out, f"{args.key}: rule {args.rule!r} {verb}")
+
+
+def remove_rule(api: Api, args: argparse.Namespace, out: TextIO) -> int:
+    """``flags remove-rule KEY ID``: its units go to the next matching rule or the default allocation."""
+    flag = api.call("GET", f"/v1/flags/{args.key}")
+    current: list[dict[str, Any]] = flag.get("rules") or []
+    if not any(r["id"] == args.rule for r in current):
+        print(f"{args.key}: no rule {args.rule!r}; nothing to do", file=out)
+        return OK
+    after = [r for r in current if r["id"] != args.rule]
+    return _patch(api, args, {"rules": after}, out, f"{args.key}: rule {args.rule!r} removed")
+
+
 def _without(targets: list[dict[str, Any]], units: set[str]) -> list[dict[str, Any]]:
     out = []
     for t in targets:
@@ -216,6 +276,26 @@ def add_parsers(
     )
     rp.add_argument("key")
     rp.add_argument("--file", help='a JSON document {"targets": [...], "rules": [...]} (- for stdin)')
+    sp = acts.add_parser(
+        "set-rule",
+        parents=[common, change],
+        help="add a rule, or replace the rule with that id, from clauses as typed",
+        description="Add a rule at the end (or --first, --before ID), or replace the rule with that id in "
+        "place. Clauses as in `segments create`: --clause 'country in DE,AT' (repeat: all must match).",
+    )
+    sp.add_argument("key")
+    sp.add_argument("rule", metavar="ID", help="the rule's id (^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$)")
+    sp.add_argument("--clause", action="append", metavar="'ATTR OP VALUES'", help="a clause; repeat")
+    what = sp.add_mutually_exclusive_group(required=True)
+    what.add_argument("--bandit", action="store_true", help="serve the rule's own bandit (a segment bandit)")
+    what.add_argument("--variant", help="serve this variant")
+    what.add_argument("--split", help="serve a fixed split: one weight per variant, e.g. 50,50,0")
+    where = sp.add_mutually_exclusive_group()
+    where.add_argument("--first", action="store_true", help="put it first")
+    where.add_argument("--before", metavar="ID", help="put it before this rule")
+    xp = acts.add_parser("remove-rule", parents=[common, change], help="remove one rule of a flag")
+    xp.add_argument("key")
+    xp.add_argument("rule", metavar="ID")
     tp = acts.add_parser(
         "target", parents=[common, change], help="serve a variant to these units (individual targets)"
     )
