@@ -69,8 +69,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--segment-rates",
         default="0.04,0.08,0.05",
-        help="true conversion rates of blue,green,orange for users from DE, AT or CH, served by the rule "
-        f"{SEGMENT_RULE!r}'s own bandit (default 0.04,0.08,0.05)",
+        help="true conversion rates of blue,green,orange for users from DE, AT or CH, served by the own "
+        f"bandit of rule {SEGMENT_RULE!r} (default 0.04,0.08,0.05)",
     )
     parser.add_argument(
         "--segment-share",

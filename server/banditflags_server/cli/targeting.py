@@ -285,7 +285,12 @@ def add_parsers(
     )
     sp.add_argument("key")
     sp.add_argument("rule", metavar="ID", help="the rule's id (^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$)")
-    sp.add_argument("--clause", action="append", metavar="'ATTR OP VALUES'", help="a clause; repeat")
+    sp.add_argument(
+        "--clause",
+        action="append",
+        metavar="'ATTR OP VALUES'",
+        help="a clause, e.g. 'country in DE,AT'; repeat (all must match)",
+    )
     what = sp.add_mutually_exclusive_group(required=True)
     what.add_argument("--bandit", action="store_true", help="serve the rule's own bandit (a segment bandit)")
     what.add_argument("--variant", help="serve this variant")
