@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import random
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -212,3 +215,15 @@ def test_set_rule_and_remove_rule(cli: Any, admin: Any, flag: str) -> None:
     assert cli("remove-rule", "nope", "pro")[0] == 3
     audit = admin.get(f"/v1/flags/{flag}/audit").json()["entries"]
     assert audit[0]["reason"] == "done" and len(audit) == 7  # create + 6 changes; no-ops left none
+
+
+def test_printing_into_a_closed_pipe_is_not_an_error(server: Any, admin: Any, flag: str) -> None:
+    units = [f"unit-{i:05d}-{'x' * 100}" for i in range(2_000)]  # ~240 KB of JSON: more than a pipe holds
+    targets = [{"variant": "green", "units": units[:1000]}, {"variant": "blue", "units": units[1000:2000]}]
+    assert admin.patch(f"/v1/flags/{flag}", json={"targets": targets}).status_code == 200
+    env = {**os.environ, "BANDITFLAGS_URL": server.url, "BANDITFLAGS_ADMIN_KEY": server.admin_key}
+    script = (
+        f'{sys.executable} -m banditflags_server flags rules {flag} | head -c 1; echo " ${{PIPESTATUS[0]}}"'
+    )
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60, env=env)
+    assert done.stdout == "{ 0\n" and "Traceback" not in done.stderr, done.stderr

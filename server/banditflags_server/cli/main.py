@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 from types import ModuleType
@@ -140,10 +141,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "serve":
         return _serve(args)
-    if args.command == "flags":
-        return cli_flags.run(args)
-    if args.command == "segments":
-        return cli_segments.run(args)
+    if args.command in ("flags", "segments"):
+        try:
+            return cli_flags.run(args) if args.command == "flags" else cli_segments.run(args)
+        except BrokenPipeError:  # `banditflags flags rules KEY | head`: the reader left; not an error
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
     if args.command == "demo":
         if demo is None:
             print("banditflags demo: the demo is not available in this installation", file=sys.stderr)
