@@ -162,6 +162,12 @@ def test_show_reports_a_bandit_rule_learning_from_real_traffic(
     assert rows["orange"][-2] != "-"  # P(best) is shown
     assert "  1  dach" in out and "600" in out.split("  1  dach", 1)[1].splitlines()[0]
 
+    # A removed rule's rows are still reported, under its id.
+    assert cli("remove-rule", flag, "dach")[0] == 0
+    code, out, _ = cli("show", flag)
+    assert code == 0 and "rules (in order" not in out and "its own bandit" not in out
+    assert "rule 'dach' (removed): 600 exposures (blue=" in out
+
 
 def test_set_rule_and_remove_rule(cli: Any, admin: Any, flag: str) -> None:
     code, out, err = cli(
