@@ -5,54 +5,10 @@ the page shows each rule with what it serves (a bandit rule with its own weights
 
 from __future__ import annotations
 
-import contextlib
-import html
-import re
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import pytest
-
-
-@pytest.fixture
-def console(server: Any) -> Iterator[httpx.Client]:
-    """A signed-in console client (a browser without JavaScript)."""
-    client = httpx.Client(base_url=server.url, timeout=30, follow_redirects=False)
-    with contextlib.closing(client):
-        page = client.get("/console/login")
-        token = re.search(r'name="token" value="([^"]+)"', page.text)
-        assert token is not None
-        resp = client.post("/console/login", data={"key": server.admin_key, "token": token.group(1)})
-        assert resp.status_code == 303
-        yield client
-
-
-def fields(page: str) -> dict[str, str]:
-    """The editor form's fields as a browser would submit them (inputs, selected options, textareas)."""
-    form = page[page.index('action="/console/flags/') : page.index("</form>", page.index("targeting-edit"))]
-    out: dict[str, str] = {}
-    for m in re.finditer(r'<input name="([^"]+)" type="(?:text|hidden)" value="([^"]*)"', form):
-        out[m[1]] = html.unescape(m[2])
-    for m in re.finditer(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', form):
-        out[m[1]] = html.unescape(m[2])
-    for m in re.finditer(r'<textarea name="([^"]+)"[^>]*>([^<]*)</textarea>', form):
-        out[m[1]] = html.unescape(m[2])
-    for m in re.finditer(r'<select name="([^"]+)"[^>]*>(.*?)</select>', form, re.S):
-        chosen = re.search(r'<option (?:value="([^"]*)" )?selected>([^<]*)</option>', m[2])
-        first = re.search(r'<option (?:value="([^"]*)" )?[^>]*>([^<]*)</option>', m[2])
-        pick = chosen or first
-        assert pick is not None
-        out[m[1]] = pick[1] or pick[2]
-    for m in re.finditer(r'<input type="checkbox" name="([^"]+)"[^>]*checked>', form):
-        out[m[1]] = "on"
-    return out
-
-
-def error_for(page: str, name: str) -> str:
-    m = re.search(rf'data-error-for="{re.escape(name)}">([^<]*)<', page)
-    assert m is not None, f"no error for {name}"
-    return html.unescape(m[1])
+from tests.console.helpers import error_for, fields
 
 
 def post(console: httpx.Client, page: str, action: str, **changes: str) -> httpx.Response:
