@@ -5,6 +5,8 @@ the page shows each rule with what it serves (a bandit rule with its own weights
 
 from __future__ import annotations
 
+import re
+import time
 from typing import Any
 
 import httpx
@@ -93,7 +95,9 @@ def test_rules_edited_refused_saved_and_audited(console: httpx.Client, admin: ht
     assert flag["targets"] == [{"variant": "c", "units": ["alice", "bob"]}]
 
 
-def test_stale_forms_csrf_segments_and_bandit_rules(console: httpx.Client, admin: httpx.Client) -> None:
+def test_stale_forms_csrf_segments_and_bandit_rules(
+    console: httpx.Client, admin: httpx.Client, sdk: httpx.Client
+) -> None:
     assert admin.post("/v1/flags", json={"key": "shop", "variants": ["a", "b"]}).status_code == 201
     page = console.get("/console/flags/shop").text
     resp = post(console, page, "rules:add")
@@ -108,12 +112,27 @@ def test_stale_forms_csrf_segments_and_bandit_rules(console: httpx.Client, admin
     assert resp.status_code == 409 and "changed by someone else" in resp.text
     assert [r["id"] for r in admin.get("/v1/flags/shop").json()["rules"]] == ["api"]
 
-    # The page shows the bandit rule with its own table's weights (rules_report).
+    # The page shows the bandit rule with its own table's weights and estimates (rules_report).
+    version = admin.get("/v1/flags/shop").json()["rules_report"][0]["version"]
+    rows = {"flag": "shop", "version": version, "rule": "api"}
+    batch = {
+        "batch_id": "console-rule-stats",
+        "exposures": [{**rows, "arm": 0, "count": 40}, {**rows, "arm": 1, "count": 60}],
+        "rewards": [{**rows, "arm": 1, "count": 30, "sum": 30.0, "sum_sq": 30.0}],
+    }
+    assert sdk.post("/v1/events", json=batch).status_code == 202
+    deadline = time.monotonic() + 10
+    while admin.get("/v1/flags/shop").json()["rules_report"][0]["stats"][1]["n"] != 60:
+        assert time.monotonic() < deadline, "the rule's stats never arrived"
+        time.sleep(0.05)
     page = console.get("/console/flags/shop").text
     report = admin.get("/v1/flags/shop").json()["rules_report"][0]
     assert report["bandit"] and report["weights"]
     block = page[page.index('data-rule="api"') :]
     assert "its own bandit" in block and f"{report['weights'][0] * 100:.1f}%" in block
+    assert "100 exposures" in block
+    arm_b = block[block.index('data-variant="b"') :]
+    assert re.search(r'<td class="num">60</td>\s*<td class="num">0\.5</td>', arm_b), arm_b[:400]
 
     # An unknown segment is named at its value; without the CSRF token nothing is even read.
     resp = post(
