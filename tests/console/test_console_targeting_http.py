@@ -86,6 +86,8 @@ def test_rules_edited_refused_saved_and_audited(console: httpx.Client, admin: ht
         },
     )
     assert fields(resp.text)["rules-0-id"] == "beta" and fields(resp.text)["rules-1-id"] == "adults"
+    bad = post(console, resp.text, "save", **{"rules-0-weights": "1, x, 0"})
+    assert bad.status_code == 422 and error_for(bad.text, "rules-0-weights") == "weight 2: must be a number"
     resp = post(console, resp.text, "targets:add")
     resp = post(console, resp.text, "save", **{"targets-0-variant": "c", "targets-0-units": "alice\nbob"})
     assert resp.status_code == 303
@@ -93,6 +95,13 @@ def test_rules_edited_refused_saved_and_audited(console: httpx.Client, admin: ht
     assert [r["id"] for r in flag["rules"]] == ["beta", "adults"]
     assert flag["rules"][0]["serve"] == {"weights": [1.0, 1.0, 0.0]}
     assert flag["targets"] == [{"variant": "c", "units": ["alice", "bob"]}]
+
+    # The form as loaded, saved unchanged, is no change: no audit entry, the same lists.
+    entries = len(admin.get("/v1/flags/shop/audit").json()["entries"])
+    assert post(console, console.get("/console/flags/shop").text, "save").status_code == 303
+    assert len(admin.get("/v1/flags/shop/audit").json()["entries"]) == entries
+    after = admin.get("/v1/flags/shop").json()
+    assert (after["rules"], after["targets"]) == (flag["rules"], flag["targets"])
 
 
 def test_stale_forms_csrf_segments_and_bandit_rules(

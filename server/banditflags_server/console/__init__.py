@@ -1,7 +1,8 @@
 """The web console for people at ``/console/``: sign in with an admin key, list flags, inspect one
 (estimates, charts, history, audit log), and kill, freeze, throttle or create flags, edit a flag's
-targets and rules and the segments they name, each confirmed or checked, and audited. Server-rendered Jinja2 templates and SVG charts, one small script; every change goes through
-the same ``service`` functions as the HTTP API, and reuses the API's request helpers.
+targets and rules and the segments they name, each confirmed or checked, and audited. Server-rendered
+Jinja2 templates and SVG charts, one small script; every change goes through the same ``service``
+functions as the HTTP API, and reuses the API's request helpers.
 
 =================  =================================================================================
 ``routes``         the route table that ``app.py`` mounts (with ``is_console`` and ``error_page``)

@@ -51,6 +51,10 @@ def _literal(raw: str) -> Any:
 
 
 def _value(op: str, raw: str) -> Any:
+    if raw.startswith('"'):  # a JSON string, for any operator: text that could not be typed plainly
+        quoted = _literal(raw)
+        if isinstance(quoted, str):
+            return quoted
     if op == "in":
         return _literal(raw)
     if op in _NUMBERS:
@@ -61,14 +65,18 @@ def _value(op: str, raw: str) -> Any:
 
 def values_json(op: str, text: str) -> list[Any]:
     """A clause's values from its textarea (one per line): numbers for the comparisons, JSON literals for
-    ``in`` (``"18"`` in quotes is the text 18), the rest as text."""
+    ``in`` (``"18"`` in quotes is the text 18), the rest as text; a line in double quotes is a JSON
+    string for every operator (spaces at its ends, ``""``)."""
     return [_value(op, line.strip()) for line in text.splitlines() if line.strip()]
 
 
 def _shown(op: str, v: Any) -> str:
-    if isinstance(v, str):
-        return json.dumps(v, ensure_ascii=False) if _value(op, v) != v else v
-    return json.dumps(v, ensure_ascii=False)
+    if not isinstance(v, str):
+        return json.dumps(v, ensure_ascii=False)
+    if v and v == v.strip() and v.splitlines() == [v] and _value(op, v) == v:
+        return v
+    text = json.dumps(v, ensure_ascii=False)
+    return text if text.splitlines() == [text] else json.dumps(v)
 
 
 def values_text(op: str, values: list[Any]) -> str:
