@@ -3,6 +3,8 @@ fields, nothing created), edit, audit, CSRF, and a delete refused with the flags
 
 from __future__ import annotations
 
+import re
+
 import httpx
 from tests.console.helpers import csrf, error_for
 
@@ -70,6 +72,22 @@ def test_segment_create_edit_delete(console: httpx.Client, admin: httpx.Client, 
     page = console.get("/console/segments/beta-testers").text
     audit = page[page.index('data-testid="audit"') :]
     assert audit.count("<tr>") == 3 and "shrink" in audit and "beta launch" in audit and "env-admin" in audit
+
+    # Changed through the API after the page was loaded: the console's save is refused (409).
+    base = re.search(r'name="base" value="([^"]+)"', page)
+    assert base is not None
+    assert admin.patch("/v1/segments/beta-testers", json={"excluded": ["eve"]}).status_code == 200
+    stale = {
+        "csrf": csrf(page),
+        "base": base[1],
+        "description": "",
+        "included": "",
+        "excluded": "",
+        "action": "save",
+    }
+    resp = console.post("/console/segments/beta-testers", data=stale)
+    assert resp.status_code == 409 and "changed by someone else" in resp.text
+    assert admin.get("/v1/segments/beta-testers").json()["excluded"] == ["eve"]
 
     # A flag names it: deleting is refused with that flag listed; the segment stays.
     rule = {

@@ -18,6 +18,7 @@ operator takes them, and passes anything else on as text for the server to refus
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from typing import Any, get_args
@@ -175,6 +176,21 @@ def edit_clauses(clauses: list[dict[str, Any]], action: str) -> bool:
     if action == "add" and len(clauses) >= MAX_CLAUSES:
         return True
     return edit_list(clauses, action, new_clause)
+
+
+# -- stale forms -------------------------------------------------------------------------------------
+
+
+def digest(value: Any) -> str:
+    """A short digest of what a form was loaded from (its hidden ``base``): a save whose base no longer
+    matches the stored value is refused rather than overwriting someone else's change."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+STALE = (
+    "was changed by someone else since this form was loaded. Nothing was saved: reload the page to see it."
+)
 
 
 # -- errors ------------------------------------------------------------------------------------------

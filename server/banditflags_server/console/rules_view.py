@@ -6,8 +6,6 @@ their stats. Also the editor's starting rows (:func:`draft_from_flag`) and the d
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Any
 
 from banditflags_server.console import clause_form as cf
@@ -98,8 +96,7 @@ def targeting_view(flag: Flag, report: list[dict[str, Any]], palette: list[str])
 
 def digest(flag: Flag) -> str:
     """A short digest of the flag's targets and rules (the editor's base, to refuse a stale save)."""
-    text = json.dumps([flag.targets, flag.rules], sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return cf.digest([flag.targets, flag.rules])
 
 
 # -- drafts ------------------------------------------------------------------------------------------

@@ -41,9 +41,10 @@ DONE = {
 
 def _draft(seg: Segment | None) -> dict[str, Any]:
     if seg is None:
-        return {"key": "", "description": "", "clauses": [], "included": "", "excluded": ""}
+        return {"key": "", "base": "", "description": "", "clauses": [], "included": "", "excluded": ""}
     return {
         "key": seg.key,
+        "base": cf.digest(seg.audited()),
         "description": seg.description,
         "clauses": cf.clauses_from_json(seg.clauses),
         "included": "\n".join(seg.included),
@@ -54,6 +55,7 @@ def _draft(seg: Segment | None) -> dict[str, Any]:
 def _draft_from_form(form: dict[str, str], key: str | None) -> dict[str, Any]:
     return {
         "key": key if key is not None else form.get("key", "").strip(),
+        "base": form.get("base", ""),
         "description": form.get("description", "").strip(),
         "clauses": cf.clauses_draft(form),
         "included": form.get("included", ""),
@@ -156,6 +158,9 @@ async def _save(request: Request, session: Session, key: str | None) -> Response
             actions.create_segment(c.store, seg, session.key_name, reason)
         else:
             changes, reason = validate_segment_patch(body)
+            current = c.store.get_segment(key)
+            if current is not None and draft["base"] and cf.digest(current.audited()) != draft["base"]:
+                raise ApiError(409, f"The segment {cf.STALE}")
             actions.patch_segment(c.store, key, changes, session.key_name, reason)
 
     try:

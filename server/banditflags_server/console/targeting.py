@@ -141,8 +141,7 @@ def _stale_check(base: str, body: dict[str, Any]) -> Any:
         if base and digest(flag) != base:
             raise ApiError(
                 409,
-                "The targets or rules were changed by someone else since this form was loaded. "
-                "Nothing was saved: reload the page to see their version.",
+                f"The flag's targets or rules {cf.STALE}",
             )
         return validate(flag)
 
