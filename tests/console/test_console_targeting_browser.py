@@ -106,6 +106,7 @@ def test_rules_built_refused_reordered_and_served(
     with page.expect_navigation():
         page.click("button:has-text('Create segment')")
     page.wait_for_selector("[data-testid=done]")
+    shot(page, "14-segment")
     page.goto(server.url + "/console/flags/shop")
     page.click("#targeting-edit > summary")
     page.select_option("[name=rules-0-clauses-0-op]", "in_segment")
@@ -115,6 +116,8 @@ def test_rules_built_refused_reordered_and_served(
     page.wait_for_selector("[data-testid=done]")
     assert "in segment vips" in page.inner_text("li.rule[data-rule=staff]")
     assert poll(lambda: sdk.variant("shop", "u7", attributes={}) == "c", 5.0)
+    page.click("#targeting-edit > summary")
+    shot(page, "15-rules-editor")
     violations = [m for m in messages if "Content Security Policy" in m]
     assert violations == [], violations
 

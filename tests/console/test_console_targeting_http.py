@@ -152,6 +152,12 @@ def test_stale_forms_csrf_segments_and_bandit_rules(
     assert console.post("/console/flags/shop/targeting", data=data).status_code == 403
     assert [r["id"] for r in admin.get("/v1/flags/shop").json()["rules"]] == ["api"]
 
+    # A rule without clauses: the server's error under the rule's clauses.
+    resp = post(console, page, "rules-0-clauses:remove-0")
+    assert 'data-testid="no-clauses"' in resp.text
+    resp = post(console, resp.text, "save")
+    assert resp.status_code == 422 and "non-empty" in error_for(resp.text, "rules-0-clauses")
+
     # Removing the last rule and saving clears the rules.
     resp = post(console, page, "rules:remove-0")
     assert "rules-0-id" not in fields(resp.text)
