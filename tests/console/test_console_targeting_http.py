@@ -96,6 +96,10 @@ def test_rules_edited_refused_saved_and_audited(console: httpx.Client, admin: ht
     assert flag["rules"][0]["serve"] == {"weights": [1.0, 1.0, 0.0]}
     assert flag["targets"] == [{"variant": "c", "units": ["alice", "bob"]}]
 
+    page = console.get("/console/flags/shop").text
+    audit = page[page.index('data-testid="audit"') :]
+    assert "whole change" in audit and '"id": "beta"' in audit  # the rules as saved, in full
+
     # The form as loaded, saved unchanged, is no change: no audit entry, the same lists.
     entries = len(admin.get("/v1/flags/shop/audit").json()["entries"])
     assert post(console, console.get("/console/flags/shop").text, "save").status_code == 303
@@ -157,6 +161,17 @@ def test_stale_forms_csrf_segments_and_bandit_rules(
     assert 'data-testid="no-clauses"' in resp.text
     resp = post(console, resp.text, "save")
     assert resp.status_code == 422 and "non-empty" in error_for(resp.text, "rules-0-clauses")
+
+    # Long lists are cut short on the page (the editor keeps them whole).
+    many = [f"user-{i}" for i in range(60)]
+    assert (
+        admin.patch("/v1/flags/shop", json={"targets": [{"variant": "b", "units": many}]}).status_code == 200
+    )
+    page = console.get("/console/flags/shop").text
+    assert "user-49" in page[: page.index("targeting-edit")] and "and 10 more" in page
+    assert "user-59" not in page[: page.index("targeting-edit")] and fields(page)[
+        "targets-0-units"
+    ] == "\n".join(many)
 
     # Removing the last rule and saving clears the rules.
     resp = post(console, page, "rules:remove-0")

@@ -13,14 +13,23 @@ from banditflags_server.records import Flag
 
 __all__ = ["clause_text", "digest", "draft_from_flag", "targeting_view"]
 
+#: How many of a clause's values, and of a target's units, the flag page lists (the editor has all).
+SHOWN_VALUES = 10
+SHOWN_UNITS = 50
+
 
 def clause_text(c: dict[str, Any]) -> str:
     """A clause in words: ``country in us, ca``; ``not (plan in "free")``; ``in segment beta``.
 
     >>> clause_text({"attribute": "age", "op": "gte", "values": [18], "negate": True})
     'not (age gte 18)'
+    >>> clause_text({"attribute": "id", "op": "in", "values": list(range(30))})
+    'id in 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, … (30 values)'
     """
-    values = ", ".join(cf.values_text(c["op"], c.get("values", [])).splitlines())
+    given = c.get("values", [])
+    values = ", ".join(cf.values_text(c["op"], given[:SHOWN_VALUES]).splitlines())
+    if len(given) > SHOWN_VALUES:
+        values += f", … ({len(given):,} values)"
     if c["op"] == "in_segment":
         text = f"in segment {values}"
     elif c["op"] == "exists":
@@ -80,7 +89,12 @@ def targeting_view(flag: Flag, report: list[dict[str, Any]], palette: list[str])
         )
     colour = dict(zip(labels, palette, strict=True))
     targets = [
-        {"variant": t["variant"], "colour": colour.get(t["variant"]), "units": t["units"]}
+        {
+            "variant": t["variant"],
+            "colour": colour.get(t["variant"]),
+            "units": t["units"][:SHOWN_UNITS],
+            "more": max(0, len(t["units"]) - SHOWN_UNITS),
+        }
         for t in flag.targets
     ]
     target_rep = by_id.get("target")
