@@ -8,11 +8,14 @@ they fail instead: CI must run them.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 CHROMIUM = "/usr/bin/chromium"
@@ -73,3 +76,16 @@ def shot() -> Any:
         return path
 
     return take
+
+
+@pytest.fixture
+def console(server: Any) -> Iterator[httpx.Client]:
+    """A console client signed in to ``server`` with its admin key (a browser without JavaScript)."""
+    client = httpx.Client(base_url=server.url, timeout=30, follow_redirects=False)
+    with contextlib.closing(client):
+        page = client.get("/console/login")
+        token = re.search(r'name="token" value="([^"]+)"', page.text)
+        assert token is not None
+        resp = client.post("/console/login", data={"key": server.admin_key, "token": token.group(1)})
+        assert resp.status_code == 303
+        yield client

@@ -23,12 +23,12 @@ from banditflags_server.api.response_schemas import SegmentInUse, SegmentList, S
 from banditflags_server.api.responses import json_response
 from banditflags_server.api.schemas import FLAG_KEY, DeleteBody, SegmentBody, SegmentPatchBody
 from banditflags_server.api.targeting import clauses_json
-from banditflags_server.api.validation import Problems, decode_body, reason_from_json
+from banditflags_server.api.validation import Problems, convert_body, decode_body, reason_from_json
 from banditflags_server.errors import not_found
 from banditflags_server.service import segments as actions
 from banditflags_server.storage.segments import Segment
 
-__all__ = ["routes", "segment_json"]
+__all__ = ["routes", "segment_json", "validate_segment", "validate_segment_patch"]
 
 _NEW = msgspec.json.Decoder(SegmentBody)
 _PATCH = msgspec.json.Decoder(SegmentPatchBody)
@@ -63,16 +63,46 @@ def _units(body: SegmentBody | SegmentPatchBody, p: Problems) -> None:
             seen.add(unit)
 
 
+def _segment(body: SegmentBody) -> Segment:
+    p = Problems()
+    clauses = clauses_json(body.clauses, "clauses", p, segments=False)
+    _units(body, p)
+    p.check()
+    return Segment(body.key, body.description, clauses, list(body.included), list(body.excluded))
+
+
+def _changes(body: SegmentPatchBody) -> dict[str, Any]:
+    p = Problems()
+    changes: dict[str, Any] = {}
+    if body.clauses is not UNSET:
+        changes["clauses"] = clauses_json(body.clauses, "clauses", p, segments=False)
+    _units(body, p)
+    p.check()
+    for name in ("included", "excluded", "description"):
+        if getattr(body, name) is not UNSET:
+            changes[name] = getattr(body, name)
+    return changes
+
+
+def validate_segment(body: Any) -> tuple[Segment, str]:
+    """A ``POST /v1/segments`` body given as a dict (the console's): the segment and the reason; the
+    422 names every field, as for the API's bytes."""
+    checked = convert_body(body, SegmentBody)
+    return _segment(checked), checked.reason.strip()
+
+
+def validate_segment_patch(body: Any) -> tuple[dict[str, Any], str]:
+    """A ``PATCH /v1/segments/{key}`` body given as a dict: the changes and the reason."""
+    checked = convert_body(body, SegmentPatchBody)
+    return _changes(checked), checked.reason.strip()
+
+
 @requires("admin")
 async def create_segment(request: Request) -> Response:
     """``POST /v1/segments`` → 201 with the segment; 409 if the key is taken."""
     c = ctx(request)
     body = decode_body(_NEW, await read_body(request), SegmentBody)
-    p = Problems()
-    clauses = clauses_json(body.clauses, "clauses", p, segments=False)
-    _units(body, p)
-    p.check()
-    seg = Segment(body.key, body.description, clauses, list(body.included), list(body.excluded))
+    seg = _segment(body)
     who = await actor(request)
     made = await run_in_threadpool(actions.create_segment, c.store, seg, who, body.reason.strip())
     return json_response(segment_json(made), status=201, headers={"Location": f"/v1/segments/{made.key}"})
@@ -101,15 +131,7 @@ async def patch_segment(request: Request) -> Response:
     c = ctx(request)
     key = _key(request)
     body = decode_body(_PATCH, await read_body(request), SegmentPatchBody)
-    p = Problems()
-    changes: dict[str, Any] = {}
-    if body.clauses is not UNSET:
-        changes["clauses"] = clauses_json(body.clauses, "clauses", p, segments=False)
-    _units(body, p)
-    p.check()
-    for name in ("included", "excluded", "description"):
-        if getattr(body, name) is not UNSET:
-            changes[name] = getattr(body, name)
+    changes = _changes(body)
     who = await actor(request)
     seg = await run_in_threadpool(actions.patch_segment, c.store, key, changes, who, body.reason.strip())
     return json_response(segment_json(seg))

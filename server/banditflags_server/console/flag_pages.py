@@ -15,10 +15,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from banditflags_server.api.context import Context, ctx
-from banditflags_server.api.flags import stats_json, warnings_json
+from banditflags_server.api.flags import rules_report, stats_json, warnings_json
 from banditflags_server.console import charts
 from banditflags_server.console.auth import authed
 from banditflags_server.console.palette import colours
+from banditflags_server.console.rules_view import draft_from_flag, targeting_view
 from banditflags_server.console.sessions import Session
 from banditflags_server.console.templating import PREFIX, compact, error_page, redirect, render
 from banditflags_server.engine.planning import params_for
@@ -38,6 +39,7 @@ DONE = {
     "throttle": "Exploration changed. The served split was recomputed (minimal movement).",
     "policy": "Policy parameters saved. The bandit weights were recomputed.",
     "create": "Flag created. SDKs receive it within a second.",
+    "targeting": "Targets and rules saved. SDKs evaluate them within a second.",
     "none": "Nothing changed: the flag already had these values.",
 }
 
@@ -185,8 +187,12 @@ def _detail(c: Context, key: str) -> dict[str, Any] | None:
         for i, v in enumerate(flag.variants)
     ]
     leader, p_best = _leader(stats)
+    report = rules_report(flag, c.store.load_rule_periods({key: flag.k})[key], rng)
     return {
         "flag": flag,
+        "targeting": targeting_view(flag, report, palette),
+        "editor": {"draft": draft_from_flag(flag), "errors": {}, "unsaved": False, "reason": ""},
+        "segment_keys": [s.key for s in c.store.list_segments()],
         "control": labels[flag.control],
         "variants": variants,
         "leader": leader,
@@ -213,9 +219,11 @@ async def flag_view(
     *,
     errors: dict[str, str] | None = None,
     form: dict[str, str] | None = None,
+    editor: dict[str, Any] | None = None,
     status: int = 200,
 ) -> Response:
-    """The flag page; after a refused change, with its ``errors`` by field and the submitted ``form``."""
+    """The flag page; after a refused change, with its ``errors`` by field and the submitted ``form``;
+    ``editor``: the targeting editor's unsaved rows and their errors (:mod:`.targeting`)."""
     data = await run_in_threadpool(_detail, ctx(request), key)
     if data is None:
         return error_page(request, 404, f"There is no flag {key!r}. It may have been deleted.")
@@ -227,6 +235,8 @@ async def flag_view(
         "errors": errors or {},
         "form": form or {},
     }
+    if editor is not None:
+        context["editor"] = editor
     return render(request, "flag.html", context, status)
 
 

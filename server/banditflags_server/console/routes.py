@@ -3,7 +3,9 @@ the console: ``routes`` to mount, ``is_console`` and ``error_page`` for HTML err
 
     GET  /console/login            POST /console/login          POST /console/logout
     GET  /console/                 GET  /console/new            POST /console/new
-    GET  /console/flags/{key}      POST /console/flags/{key}/state | /exploration | /policy
+    GET  /console/flags/{key}      POST /console/flags/{key}/state | /exploration | /policy | /targeting
+    GET  /console/segments         GET  /console/new-segment    POST /console/new-segment
+    GET  /console/segments/{key}   POST /console/segments/{key} | /console/segments/{key}/delete
     GET  /console/static/...       (the stylesheet and ``console.js``, which opens the dialogs)
 """
 
@@ -15,7 +17,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
-from banditflags_server.console import auth, flag_pages, forms
+from banditflags_server.console import auth, flag_pages, forms, segment_pages, targeting
 from banditflags_server.console.templating import HERE, PREFIX, error_page, is_console
 
 __all__ = ["error_page", "is_console", "routes"]
@@ -53,5 +55,12 @@ routes: list[BaseRoute] = [
     Route(PREFIX + "/flags/{key:flag_key}/state", forms.set_state, methods=["POST"]),
     Route(PREFIX + "/flags/{key:flag_key}/exploration", forms.set_exploration, methods=["POST"]),
     Route(PREFIX + "/flags/{key:flag_key}/policy", forms.set_policy, methods=["POST"]),
+    Route(PREFIX + "/flags/{key:flag_key}/targeting", targeting.save_targeting, methods=["POST"]),
+    Route(PREFIX + "/segments", segment_pages.list_page, methods=["GET"]),
+    Route(PREFIX + "/new-segment", segment_pages.new_page, methods=["GET"]),
+    Route(PREFIX + "/new-segment", segment_pages.new_post, methods=["POST"]),
+    Route(PREFIX + "/segments/{key:flag_key}", segment_pages.edit_page, methods=["GET"]),
+    Route(PREFIX + "/segments/{key:flag_key}", segment_pages.edit_post, methods=["POST"]),
+    Route(PREFIX + "/segments/{key:flag_key}/delete", segment_pages.delete_post, methods=["POST"]),
     Mount(PREFIX + "/static", Static(directory=str(HERE / "static")), name="static"),
 ]

@@ -18,6 +18,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
 from banditflags_server.api.context import iso
+from banditflags_server.console.clause_form import OPERATORS
 
 HERE = Path(__file__).parent
 PREFIX = "/console"
@@ -89,7 +90,9 @@ def utc(ts: float | None) -> str:
 
 
 templates.env.filters.update(ago=ago, pct=pct, num=num, compact=compact, utc=utc)
-templates.env.globals.update(policies=POLICIES)
+templates.env.globals.update(
+    policies=POLICIES, operators=OPERATORS, segment_operators=[o for o in OPERATORS if o != "in_segment"]
+)
 
 
 # -- responses --------------------------------------------------------------------------------------

@@ -34,3 +34,16 @@ for (const range of document.querySelectorAll("input[data-mirror]")) {
   range.addEventListener("input", () => { other.value = range.value; });
   other.addEventListener("input", () => { range.value = other.value; });
 }
+
+// The targeting editor: a rule shows the field of what it serves (a variant, or a split's weights);
+// without the script both stay visible and the server reads the one the "Serves" picker names.
+for (const picker of document.querySelectorAll("select[data-serve]")) {
+  const rule = picker.closest("fieldset");
+  const show = () => {
+    for (const field of rule.querySelectorAll("[data-serve-field]")) {
+      field.hidden = field.dataset.serveField !== picker.value;
+    }
+  };
+  picker.addEventListener("change", show);
+  show();
+}
