@@ -37,8 +37,19 @@ SLACK = 3.0
 def settle(client: banditflags.Client, admin: httpx.Client, flag: str, traffic: Traffic) -> None:
     """After the fault: everything is delivered, and the server counted exactly what was decided."""
     assert client.flush(timeout=15.0), client.stats()
-    assert server_counts(admin, flag) == traffic.expected()
-    assert client.stats().batches_dropped == 0 and client.stats().decisions_dropped == 0
+    counted = server_counts(admin, flag)
+    assert counted == traffic.expected()
+    st = client.stats()
+    assert st.batches_dropped == 0 and st.decisions_dropped == 0
+    n, r = sum(n for n, _ in counted.values()), sum(r for _, r in counted.values())
+    # Shown with -rP (docs/reliability.md quotes these): what was decided is what was counted.
+    print(
+        f"{flag}: decided {traffic.decided}, tracked {sum(traffic.rewards.values())}; server counted {n}, {r}"
+    )
+    print(
+        f"  batches sent {st.batches_sent}, failed attempts {st.batches_failed}, config errors "
+        f"{st.config_errors}"
+    )
 
 
 def ready_client(make_client: MakeClient, **kwargs: object) -> banditflags.Client:
