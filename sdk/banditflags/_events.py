@@ -9,7 +9,9 @@ thread (or, in serverless mode, inside ``flush()`` under :attr:`EventProcessor.l
 - every ``flush_interval`` (and on ``flush()``), read the exposure counters, cut the aggregates into
   batches (docs/protocol.md: at most ``MAX_ROWS_PER_BATCH`` rows and ``MAX_IDS_PER_BATCH`` decision ids
   each) and send pending batches in order; retryable failures (network, 408, 429, 5xx) keep the batch
-  and its ``batch_id`` and back off with jitter, other 4xx drop it (counted).
+  and its ``batch_id`` and back off with jitter, other 4xx drop it (counted). A ``Retry-After`` on a 429
+  or 503 holds every send until it has passed, ``flush()`` included; so does a refused sdk key (401,
+  403: the batch is kept, and the next try is minutes away, see :class:`~banditflags._sync.Pushback`).
 
 Buffer items (positional tuples, resolved and checked by ``track()`` on the caller's thread):
 
@@ -47,7 +49,7 @@ from typing import Any
 
 from ._aggregate import Aggregator
 from ._config import FlagSnapshot
-from ._sync import backoff_delay
+from ._sync import AUTH_STATUSES, RETRY_AFTER_STATUSES, Pushback, backoff_delay
 
 __all__ = ["Batch", "EventProcessor", "FlushMarker"]
 
@@ -60,8 +62,8 @@ SEND_BACKOFF_BASE = 0.5
 SEND_BACKOFF_CAP = 60.0
 _RETRYABLE = frozenset({408, 429})
 
-# post(body, timeout) -> HTTP status, or None for a network error
-PostFn = Callable[[dict[str, Any], float], "int | None"]
+# post(body, timeout) -> HTTP status, or None for a network error; or (status, its Retry-After header)
+PostFn = Callable[[dict[str, Any], float], "int | tuple[int, str | None] | None"]
 
 
 class FlushMarker:
@@ -104,6 +106,7 @@ class EventProcessor:
     sleep: Callable[[float], None] = time.sleep
     reason_now: Callable[[], str] | None = None  # the reason of exposures drained now (metrics)
     sync_info: Callable[[], tuple[int | None, float | None]] | None = None  # (config revision, age)
+    pushback: Pushback | None = None  # shared with the config sync: Retry-After, refused key
 
     def __post_init__(self) -> None:
         self.queue: collections.deque[Any] = collections.deque()
@@ -136,6 +139,7 @@ class EventProcessor:
         self._seq = 0
         self._dropped_reported = self.dropped
         self._next_send_at = 0.0
+        self._hold_until = 0.0  # the server asked for no request before this clock() (even a flush's)
 
     def after_fork_in_child(self) -> None:
         """Forget the parent's thread, locks and unsent data (the parent sends those)."""
@@ -338,23 +342,37 @@ class EventProcessor:
             self._drop_batch(self.pending.popleft(), "too many pending batches")
 
     def send_pending(self, deadline: float | None) -> bool:
-        """Send pending batches in order; stop at the first retryable failure (returns False)."""
+        """Send pending batches in order; stop at the first retryable failure (returns False), or at
+        once while the server's ``Retry-After`` or a refused key's backoff lasts."""
+        if self.pending and self.clock() < self._hold_until:
+            return False
         while self.pending:
             batch = self.pending[0]
             timeout = 30.0 if deadline is None else deadline - self.clock()
             if timeout <= 0:
                 return False
-            status = self.post(batch.body, timeout)
+            answer = self.post(batch.body, timeout)
+            status, retry_after = answer if isinstance(answer, tuple) else (answer, None)
             if status is not None and 200 <= status < 300:
                 self.pending.popleft()
                 self.batches_sent += 1
+                if self.pushback is not None:
+                    self.pushback.accepted()
                 self._resolve_markers()
                 continue
-            if status is None or status in _RETRYABLE or status >= 500:
+            if status is None or status in _RETRYABLE or status in AUTH_STATUSES or status >= 500:
                 batch.attempts += 1
                 self.batches_failed += 1
                 self.last_error = f"POST /v1/events failed ({'network error' if status is None else status})"
                 delay = backoff_delay(batch.attempts, SEND_BACKOFF_BASE, SEND_BACKOFF_CAP, self.rng)
+                hold = None
+                if self.pushback is not None and status in AUTH_STATUSES:
+                    hold = self.pushback.refused(status, "POST /v1/events")  # kept: the key may come back
+                elif self.pushback is not None and status in RETRY_AFTER_STATUSES:
+                    hold = self.pushback.throttled_for(retry_after)
+                if hold is not None:
+                    delay = max(delay, hold)
+                    self._hold_until = self.clock() + hold
                 self._next_send_at = self.clock() + delay
                 return False
             self.pending.popleft()

@@ -144,3 +144,7 @@ class ClientStats:
     stream_connected: bool = False
     stream_connects: int = 0
     stream_events: int = 0
+    #: Answers that refused the sdk key (401/403; said once in the log, then retried every few minutes).
+    auth_refusals: int = 0
+    #: Answers (429, 503) whose ``Retry-After`` the client waited for before that endpoint's next request.
+    throttled: int = 0

@@ -34,7 +34,7 @@ from ._config import ConfigSnapshot, FlagSnapshot, parse_config
 from ._events import EventProcessor
 from ._models import ClientStats
 from ._notify import Listener, Notifier
-from ._sync import ConfigSync
+from ._sync import ConfigSync, Pushback
 from ._telemetry import ContextIdMode, Mode, Telemetry
 from ._units import Conversions, reseed_decision_ids
 from ._version import __version__
@@ -152,6 +152,7 @@ class Runtime:
         )
         self._tel_forced = self._tel.forced
         self._notifier = Notifier(self._logger)
+        self._pushback = Pushback(self._logger, self._rng)  # Retry-After and refused keys, all endpoints
         self._sync = ConfigSync(
             f"{self._base_url}/v1/config",
             sdk_key,
@@ -161,6 +162,7 @@ class Runtime:
             self._logger,
             self._rng,
             stream_url=f"{self._base_url}/v1/stream" if self._streaming else None,
+            pushback=self._pushback,
         )
         self._events = EventProcessor(
             get_flags=lambda: self._flags,
@@ -174,6 +176,7 @@ class Runtime:
             rng=self._rng,
             reason_now=self._exposure_reason,
             sync_info=self._sync_info,
+            pushback=self._pushback,
         )
         self._init_runtime()
         if bootstrap is not None:
@@ -341,7 +344,7 @@ class Runtime:
         except Exception:
             return False
 
-    def _post_events(self, body: dict[str, Any], timeout: float) -> int | None:
+    def _post_events(self, body: dict[str, Any], timeout: float) -> tuple[int, str | None] | None:
         try:
             resp = self._http.post(
                 f"{self._base_url}/v1/events",
@@ -351,7 +354,7 @@ class Runtime:
             )
         except httpx.HTTPError:
             return None
-        return resp.status_code
+        return resp.status_code, resp.headers.get("retry-after")
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Send everything recorded before this call; True once the server acknowledged it all."""
@@ -376,14 +379,18 @@ class Runtime:
         finally:
             ev.lock.release()
 
-    def close(self, timeout: float = 5.0) -> None:
+    def close(self, timeout: float = 5.0) -> bool:
         """Stop the threads, flush what is left within ``timeout`` and release the connection pool.
 
-        Idempotent; decisions keep answering from the last config afterwards but record nothing.
+        True when everything recorded was delivered (acknowledged by the server); False when something
+        could not be within ``timeout`` (the server down, slow or refusing): that is lost, and counted
+        in ``stats().pending_batches``. Idempotent (a second call returns True); decisions keep
+        answering from the last config afterwards but record nothing.
         """
         if self._closed:
-            return
+            return True
         self._closed = True
+        delivered = False
         try:
             deadline = _monotonic() + timeout
             self._stop.set()
@@ -400,7 +407,7 @@ class Runtime:
                 st.join(min(0.5, max(0.0, deadline - _monotonic())))
             if ev.lock.acquire(timeout=max(0.0, deadline - _monotonic())):
                 try:
-                    ev.flush_now(deadline)
+                    delivered = ev.flush_now(deadline)
                 finally:
                     ev.release_waiters()
                     ev.lock.release()
@@ -413,6 +420,7 @@ class Runtime:
         finally:
             _lifecycle.unregister(self)
             _metrics.retire(self)
+        return delivered
 
     def __enter__(self: _R) -> _R:
         return self
@@ -425,6 +433,7 @@ class Runtime:
         # events are the parent's to send. Keep the snapshot so the child answers at once.
         self._events.after_fork_in_child()
         self._sync.after_fork()
+        self._pushback.after_fork()
         self._notifier.after_fork_in_child()
         self._rng.seed()  # else every worker jitters its polls and retries in lockstep
         reseed_decision_ids()  # else sibling workers forked from C mint the same decision ids
@@ -464,6 +473,8 @@ class Runtime:
             stream_connected=self._sync.stream_connected,
             stream_connects=self._sync.stream_connects,
             stream_events=self._sync.stream_events,
+            auth_refusals=self._pushback.auth_refusals,
+            throttled=self._pushback.throttled,
         )
 
     def _duplicates_so_far(self) -> int:

@@ -9,6 +9,12 @@ when a proxy refuses it, or while it reconnects with backoff. ``Client.refresh``
 call :meth:`ConfigSync.fetch` directly. A payload that fails validation is counted and logged once; it
 never replaces the last good snapshot.
 
+The server can push back (:class:`Pushback`, shared by the poller, the stream and the event sender):
+a ``Retry-After`` on a 429 or 503 (seconds or an HTTP date, capped at ``MAX_RETRY_AFTER``) is honoured,
+so the next request to that endpoint waits at least that long; a 401 or 403 (the sdk key refused) is
+said once in words, counted, and retried only every few minutes (``AUTH_BACKOFF`` doubling to
+``AUTH_MAX_BACKOFF``, jittered): retrying every few seconds would not make the key work.
+
 >>> import random
 >>> rng = random.Random(1)
 >>> [round(backoff_delay(n, 1.0, 60.0, rng), 2) for n in (1, 2, 3, 10)]
@@ -18,6 +24,7 @@ never replaces the last good snapshot.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import logging
 import random
@@ -25,6 +32,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from email.utils import parsedate_to_datetime
 from typing import Protocol
 
 import httpx
@@ -33,7 +41,7 @@ from ._config import ConfigSnapshot, parse_config
 from ._exceptions import ConfigError
 from ._sse import parse_sse, split_lines
 
-__all__ = ["ConfigSync", "Waiter", "backoff_delay", "jittered"]
+__all__ = ["ConfigSync", "Pushback", "Waiter", "backoff_delay", "jittered", "retry_after_seconds"]
 
 MAX_BACKOFF = 60.0
 #: Stream reconnection: 1 s doubling to 30 s (jittered); 5 min when the server has no stream at all.
@@ -44,6 +52,14 @@ STREAM_UNSUPPORTED_BACKOFF = 300.0
 STREAM_READ_TIMEOUT = 60.0
 #: A connection that lived this long was healthy: its drop restarts the backoff from the beginning.
 STREAM_HEALTHY_AFTER = 30.0
+#: The longest ``Retry-After`` honoured: a bigger one (or a date further ahead) waits this long.
+MAX_RETRY_AFTER = 300.0
+#: After a 401/403 (the sdk key refused): wait 1 min, doubling to 5 min, times a jitter in [0.5, 1).
+AUTH_BACKOFF = 60.0
+AUTH_MAX_BACKOFF = 300.0
+#: Answers whose ``Retry-After`` is honoured.
+RETRY_AFTER_STATUSES = frozenset({429, 503})
+AUTH_STATUSES = frozenset({401, 403})
 
 
 class Waiter(Protocol):
@@ -64,6 +80,101 @@ def backoff_delay(failures: int, base: float, cap: float, rng: random.Random) ->
 def jittered(interval: float, rng: random.Random) -> float:
     """A poll interval with ±10% jitter (spreads the load of a fleet started at the same moment)."""
     return interval * rng.uniform(0.9, 1.1)
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """Seconds a ``Retry-After`` header asks for: delta-seconds or an HTTP date (against ``now``, a
+    ``time.time()`` value), at most ``MAX_RETRY_AFTER``; None when absent or unreadable.
+
+    >>> retry_after_seconds("120"), retry_after_seconds("Thu, 01 Jan 1970 00:01:00 GMT", 0.0)
+    (120.0, 60.0)
+    >>> retry_after_seconds("soon") is None, retry_after_seconds("99999")
+    (True, 300.0)
+    """
+    if value is None:
+        return None
+    v = value.strip()
+    if not v:
+        return None
+    if v.isascii() and v.isdigit():
+        return min(float(int(v[:12])), MAX_RETRY_AFTER)
+    try:
+        when = parsedate_to_datetime(v)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when is None:
+        return None
+    if when.tzinfo is None:  # an HTTP date is GMT
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    ahead = when.timestamp() - (time.time() if now is None else now)
+    return min(max(0.0, ahead), MAX_RETRY_AFTER)
+
+
+class Pushback:
+    """What the server said about our pace, shared by the poller, the stream and the event sender.
+
+    ``refused()`` counts a 401/403, logs it once in words (until the key is accepted again) and returns
+    the long jittered wait before that endpoint's next request; ``throttled_for()`` reads a
+    ``Retry-After`` and returns the wait it asks for (times a jitter in [1, 1.1): never shorter).
+    Not on the decision path: the lock costs nothing there.
+
+    >>> import logging, random
+    >>> p = Pushback(logging.getLogger("doctest"), random.Random(0))
+    >>> 30.0 <= p.refused(401, "GET /v1/config") < 60.0, p.auth_refusals
+    (True, 1)
+    >>> 2.0 <= p.throttled_for("2") < 2.2, p.throttled, p.throttled_for(None)
+    (True, 1, None)
+    """
+
+    def __init__(self, logger: logging.Logger, rng: random.Random) -> None:
+        self._logger = logger
+        self._rng = rng
+        self.auth_refusals = 0  # 401/403 answers, all endpoints
+        self.throttled = 0  # answers with a Retry-After that was honoured
+        self._consecutive = 0  # refusals since the key last worked: drives the backoff
+        self._logged = False
+        self.after_fork()
+
+    def after_fork(self) -> None:
+        """A new lock in a forked child (one held by a parent's thread would never be released)."""
+        self._lock = threading.Lock()
+
+    def refused(self, status: int, what: str) -> float:
+        """Count a refusal of the sdk key; the seconds to wait before ``what``'s next request."""
+        with self._lock:
+            self.auth_refusals += 1
+            self._consecutive += 1
+            n = self._consecutive
+            first = not self._logged
+            self._logged = True
+        if first:
+            self._logger.warning(
+                "banditflags: the server refused the sdk key (HTTP %d on %s): check BANDITFLAGS_SDK_KEY "
+                "(or the sdk_key given to Client). Decisions answer from the last good config (or the "
+                "defaults), events are kept, and the client asks again every few minutes",
+                status,
+                what,
+            )
+        return backoff_delay(n, AUTH_BACKOFF, AUTH_MAX_BACKOFF, self._rng)
+
+    def accepted(self) -> None:
+        """The server accepted the key (any 2xx/304): the refusal episode, if any, is over."""
+        if not self._consecutive:  # the common case, without the lock
+            return
+        with self._lock:
+            self._consecutive = 0
+            logged, self._logged = self._logged, False
+        if logged:
+            self._logger.info("banditflags: the server accepts the sdk key again")
+
+    def throttled_for(self, header: str | None) -> float | None:
+        """The wait a ``Retry-After`` header asks for (jittered up, never down), counted; None without one."""
+        seconds = retry_after_seconds(header)
+        if seconds is None:
+            return None
+        with self._lock:
+            self.throttled += 1
+        return seconds * self._rng.uniform(1.0, 1.1)
 
 
 class ConfigSync:
@@ -95,6 +206,7 @@ class ConfigSync:
         rng: random.Random,
         max_backoff: float = MAX_BACKOFF,
         stream_url: str | None = None,
+        pushback: Pushback | None = None,
     ) -> None:
         self.url = url
         self.stream_url = stream_url
@@ -105,6 +217,10 @@ class ConfigSync:
         self._logger = logger
         self._rng = rng
         self.max_backoff = max_backoff
+        self.pushback = pushback if pushback is not None else Pushback(logger, rng)
+        #: monotonic times before which the server asked us not to come back (Retry-After, 401/403)
+        self.hold_until = 0.0
+        self.stream_hold_until = 0.0
         self.etag: str | None = None
         self.failures = 0  # consecutive, drives the backoff
         self.errors = 0  # all failed fetches (network, HTTP status, bad payload)
@@ -173,7 +289,13 @@ class ConfigSync:
             self._confirm()
 
     def fetch(self, http: httpx.Client, timeout: float) -> bool:
-        """One conditional GET. True when the server answered with a valid config or a 304."""
+        """One conditional GET. True when the server answered with a valid config or a 304.
+
+        False without a request while the server's last ``Retry-After`` (or a refused key's backoff)
+        lasts: the server asked us to wait, ``refresh()`` included.
+        """
+        if time.monotonic() < self.hold_until:
+            return False
         headers = {"Authorization": self._auth, "Accept": "application/json"}
         generation = self._generation
         if self.etag is not None:
@@ -182,11 +304,27 @@ class ConfigSync:
             resp = http.get(self.url, headers=headers, timeout=timeout)
         except httpx.HTTPError as exc:
             return self._failed(f"GET /v1/config failed: {type(exc).__name__}: {exc}")
-        if resp.status_code == 304 and self.etag is not None:
+        status = resp.status_code
+        if status in AUTH_STATUSES:
+            self.hold_until = time.monotonic() + self.pushback.refused(status, "GET /v1/config")
+            self.errors += 1  # said once, in words, by the pushback: not again as an HTTP error
+            self.last_error = f"GET /v1/config answered HTTP {status}: the sdk key was refused"
+            return False
+        if status != 200 and status != 304:
+            wait = (
+                self.pushback.throttled_for(resp.headers.get("retry-after"))
+                if status in RETRY_AFTER_STATUSES
+                else None
+            )
+            if wait is not None:
+                self.hold_until = time.monotonic() + wait
+            return self._failed(f"GET /v1/config answered HTTP {status}")
+        self.pushback.accepted()
+        if status == 304 and self.etag is not None:
             self._confirmed()
             return True
-        if resp.status_code != 200:
-            return self._failed(f"GET /v1/config answered HTTP {resp.status_code}")
+        if status != 200:
+            return self._failed(f"GET /v1/config answered HTTP {status}")
         try:
             snapshot = parse_config(resp.json())
         except (ValueError, ConfigError) as exc:  # json errors are ValueErrors
@@ -212,7 +350,8 @@ class ConfigSync:
             self._last_logged = None
             return jittered(self.refresh_interval, self._rng)
         self.failures += 1
-        return backoff_delay(self.failures, self.refresh_interval, self.max_backoff, self._rng)
+        delay = backoff_delay(self.failures, self.refresh_interval, self.max_backoff, self._rng)
+        return max(delay, self.hold_until - time.monotonic())
 
     def run(
         self,
@@ -263,7 +402,10 @@ class ConfigSync:
             failures = 1 if time.monotonic() - started > STREAM_HEALTHY_AFTER else failures + 1
             cap = STREAM_UNSUPPORTED_BACKOFF if unsupported else STREAM_MAX_BACKOFF
             base = cap if unsupported else STREAM_BACKOFF
-            if stop.wait(backoff_delay(failures, base, cap, self._rng)):
+            delay = max(
+                backoff_delay(failures, base, cap, self._rng), self.stream_hold_until - time.monotonic()
+            )
+            if stop.wait(delay):
                 return
 
     def _stream_once(self, http: httpx.Client, stop: Waiter, timeout: float) -> bool:
@@ -277,9 +419,20 @@ class ConfigSync:
             self._response = resp
             if stop.is_set():
                 return False
-            if resp.status_code != 200:
-                self._stream_failed(f"GET /v1/stream answered HTTP {resp.status_code}; polling /v1/config")
-                return resp.status_code in (404, 405, 501)
+            status = resp.status_code
+            if status in AUTH_STATUSES:
+                self.stream_hold_until = time.monotonic() + self.pushback.refused(status, "GET /v1/stream")
+                self.stream_errors += 1  # said once, in words, by the pushback
+                self.last_error = f"GET /v1/stream answered HTTP {status}: the sdk key was refused"
+                return False
+            if status != 200:
+                if status in RETRY_AFTER_STATUSES:
+                    wait = self.pushback.throttled_for(resp.headers.get("retry-after"))
+                    if wait is not None:
+                        self.stream_hold_until = time.monotonic() + wait
+                self._stream_failed(f"GET /v1/stream answered HTTP {status}; polling /v1/config")
+                return status in (404, 405, 501)
+            self.pushback.accepted()
             self.stream_connected = True
             self.stream_connects += 1
             if self._stream_logged is not None:

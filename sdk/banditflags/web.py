@@ -248,6 +248,6 @@ async def aflush(client: Client, timeout: float = 5.0) -> bool:
     return await asyncio.to_thread(client.flush, timeout)
 
 
-async def aclose(client: Client, timeout: float = 5.0) -> None:
+async def aclose(client: Client, timeout: float = 5.0) -> bool:
     """``client.close(timeout)`` without blocking the event loop (e.g. at the end of a lifespan)."""
-    await asyncio.to_thread(client.close, timeout)
+    return await asyncio.to_thread(client.close, timeout)

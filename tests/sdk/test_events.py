@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 from banditflags._config import FlagSnapshot, parse_config
 from banditflags._events import MAX_IDS_PER_BATCH, MAX_ROWS_PER_BATCH, EventProcessor, FlushMarker
 from banditflags._inputs import is_valid_reward
+from banditflags._sync import Pushback
 
 
 class Clock:
@@ -28,9 +30,9 @@ class Clock:
 class Poster:
     def __init__(self) -> None:
         self.bodies: list[dict[str, Any]] = []
-        self.statuses: list[int | None] = []
+        self.statuses: list[int | tuple[int, str | None] | None] = []
 
-    def __call__(self, body: dict[str, Any], timeout: float) -> int | None:
+    def __call__(self, body: dict[str, Any], timeout: float) -> int | tuple[int, str | None] | None:
         self.bodies.append(body)
         return self.statuses.pop(0) if self.statuses else 202
 
@@ -172,13 +174,38 @@ def test_flush_now_gives_up_at_the_deadline(build: Any) -> None:
     assert clock.now - start <= 5.0 and len(proc.pending) == 1
 
 
-@pytest.mark.parametrize("status", [400, 401, 403, 413, 422])
+@pytest.mark.parametrize("status", [400, 404, 413, 422])
 def test_other_4xx_drops_the_batch(build: Any, status: int) -> None:
     proc, poster, _, _ = make(build)
     proc.queue.append(ITEM)
     poster.statuses = [status]
     assert not proc.flush_now(None)
     assert proc.batches_dropped == 1 and not proc.pending and len(poster.bodies) == 1
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_refused_key_keeps_the_batch_and_holds_every_send(build: Any, status: int) -> None:
+    """401/403: the key may come back (a rotation, a fixed setting): keep the batch, wait minutes."""
+    proc, poster, clock, _ = make(build, pushback=Pushback(logging.getLogger("test"), random.Random(1)))
+    proc.queue.append(ITEM)
+    poster.statuses = [status]
+    assert not proc.flush_now(clock.now + 10.0)  # the hold (>= 30 s) is beyond the deadline: no retry
+    assert len(proc.pending) == 1 and proc.batches_dropped == 0 and len(poster.bodies) == 1
+    assert proc.pushback is not None and proc.pushback.auth_refusals == 1
+    assert not proc.send_pending(None) and len(poster.bodies) == 1  # held, not even tried
+    assert proc.flush_now(clock.now + 120.0)  # sleeps out the hold, then delivers
+    assert clock.slept and clock.slept[-1] >= 30.0 and len(poster.bodies) == 2
+    assert poster.bodies[0]["batch_id"] == poster.bodies[1]["batch_id"]
+
+
+def test_retry_after_holds_the_retry(build: Any) -> None:
+    proc, poster, clock, _ = make(build, pushback=Pushback(logging.getLogger("test"), random.Random(1)))
+    proc.queue.append(ITEM)
+    poster.statuses = [(429, "7")]
+    start = clock.now
+    assert proc.flush_now(clock.now + 60.0)
+    assert clock.now - start >= 7.0 and len(poster.bodies) == 2
+    assert proc.pushback is not None and proc.pushback.throttled == 1
 
 
 def test_max_pending_batches_drops_oldest(build: Any) -> None:

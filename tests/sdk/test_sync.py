@@ -138,3 +138,44 @@ def test_304_without_etag_is_not_a_confirmation(server: Any) -> None:
     server.config_override = lambda request: httpx.Response(304)
     assert not sync.fetch(httpx.Client(transport=server.transport), 1.0)
     assert confirmed == []
+
+
+def test_retry_after_sets_the_next_poll_and_holds_refresh(server: Any) -> None:
+    """A 429 with ``Retry-After: 30`` (poll interval 1 s): the next poll waits >= 30 s, and a fetch
+    before then (``refresh()``) sends nothing."""
+    sync = make_sync([], [])
+    calls: list[int] = []
+
+    def throttled(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        return httpx.Response(429, headers={"Retry-After": "30"})
+
+    server.config_override = throttled
+    http = httpx.Client(transport=server.transport)
+    waiter = FakeWaiter(limit=1)
+    sync.run(lambda: http, waiter, 1.0)
+    assert 30.0 <= waiter.delays[0] <= 33.0 + 0.1 and sync.pushback.throttled == 1
+    assert not sync.fetch(http, 1.0) and len(calls) == 1  # held: no request
+    sync.hold_until = 0.0
+    server.config_override = None
+    assert sync.fetch(http, 1.0) and len(calls) == 1
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_refused_key_waits_minutes_and_is_said_once(
+    server: Any, status: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    sync = make_sync([], [], interval=1.0)
+    server.config_override = lambda request: httpx.Response(status, json={"error": {"code": "x"}})
+    http = httpx.Client(transport=server.transport)
+    delays = []
+    with caplog.at_level(logging.WARNING, logger="test"):
+        for _ in range(3):
+            sync.hold_until = 0.0  # as if the wait had passed
+            delays.append(sync.next_delay(sync.fetch(http, 1.0)))
+    # 30-60 s, 60-120 s, 120-240 s (capped at 300): not 0.5-1, 1-2, 2-4 s as for a server that is down
+    assert 30.0 <= delays[0] < 60.0 and 60.0 <= delays[1] < 120.0 and 120.0 <= delays[2] < 240.0
+    assert sync.pushback.auth_refusals == 3 and sync.errors == 3
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 1 and "refused the sdk key" in said[0] and "BANDITFLAGS_SDK_KEY" in said[0]
+    assert "bf_sdk_test" not in caplog.text

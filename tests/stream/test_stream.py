@@ -150,6 +150,8 @@ def test_sdk_falls_back_to_polling_and_recovers_the_stream(
     # Short reconnection backoff so that recovery happens within the test's bounds.
     monkeypatch.setattr(_sync, "STREAM_BACKOFF", 0.2)
     monkeypatch.setattr(_sync, "STREAM_MAX_BACKOFF", 0.5)
+    # The 503 says "Retry-After: 30", which the client honours (tests/faults): cap it for this test.
+    monkeypatch.setattr(_sync, "MAX_RETRY_AFTER", 0.5)
     server = live_server(env={"BANDITFLAGS_MAX_STREAMS": "0"})  # the stream endpoint fails (503)
     with server.client("admin") as admin:
         assert admin.post("/v1/flags", json=FLAG).status_code == 201
