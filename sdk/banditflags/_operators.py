@@ -34,20 +34,24 @@ import importlib
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from ._semver import SemverKey, parse_semver, semver_of_str
 from ._timestamps import instant_of_str, parse_instant
 
 __all__ = [
+    "INLINE_KINDS",
     "MAX_PATTERN_LENGTH",
     "MAX_SUBJECT_LENGTH",
     "MAX_VALUES",
     "OPERATORS",
     "Clause",
+    "Inline",
     "InvalidRule",
     "attribute_clause",
     "clause_cost",
+    "inline_of",
     "is_finite_number",
 ]
 
@@ -72,6 +76,49 @@ class InvalidRule(Exception):
         super().__init__(f"{path}: {message}" if path else message)
         self.path = path
         self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class Inline:
+    """How a clause can be written out inside a flag's generated evaluator (:mod:`._codegen`).
+
+    The clause is ``fast`` on values of class ``cls`` and ``_slow(v, test, ...)`` on anything else;
+    ``kind`` names the fast test's shape (one of :data:`INLINE_KINDS`) and ``arg`` its operand: the
+    clause's own compiled values, never text (the generator writes only names and operators).
+    """
+
+    name: str  # the attribute
+    cls: type
+    kind: str
+    arg: Any
+    test: _Test
+    negate: bool
+
+
+#: The fast tests a generated evaluator writes out: ``v`` is the attribute's value, ``A`` the operand.
+INLINE_KINDS = {
+    "in": "v in {A}",
+    "startswith": "v.startswith({A})",
+    "endswith": "v.endswith({A})",
+    "contains": "{A} in v",
+    "lt": "v < {A}",
+    "lte": "v <= {A}",
+    "gt": "v > {A}",
+    "gte": "v >= {A}",
+    "call": "{A}(v)",
+}
+_INLINE_ATTR = "_banditflags_inline"
+
+
+def _inline(clause: Clause, spec: Inline) -> Clause:
+    setattr(clause, _INLINE_ATTR, spec)  # a function attribute: the clause stays a plain closure
+    return clause
+
+
+def inline_of(clause: Clause) -> Inline | None:
+    """The clause's :class:`Inline` description, or None for one that is only callable."""
+    spec = getattr(clause, _INLINE_ATTR, None)
+    return spec if isinstance(spec, Inline) else None
 
 
 def _scalar(v: object) -> Any:
@@ -109,7 +156,9 @@ def _slow(v: object, test: _Test, hit: bool, miss: bool) -> bool:
     return hit if test(x) else miss
 
 
-def _clause(name: str, cls: type, fast: _Test, test: _Test, negate: bool) -> Clause:
+def _clause(
+    name: str, cls: type, fast: _Test, test: _Test, negate: bool, kind: str = "call", arg: Any = None
+) -> Clause:
     hit, miss = not negate, negate
 
     def clause(unit_id: str, attributes: Mapping[str, Any]) -> bool:
@@ -118,7 +167,7 @@ def _clause(name: str, cls: type, fast: _Test, test: _Test, negate: bool) -> Cla
             return hit if fast(v) else miss
         return _slow(v, test, hit, miss)
 
-    return clause
+    return _inline(clause, Inline(name, cls, kind, fast if kind == "call" else arg, test, negate))
 
 
 def _str_clause(name: str, kind: str, arg: Any, test: _Test, negate: bool) -> Clause:
@@ -149,7 +198,7 @@ def _str_clause(name: str, kind: str, arg: Any, test: _Test, negate: bool) -> Cl
                 return hit if arg in v else miss
             return _slow(v, test, hit, miss)
 
-    return clause
+    return _inline(clause, Inline(name, str, kind, arg, test, negate))
 
 
 def _of_type(cls: type, fast: _Test) -> _Test:
@@ -208,7 +257,8 @@ def _in(name: str, values: object, negate: bool) -> Clause:
             return x in bools
         return (c is int or c is float) and x in nums
 
-    return _clause(name, str, strs.__contains__, test, negate)  # a C call: no second Python frame
+    # strs.__contains__ is a C call: no second Python frame (and written out as `v in A` when generated)
+    return _clause(name, str, strs.__contains__, test, negate, "in", strs)
 
 
 def _affix(method: str) -> Callable[[str, object, bool], Clause]:
@@ -247,18 +297,21 @@ def _matches(name: str, values: object, negate: bool) -> Clause:
     return _clause(name, str, fast, _of_type(str, fast), negate)
 
 
-def _numeric(pick: Callable[[Sequence[float]], float], method: str) -> Callable[[str, object, bool], Clause]:
+def _numeric(
+    pick: Callable[[Sequence[float]], float], method: str, kind: str
+) -> Callable[[str, object, bool], Clause]:
     def build(name: str, values: object, negate: bool) -> Clause:
         nums = _require_values(values, is_finite_number, "finite numbers (not booleans)")
         # ORed values reduce to one bound; `bound.__gt__(x)` is `x < bound`. A float bound compares
         # exactly with int and float attributes alike (an int bound would say NotImplemented to a float).
-        cmp: _Test = getattr(float(pick(nums)), method)
+        bound = float(pick(nums))
+        cmp: _Test = getattr(bound, method)
 
         def test(x: Any) -> bool:
             c = x.__class__
             return (c is int or c is float) and cmp(x)
 
-        return _clause(name, int, cmp, test, negate)
+        return _clause(name, int, cmp, test, negate, kind, bound)  # `v < bound`: exact for ints too
 
     return build
 
@@ -335,10 +388,10 @@ _BUILDERS: dict[str, Callable[[str, object, bool], Clause]] = {
     "ends_with": _affix("endswith"),
     "contains": _contains,
     "matches": _matches,
-    "lt": _numeric(max, "__gt__"),
-    "lte": _numeric(max, "__ge__"),
-    "gt": _numeric(min, "__lt__"),
-    "gte": _numeric(min, "__le__"),
+    "lt": _numeric(max, "__gt__", "lt"),
+    "lte": _numeric(max, "__ge__", "lte"),
+    "gt": _numeric(min, "__lt__", "gt"),
+    "gte": _numeric(min, "__le__", "gte"),
     "semver_eq": _semver("eq"),
     "semver_lt": _semver("lt"),
     "semver_lte": _semver("lte"),

@@ -35,6 +35,7 @@ from typing import Any
 
 from ._bucketing import table_from_weights
 from ._clauses import SegmentMatcher, TargetingError, all_of, as_list, compile_clauses, unit_set, within
+from ._codegen import generate_rules
 from ._operators import Clause, InvalidRule, is_finite_number
 from ._segments import NO_SEGMENTS, Segments, compile_segments
 
@@ -96,8 +97,6 @@ class FlagTargeting:
 
 # -- rules ------------------------------------------------------------------------------------------
 
-_Rule = tuple[Clause, Clause | None, Match]  # first clause, the AND of the others, what it serves
-
 
 def _serve(raw: object, rule_id: str, index: int, variants: Sequence[str], tables: Any) -> Match:
     if not isinstance(raw, Mapping):
@@ -143,6 +142,7 @@ def compile_flag(
     rule_tables: Mapping[str, bytes] | None = None,
     outcome: Callable[[Match], Any] | None = None,
     miss: Any = None,
+    generated: bool = True,
 ) -> FlagTargeting | TargetingError | None:
     """Compile a flag's ``targets`` and ``rules``: None when it has neither, an error, or the evaluator.
 
@@ -150,10 +150,12 @@ def compile_flag(
     maps bandit rules' ids to their decoded allocation tables from the config; when given, every
     bandit rule must have one. ``outcome``, called once per rule and target at compile time, turns
     each Match into what ``evaluate`` returns for it (the client's ready-made snapshots, so that a
-    decision makes no second call), and ``evaluate`` returns ``miss`` instead of None. Never raises.
+    decision makes no second call), and ``evaluate`` returns ``miss`` instead of None. The rules are
+    written out as one generated function (:mod:`._codegen`); ``generated=False`` keeps them as a
+    chain of closures instead (the same answers, slower: for differential tests). Never raises.
     """
     try:
-        return _compile_flag(flag, variants, segments, rule_tables, outcome, miss)
+        return _compile_flag(flag, variants, segments, rule_tables, outcome, miss, generated)
     except InvalidRule as exc:
         return TargetingError(exc.path, exc.message)
     except Exception as exc:  # a bug here must not take the config down with a traceback
@@ -167,6 +169,7 @@ def _compile_flag(
     tables: Mapping[str, bytes] | None,
     outcome: Callable[[Match], Any] | None,
     miss: Any,
+    generated: bool = True,
 ) -> FlagTargeting | None:
     if not isinstance(flag, Mapping):
         raise InvalidRule("", "must be an object")
@@ -186,7 +189,7 @@ def _compile_flag(
             raise InvalidRule("", f"segment {key!r} is invalid ({err})")
         raise InvalidRule("", f"unknown segment {key!r:.80}")
 
-    rules: list[_Rule] = []
+    rules: list[tuple[list[Clause], Match]] = []
     ids: set[str] = set()
     for i, raw in enumerate(rules_raw):
         try:
@@ -200,21 +203,21 @@ def _compile_flag(
                 raise InvalidRule("id", f"{rid!r} is {why}")
             ids.add(rid)
             cs = compile_clauses(raw.get("clauses"), "clauses", resolve, empty=False)
-            # (first clause, the rest or None, match): evaluate calls the first directly, saving a
-            # call per rule that fails on its first clause, the common case.
-            rest = None if len(cs) == 1 else cs[1] if len(cs) == 2 else all_of(cs[1:])
-            rules.append((cs[0], rest, _serve(raw.get("serve"), rid, i, variants, tables)))
+            rules.append((cs, _serve(raw.get("serve"), rid, i, variants, tables)))
         except InvalidRule as exc:
             raise within(f"rules[{i}]", exc) from None
-    matches = tuple(m for _, _, m in rules)
-    served: tuple[tuple[Clause, Clause | None, Any], ...] = tuple(rules)
+    matches = tuple(m for _, m in rules)
+    served: list[tuple[list[Clause], Any]] = list(rules)
     units: Mapping[str, Any] = targets
     if outcome is not None:
-        served = tuple((first, rest, outcome(m)) for first, rest, m in rules)
+        served = [(cs, outcome(m)) for cs, m in rules]
         by_match = {id(m): m for m in targets.values()}  # one Match per target entry, not per unit
         given = {i: outcome(m) for i, m in by_match.items()}
         units = {u: given[id(m)] for u, m in targets.items()}
-    return FlagTargeting(evaluate=_evaluator(units, served, miss), rules=matches, targets=len(targets))
+    evaluate = generate_rules(units, served, miss) if generated and served else None
+    if evaluate is None:
+        evaluate = _evaluator(units, served, miss)
+    return FlagTargeting(evaluate=evaluate, rules=matches, targets=len(targets))
 
 
 def _targets(raw: object, variants: Sequence[str]) -> dict[str, Match]:
@@ -238,11 +241,15 @@ def _targets(raw: object, variants: Sequence[str]) -> dict[str, Match]:
     return units
 
 
-def _evaluator(
-    targets: Mapping[str, Any], rules: tuple[tuple[Clause, Clause | None, Any], ...], miss: Any
-) -> Evaluate:
-    # Specialised on what the flag has, so a targets-only flag never looks at attributes.
+def _evaluator(targets: Mapping[str, Any], served: list[tuple[list[Clause], Any]], miss: Any) -> Evaluate:
+    """The closures' evaluator: a targets-only flag, a flag too large to generate, or generated=False.
+    Specialised on what the flag has, so a targets-only flag never looks at attributes."""
     lookup = targets.get
+    # (first clause, the rest or None, what it serves): the first is called directly, saving a call
+    # per rule that fails on its first clause, the common case.
+    rules = tuple(
+        (cs[0], None if len(cs) == 1 else cs[1] if len(cs) == 2 else all_of(cs[1:]), m) for cs, m in served
+    )
 
     def by_rules(unit_id: str, attributes: Any = None) -> Any:
         try:
