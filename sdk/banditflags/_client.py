@@ -41,6 +41,9 @@ class _AlwaysCheck:
     _TRACER_PROVIDER: object = object()
 
 
+_new = tuple.__new__  # a Decision from its fields in order (see _models.Decision)
+
+
 def _provider_probe(module: Any) -> Any:
     """What the hot path reads ``_TRACER_PROVIDER`` from: the API module (None there until a real
     tracer provider is installed: one global read skips telemetry), or :class:`_AlwaysCheck`."""
@@ -276,17 +279,8 @@ class Client(Runtime):
             reason = Reason.CACHED if st.cached else Reason.STALE if now >= st.stale_at else Reason.SPLIT
             if traced:  # span and Decision made once, with the span's ids (see Telemetry.bucketed)
                 return self._tel.bucketed(f, arm, reason, did, unit_id)
-            return Decision(
-                f.key,
-                f.keys[arm],
-                f.values[arm],
-                reason,
-                f.version,
-                arm,
-                f.propensities[arm],
-                decision_id=did,
-                rule=f.rule,
-            )
+            fields = (f.key, f.keys[arm], f.values[arm], reason, f.version, arm, f.propensities[arm])
+            return _new(Decision, (*fields, None, None, None, None, did, f.rule))  # one C call
         except Exception as exc:
             self._note(flag, None, "error", "general")
             return Decision(

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from operator import itemgetter
+from typing import TYPE_CHECKING, Any
 
 from ._token import make_token
 
@@ -55,9 +56,12 @@ def bucketed(reason: object) -> bool:
     return reason is Reason.SPLIT or reason is Reason.STALE or reason is Reason.CACHED
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """The full result of :meth:`banditflags.Client.decide`.
+_DECISION_ID = 11  # Decision.decision_id, the one field not compared
+_tuple_new = tuple.__new__
+
+
+class Decision(tuple):  # type: ignore[type-arg]  # fields typed below, for readers and mypy
+    """The full result of :meth:`banditflags.Client.decide`: an immutable record.
 
     ``variant`` is the served variant's key (``None`` when the caller's default was returned),
     ``value`` its JSON value (or the default), ``version`` the allocation version, ``arm`` the arm
@@ -66,33 +70,118 @@ class Decision:
     decision's ``feature_flag.evaluation`` span when it was made inside a recording trace. ``rule``
     says what served the unit (DESIGN.md §9): a targeting rule's id, ``"target"`` for an individual
     target, ``None`` for the flag's default allocation (and for killed flags and errors).
+    ``decision_id`` (16 hex digits) is the decision's own id: a binary objective counts one
+    conversion per id (per unit, arm and credit window for unit ``user``, whose id is a hash of the
+    unit id). It is in the token and not compared: two decisions are equal when they decided the same.
+
+    Like ``os.stat_result``, a Decision is a tuple underneath (its fields in the order above): a
+    decision is made on every request, and building a tuple is one C call where a frozen dataclass
+    sets its 13 fields one Python call at a time (1.45 µs against 0.13 µs, measured). Read it by
+    field name; it compares, hashes, pickles and prints as a record.
 
     >>> d = Decision("checkout-button", "green", "#0f0", Reason.SPLIT, 3, 1, 0.5,
     ...              decision_id="9f86d081884c7d65")
     >>> d.token
     'bf2:checkout-button:3:1:9f86d081884c7d65'
+    >>> d.variant, d.rule, d == Decision("checkout-button", "green", "#0f0", Reason.SPLIT, 3, 1, 0.5)
+    ('green', None, True)
     >>> Decision("x", None, "dflt", Reason.ERROR, error_type=ErrorType.FLAG_NOT_FOUND).token is None
     True
     >>> Decision("checkout-button", "green", "#0f0", Reason.SPLIT, 1, 1, 1.0, rule="staff").token
     'bf1:checkout-button/staff:1:1'
     """
 
-    flag: str
-    variant: str | None
-    value: Any
-    reason: Reason
-    version: int | None = None
-    arm: int | None = None
-    propensity: float | None = None
-    error_type: ErrorType | None = None
-    error_message: str | None = None
-    trace_id: str | None = None  # W3C ids (hex) of the decision's feature_flag.evaluation span
-    span_id: str | None = None
-    #: The decision's id (16 hex digits): a binary objective counts one conversion per id (per unit,
-    #: arm and credit window for unit ``user``, whose id is a hash of the unit id). In the token; not
-    #: compared: two decisions are equal when they decided the same.
-    decision_id: str | None = field(default=None, compare=False)
-    rule: str | None = None  # the targeting rule's id, "target", or None (the default allocation)
+    __slots__ = ()
+    __match_args__ = (
+        "flag",
+        "variant",
+        "value",
+        "reason",
+        "version",
+        "arm",
+        "propensity",
+        "error_type",
+        "error_message",
+        "trace_id",
+        "span_id",
+        "decision_id",
+        "rule",
+    )
+
+    if TYPE_CHECKING:
+        flag: str
+        variant: str | None
+        value: Any
+        reason: Reason
+        version: int | None
+        arm: int | None
+        propensity: float | None
+        error_type: ErrorType | None
+        error_message: str | None
+        trace_id: str | None
+        span_id: str | None
+        decision_id: str | None
+        rule: str | None
+    else:  # C-level getters: as fast to read as slots
+        flag = property(itemgetter(0), doc="The flag's key.")
+        variant = property(itemgetter(1), doc="The served variant's key, or None (the caller's default).")
+        value = property(itemgetter(2), doc="The served variant's JSON value, or the caller's default.")
+        reason = property(itemgetter(3), doc="Why: a :class:`Reason`.")
+        version = property(itemgetter(4), doc="The allocation version the unit was bucketed in.")
+        arm = property(itemgetter(5), doc="The served arm's index.")
+        propensity = property(itemgetter(6), doc="The probability the unit had of this arm.")
+        error_type = property(itemgetter(7), doc="What went wrong (reason ERROR): an :class:`ErrorType`.")
+        error_message = property(itemgetter(8), doc="The error in words, or None.")
+        trace_id = property(itemgetter(9), doc="The decision span's W3C trace id (hex), or None.")
+        span_id = property(itemgetter(10), doc="The decision span's W3C span id (hex), or None.")
+        decision_id = property(itemgetter(11), doc="The decision's id (16 hex digits), or None.")
+        rule = property(itemgetter(12), doc="The rule's id, 'target', or None (the default allocation).")
+
+    def __new__(
+        cls,
+        flag: str,
+        variant: str | None,
+        value: Any,
+        reason: Reason,
+        version: int | None = None,
+        arm: int | None = None,
+        propensity: float | None = None,
+        error_type: ErrorType | None = None,
+        error_message: str | None = None,
+        trace_id: str | None = None,
+        span_id: str | None = None,
+        decision_id: str | None = None,
+        rule: str | None = None,
+    ) -> Decision:
+        fields = (flag, variant, value, reason, version, arm, propensity, error_type, error_message)
+        return _tuple_new(cls, (*fields, trace_id, span_id, decision_id, rule))
+
+    def _compared(self) -> tuple[Any, ...]:
+        return (*self[:_DECISION_ID], *self[_DECISION_ID + 1 :])
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Decision):
+            return self._compared() == other._compared()
+        # another tuple with the same items is not this record (tuple's own == would say it is)
+        return False if isinstance(other, tuple) else NotImplemented
+
+    def __ne__(self, other: object) -> bool:
+        if isinstance(other, Decision):
+            return self._compared() != other._compared()
+        return True if isinstance(other, tuple) else NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._compared())
+
+    def __repr__(self) -> str:
+        return (
+            "Decision("
+            + ", ".join(f"{n}={v!r}" for n, v in zip(self.__match_args__, self, strict=True))
+            + ")"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Decision, tuple(self))
 
     @property
     def token(self) -> str | None:
@@ -103,11 +192,9 @@ class Decision:
         flags and errors record no exposure, so there is nothing to credit. A decision made inside a
         recording trace adds its span's trace and span ids, for ``track()`` to link the reward to it.
         """
-        if self.reason not in TOKEN_REASONS or self.version is None or self.arm is None:
+        if self[3] not in TOKEN_REASONS or self[4] is None or self[5] is None:
             return None
-        return make_token(
-            self.flag, self.version, self.arm, self.trace_id, self.span_id, self.decision_id, self.rule
-        )
+        return make_token(self[0], self[4], self[5], self[9], self[10], self[11], self[12])
 
 
 @dataclass(frozen=True, slots=True)

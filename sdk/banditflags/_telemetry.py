@@ -92,6 +92,8 @@ _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 # hot path reads it directly (one load, a few ns) instead of calling get_current_span (~100 ns).
 trace_module = _trace
 
+_new = tuple.__new__  # a Decision from its fields in order (see _models.Decision)
+
 
 def tracer_provider_installed() -> bool:
     """True once ``opentelemetry.trace.set_tracer_provider`` has been called in this process."""
@@ -276,21 +278,9 @@ class Telemetry:
                 sc.end()
                 ctx = sc.get_span_context()
                 if ctx.is_valid:
-                    return Decision(
-                        f.key,
-                        f.keys[arm],
-                        f.values[arm],
-                        reason,
-                        f.version,
-                        arm,
-                        f.propensities[arm],
-                        None,
-                        None,
-                        f"{ctx.trace_id:032x}",
-                        f"{ctx.span_id:016x}",
-                        did,
-                        f.rule,
-                    )
+                    fields = (f.key, f.keys[arm], f.values[arm], reason, f.version, arm, f.propensities[arm])
+                    ids = (f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}", did, f.rule)
+                    return _new(Decision, (*fields, None, None, *ids))
             else:
                 d = Decision(
                     f.key,
