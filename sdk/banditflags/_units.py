@@ -67,12 +67,12 @@ def new_did() -> int:
 
 def did_hex(did: int) -> str:
     """``did`` as the 16 lower-case hex digits of the wire format."""
-    return f"{did:016x}"
+    return "%016x" % did  # noqa: UP031  # printf-style: half the cost of f"{did:016x}" (int.__format__)
 
 
 def unit_did(salt: str, unit_id: str) -> str:
     """The decision id of a ``user``-unit flag's unit: the same in every process that has the config."""
-    return f"{mmh3.hash64(salt + ':' + unit_id, signed=False)[0]:016x}"
+    return "%016x" % mmh3.hash64(salt + ":" + unit_id, signed=False)[0]  # noqa: UP031  # printf-style: half of int.__format__'s cost
 
 
 # A remembered decision: (version, arm, at, did, rule); did is an int (decision unit) or None (user unit).
