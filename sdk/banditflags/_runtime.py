@@ -21,6 +21,7 @@ import logging
 import math
 import os
 import random
+import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -44,6 +45,23 @@ __all__ = ["Runtime"]
 _SDK = f"banditflags-python/{__version__}"
 _monotonic = time.monotonic
 _R = TypeVar("_R", bound="Runtime")
+
+
+def _in_uwsgi_master() -> bool:
+    """True in a uWSGI master process (the app imported before uWSGI forks its workers, its default).
+
+    uWSGI forks its workers from C after the master has released the GIL for good; if one of our
+    threads holds the GIL at that instant, the new worker waits for it forever (seen: a worker stuck in
+    ``take_gil`` under ``uwsgi_python_master_fixup``, never answering). So no thread of ours may run in
+    a uWSGI master: the client fetches synchronously there and each worker starts its own threads.
+    """
+    uwsgi = sys.modules.get("uwsgi")  # present only inside a uWSGI server; never imported here
+    if uwsgi is None:
+        return False
+    try:
+        return bool(uwsgi.masterpid() == os.getpid())
+    except Exception:  # an older uWSGI without masterpid(), or not the real module
+        return False
 
 
 def _origin(base_url: str) -> str:
@@ -208,6 +226,8 @@ class Runtime:
         self._note_dropped = self._events.note_dropped
         # The hot path checks this one bool; serverless and closed clients never start threads.
         self._started = self._closed or not self._background
+        self._master_checked = 0  # the pid _in_master was checked in
+        self._in_master = False
 
     def _load_bootstrap(self, bootstrap: Mapping[str, Any] | str | os.PathLike[str]) -> None:
         try:
@@ -291,6 +311,12 @@ class Runtime:
         with self._start_lock:
             if self._started:
                 return
+            if self._pid != os.getpid() and not self._closed:
+                # A fork no hook told us about (uWSGI without py-call-osafterfork or a postfork hook):
+                # the parent's connections and counts are the parent's. (Replaces the lock we hold.)
+                self._after_fork_in_child()
+            if self._threads_deferred():
+                return  # a uWSGI master: each worker starts its own threads on first use
             self._started = True
             if self._closed:
                 return
@@ -313,6 +339,20 @@ class Runtime:
                 st.start()
             self._events.start()
 
+    def _threads_deferred(self) -> bool:
+        """True in a uWSGI master, where the client runs no threads (see :func:`_in_uwsgi_master`)."""
+        pid = os.getpid()
+        if self._master_checked != pid:
+            self._master_checked = pid
+            self._in_master = _in_uwsgi_master()
+            if self._in_master:
+                self._logger.info(
+                    "banditflags: in a uWSGI master: no background threads here (uWSGI forks its workers "
+                    "from C, and a thread holding the GIL then would hang the new worker); each worker "
+                    "starts its own, and wait_until_ready() fetches the config synchronously"
+                )
+        return self._in_master
+
     def start(self) -> None:
         """Start the background threads now instead of on the first decision (no-op if serverless)."""
         if not self._started:
@@ -328,6 +368,8 @@ class Runtime:
         if not self._background:
             return self.refresh(timeout)
         self.start()
+        if not self._started:  # a uWSGI master: no threads, so fetch it here
+            return self.refresh(timeout)
         return self._ready.wait(timeout)
 
     def refresh(self, timeout: float = 5.0) -> bool:
@@ -362,9 +404,9 @@ class Runtime:
             if not self._background or self._closed:
                 return self._flush_sync(timeout)
             if not self._started:
-                if not self._queue and not self._events.pending:
-                    return True
                 self._start()
+                if not self._started:  # a uWSGI master: no worker thread to ask
+                    return self._flush_sync(timeout)
             return self._events.request_flush(timeout)
         except Exception:
             return False
