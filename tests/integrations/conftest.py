@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -72,8 +73,16 @@ class Proc:
     def __init__(self, args: list[str], env: dict[str, str], log: Path, cwd: Path | None = None) -> None:
         self.log_path = log
         with open(log, "ab") as fh:
+            # Its own process group, so a worker it forked cannot outlive the test (a hung uWSGI worker
+            # once did, reparented to init, after its master was killed).
             self.proc = subprocess.Popen(
-                args, env=env, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=cwd
+                args,
+                env=env,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=cwd,
+                start_new_session=True,
             )
 
     def log(self) -> str:
@@ -104,9 +113,11 @@ def spawn(tmp_path: Path) -> Iterator[Callable[..., Proc]]:
 
     yield make
     for p in started:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(p.proc.pid, signal.SIGKILL)  # the whole group: workers included
         if p.proc.poll() is None:
             p.proc.kill()
-            p.proc.wait()
+        p.proc.wait()
 
 
 def sdk_env(server: Any, **extra: str) -> dict[str, str]:
