@@ -30,6 +30,7 @@ from banditflags_server.errors import ApiError
 from banditflags_server.service.recompute import recompute_loop
 from banditflags_server.settings import Settings
 from banditflags_server.storage.notify import RevisionListener
+from banditflags_server.storage.outage import UNAVAILABLE, OutageLog
 from banditflags_server.storage.reports import ReportTracker, flush_loop
 from banditflags_server.storage.store import Store
 
@@ -64,6 +65,19 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     else:
         err = ApiError(exc.status_code, str(exc.detail))
     return error_response(err)
+
+
+async def _unavailable(request: Request, exc: Exception) -> Response:
+    # The database is down, full, read-only or unreachable: nothing was changed (the transaction did
+    # not commit), so the caller may retry. Said once per outage in the log, not a traceback each time.
+    outage = getattr(request.app.state, "db_outage", None)
+    if outage is None:
+        outage = request.app.state.db_outage = OutageLog("requests", log)
+    outage.failed(exc)
+    message = "the database is unavailable; nothing was changed, retry later"
+    if console.is_console(request):
+        return console.error_page(request, 503, message)
+    return error_response(ApiError(503, message, headers={"Retry-After": "5"}))
 
 
 async def _internal(request: Request, exc: Exception) -> Response:
@@ -129,7 +143,12 @@ def create_app(settings: Settings, store: Store | None = None) -> Starlette:
 
     app = Starlette(
         routes=routes,
-        exception_handlers={ApiError: _api_error, HTTPException: _http_error, Exception: _internal},
+        exception_handlers={
+            ApiError: _api_error,
+            HTTPException: _http_error,
+            **dict.fromkeys(UNAVAILABLE, _unavailable),
+            Exception: _internal,
+        },
         # otel's is empty unless BANDITFLAGS_OTEL_TRACES is set.
         middleware=[*otel.middleware(), Middleware(stream.PokeOnWrite, hub=hub)],
         lifespan=lifespan,

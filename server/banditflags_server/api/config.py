@@ -9,6 +9,7 @@ change made through another process or replica is seen as soon as the push strea
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -22,6 +23,7 @@ from banditflags_server.api.operations import ApiRoute, Operation, Param
 from banditflags_server.api.response_schemas import Config
 from banditflags_server.api.responses import dumps
 from banditflags_server.records import Flag
+from banditflags_server.storage.outage import UNAVAILABLE, OutageLog
 
 CONFIG_SCHEMA = 1
 
@@ -95,6 +97,14 @@ def config_bytes(c: Context, writes: int | None = None) -> tuple[int, bytes]:
         return snap_rev, body
 
 
+def _outage(request: Request) -> OutageLog:
+    state = request.app.state
+    outage = getattr(state, "config_outage", None)
+    if outage is None:
+        outage = state.config_outage = OutageLog("config", logging.getLogger("banditflags_server.config"))
+    return outage
+
+
 def _matches(header: str, etag: str) -> bool:
     for part in header.split(","):
         tag = part.strip()
@@ -125,6 +135,14 @@ async def get_config(request: Request) -> Response:
         c.revision_refreshing = True
         try:
             revision, body = await run_in_threadpool(config_bytes, c, writes)
+            _outage(request).ok()
+        except UNAVAILABLE as exc:
+            if cached is None:
+                raise  # nothing in memory yet: 503 (app's handler), the SDK keeps its own config
+            # The database is down, full or unreachable: the last config this process served is the
+            # best answer there is (the SDKs keep deciding; stale_after tells them how old it gets).
+            _outage(request).failed(exc)
+            revision, body = cached
         finally:
             c.revision_refreshing = False
     etag = f'"{revision}"'

@@ -4,6 +4,7 @@ uvicorn on a loopback port, for the demo and tests)."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 import secrets
 import signal
 import socket
@@ -57,6 +58,19 @@ def prepare_store(settings: Settings) -> tuple[Store, tuple[str, str] | None]:
     return store, generated
 
 
+def configure_logging(level: str) -> None:
+    """The server's own loggers (``banditflags_server.*``) at ``--log-level``, on stderr beside
+    uvicorn's, so that an info line (a database that answers again, a new recompute leader) is seen."""
+    logger = logging.getLogger("banditflags_server")
+    if not any(getattr(h, "_banditflags", False) for h in logger.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s:  %(name)s: %(message)s"))
+        handler._banditflags = True  # type: ignore[attr-defined]  # ours, not an embedding app's
+        logger.addHandler(handler)
+        logger.propagate = False  # not twice through an application's root handler
+    logger.setLevel(logging.DEBUG if level == "trace" else level.upper())
+
+
 def serve(settings: Settings, out: TextIO | None = None) -> None:
     """Serve until SIGINT/SIGTERM (uvicorn's handlers shut down cleanly: in-flight requests finish)."""
     out = sys.stderr if out is None else out
@@ -75,6 +89,7 @@ def serve(settings: Settings, out: TextIO | None = None) -> None:
         print(f"  admin key: {admin}", file=out)
         print(f"  sdk key:   {sdk}", file=out)
     print(f"banditflags: serving on {url}", file=out, flush=True)
+    configure_logging(settings.log_level)
     app = create_app(settings, store=store)
     config = uvicorn.Config(app, log_level=settings.log_level, lifespan="on", timeout_graceful_shutdown=10)
     # uvicorn shuts down cleanly on SIGINT/SIGTERM and then re-raises the signal to the handler that was

@@ -32,6 +32,7 @@ from banditflags_server.service import metrics
 from banditflags_server.service.metrics import record_clamped
 from banditflags_server.storage.audit import entry_for_patch
 from banditflags_server.storage.lease import Fence, LeaseLost, new_holder_id
+from banditflags_server.storage.outage import OutageLog, is_unavailable
 from banditflags_server.storage.store import Store
 
 log = logging.getLogger("banditflags_server.recompute")
@@ -247,6 +248,7 @@ async def recompute_loop(
     it dies. The lease is given up at shutdown, so a rolling restart hands over at once."""
     rng = np.random.default_rng(seed)
     me = new_holder_id() if holder is None else holder
+    outage = OutageLog("recompute", log)
     fence: Fence | None = None
     last_prune = 0.0
     try:
@@ -266,9 +268,15 @@ async def recompute_loop(
             except LeaseLost:
                 log.warning("recompute lease lost during a cycle (paused past it?); its writes were refused")
                 fence = None
-            except Exception:
-                # The database may be briefly unavailable; keep serving and try again next tick.
-                log.exception("recompute cycle failed")
+            except Exception as exc:
+                # The database may be unavailable for a while: keep serving, try again next tick, and
+                # say so once (a bug, though, gets its traceback every time).
+                if is_unavailable(exc):
+                    outage.failed(exc)
+                else:
+                    log.exception("recompute cycle failed")
+            else:
+                outage.ok()
             metrics.record_leadership(was, fence is not None)
             if fence is not None and not was:
                 log.info("this process now runs the recompute cycle (lease epoch %d)", fence.epoch)

@@ -35,6 +35,7 @@ from sqlalchemy.engine import Engine
 from banditflags_server.records import EventBatch, IngestResult
 from banditflags_server.storage import schema as db
 from banditflags_server.storage.events import Retry, count_group
+from banditflags_server.storage.outage import OutageLog, is_unavailable, reason
 
 log = logging.getLogger("banditflags_server.ingest")
 
@@ -84,6 +85,7 @@ class GroupCommitter:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._closed = False
+        self.outage = OutageLog("event ingest", log)
         self.groups = 0
         self.batches = 0
         self.last_group = 0
@@ -168,10 +170,15 @@ class GroupCommitter:
             with db.write_tx(self.engine) as conn:
                 outcomes = count_group(conn, [i.batch for i in group], now)
         except Exception as exc:
-            log.warning("event batches not committed (%d in the group): %s", len(group), type(exc).__name__)
+            if is_unavailable(exc):  # down, full, read-only: said once per outage
+                self.outage.failed(exc)
+            else:
+                log.warning("event batches not committed (%d in the group): %s", len(group), reason(exc))
             failed = CommitFailed(f"{type(exc).__name__}: the batch was not counted")
             _settle([(item, failed) for item in group])
+            time.sleep(0.05)  # a failing database: do not spin through the queue
             return
+        self.outage.ok()
         self.groups += 1
         self.batches += len(group)
         self.last_group = len(group)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import OperationalError
 
 from banditflags_server.storage import schema as db
 from banditflags_server.storage.notify import CHANNEL
@@ -42,3 +43,21 @@ class MetaMixin:
     def ping(self) -> int:
         """Check the database answers; returns the revision."""
         return self.revision()
+
+    def probe_write(self, thorough: bool = False) -> int:
+        """Check the database takes a write (a full disk or a read-only file fails here, not on a
+        read), and return the revision. Rewrites the schema version's row with its own value: a real
+        page write, in a transaction of its own, that changes nothing.
+
+        SQLite writes into its write-ahead log, whose file keeps its size between checkpoints: on a
+        full disk a small write can still fit there while a batch that must grow the files fails.
+        ``thorough`` (asked while event batches are failing) first checkpoints the log into the
+        database and truncates it, so that the probe's write needs new space, as batches do."""
+        if thorough and self.engine.dialect.name == "sqlite":
+            with self.engine.connect() as conn:
+                busy = conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").first()
+                if busy is not None and busy[0]:
+                    raise OperationalError("PRAGMA wal_checkpoint", {}, Exception("checkpoint busy"))
+        with db.write_tx(self.engine) as conn:
+            conn.execute(sa.update(meta).where(meta.c.key == "schema_version").values(value=meta.c.value))
+            return _value(conn, "revision")
