@@ -9,7 +9,8 @@ not saturated: the point is memory over time, not throughput):
   ``soak-rules`` (individual targets, a ``staff`` rule serving a fixed variant, and a segment rule with
   its own bandit), decided with attributes;
 - half the units new every time (distinct ids: unit memory, conversion memory and the server's
-  de-duplication window fill up to their caps), half from a pool of 5,000 returning units;
+  de-duplication window fill up to their caps; the SDK's conversion memory is capped at 20,000 here so
+  that it fills within the warm-up), half from a pool of 5,000 returning units;
 - conversions tracked by Decision, by token and by flag + unit, ~10% of decisions, some tracked twice
   (the repeat must come back False);
 - every 45 s the operator side changes something: a kill and un-kill of ``soak-plain``, an edit of a
@@ -78,7 +79,12 @@ def worker(url: str, seconds: float, rate: float, seed: int, status: Path) -> No
     import banditflags
 
     rng = random.Random(seed)
-    client = banditflags.Client(url, SDK, refresh_interval=5.0, flush_interval=2.0)
+    # The conversion memory's cap lowered from 100,000 so that it fills within the warm-up (at ~150
+    # conversions a second the default takes 11 minutes): what the soak checks is that memory stops
+    # at the caps, whatever they are. The unit memory (100,000 a flag) fills in ~2 minutes here.
+    client = banditflags.Client(
+        url, SDK, refresh_interval=5.0, flush_interval=2.0, decision_memory_size=20_000
+    )
     client.wait_until_ready(10.0)
     exposures = dict.fromkeys(FLAGS, 0)
     rewards = dict.fromkeys(FLAGS, 0)
