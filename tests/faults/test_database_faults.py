@@ -139,6 +139,12 @@ def check_recovery(server: LiveServer, admin: httpx.Client, traffic: Traffic) ->
         r = httpx.post(server.url + "/v1/events", json=batch, headers=sdk, timeout=10.0)
         assert r.status_code == 202, r.text
     assert stored(admin) == (traffic.exposures + 1, traffic.rewards)
+    st = traffic.client.stats()
+    print(
+        f"exposures {traffic.exposures:,} sent = stored, rewards {traffic.rewards:,} sent = stored "
+        f"(lost 0, doubled 0); SDK batches failed during the outage {st.batches_failed}, dropped "
+        f"{st.batches_dropped}; the refused batch counted once when retried twice"
+    )
     log = server.log()
     assert "Traceback" not in log, log[-3000:]
     assert "the database is unavailable" in log and "the database answers again" in log
