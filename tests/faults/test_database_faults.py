@@ -178,29 +178,36 @@ def fill(disk: Path) -> Path:
     return filler
 
 
-def test_sqlite_out_of_space(small_disk: Path, tmp_path: Path) -> None:
-    server = LiveServer(str(small_disk / "server.db"), tmp_path / "server.log").start()
+@contextlib.contextmanager
+def running(db: str, log: Path) -> Iterator[tuple[LiveServer, httpx.Client, Traffic]]:
+    """A server on ``db`` with the test's flag, its admin client and SDK traffic; all stopped after."""
+    server = LiveServer(db, log).start()
     traffic: Traffic | None = None
     try:
         with server.client("admin") as admin:
             create_flag(admin)
             traffic = Traffic(server)
-            traffic.decide(300)
-            assert traffic.client.flush(10.0)
-            traffic.start()
-            time.sleep(0.5)
-            filler = fill(small_disk)
-            check_outage_answers(server, admin)
-            time.sleep(1.0)  # SDK batches keep failing meanwhile; the SDK keeps them
-            assert traffic.client.stats().batches_failed > 0
-            filler.unlink()
-            traffic.stop()
-            check_recovery(server, admin, traffic)
+            yield server, admin, traffic
     finally:
         if traffic is not None:
             traffic.stop()
             traffic.client.close(5.0)
         server.stop()
+
+
+def test_sqlite_out_of_space(small_disk: Path, tmp_path: Path) -> None:
+    with running(str(small_disk / "server.db"), tmp_path / "server.log") as (server, admin, traffic):
+        traffic.decide(300)
+        assert traffic.client.flush(10.0)
+        traffic.start()
+        time.sleep(0.5)
+        filler = fill(small_disk)
+        check_outage_answers(server, admin)
+        time.sleep(1.0)  # SDK batches keep failing meanwhile; the SDK keeps them
+        assert traffic.client.stats().batches_failed > 0
+        filler.unlink()
+        traffic.stop()
+        check_recovery(server, admin, traffic)
 
 
 # -- PostgreSQL: connections killed, then refused ----------------------------------------------------
@@ -226,31 +233,20 @@ def _kill_backends(name: str) -> None:
 
 @pytest.mark.postgres
 def test_postgresql_connections_killed_and_refused(tmp_path: Path) -> None:
-    with fresh_pg_database() as url:
+    with fresh_pg_database() as url, running(url, tmp_path / "server.log") as (server, admin, traffic):
         name = url.rsplit("/", 1)[1]
-        server = LiveServer(url, tmp_path / "server.log").start()
-        traffic: Traffic | None = None
+        traffic.start()
+        for _ in range(3):  # killed under load: the pool reconnects, failed batches are retried
+            time.sleep(0.7)
+            _kill_backends(name)
+        time.sleep(0.5)
+        _pg(f"ALTER DATABASE {name} ALLOW_CONNECTIONS false")
         try:
-            with server.client("admin") as admin:
-                create_flag(admin)
-                traffic = Traffic(server)
-                traffic.start()
-                for _ in range(3):  # killed under load: the pool reconnects, failed batches are retried
-                    time.sleep(0.7)
-                    _kill_backends(name)
-                time.sleep(0.5)
-                _pg(f"ALTER DATABASE {name} ALLOW_CONNECTIONS false")
-                try:
-                    _kill_backends(name)
-                    check_outage_answers(server, admin)
-                    time.sleep(1.0)
-                    assert traffic.client.stats().batches_failed > 0
-                finally:
-                    _pg(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
-                traffic.stop()
-                check_recovery(server, admin, traffic)
+            _kill_backends(name)
+            check_outage_answers(server, admin)
+            time.sleep(1.0)
+            assert traffic.client.stats().batches_failed > 0
         finally:
-            if traffic is not None:
-                traffic.stop()
-                traffic.client.close(5.0)
-            server.stop()
+            _pg(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
+        traffic.stop()
+        check_recovery(server, admin, traffic)

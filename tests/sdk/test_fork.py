@@ -8,6 +8,7 @@ import os
 import sys
 import threading
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -15,6 +16,35 @@ import pytest
 from banditflags import Client, Reason
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork") or sys.platform == "win32", reason="needs fork")
+
+
+def in_child(work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run ``work`` in a forked child and return what it reported (through a pipe; the child never
+    returns into pytest)."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            report = work()
+            with os.fdopen(write_fd, "w") as fh:
+                json.dump(report, fh)
+            code = 0
+        except BaseException:
+            os.write(write_fd, traceback.format_exc().encode())
+        finally:
+            os._exit(code)
+    os.close(write_fd)
+    with os.fdopen(read_fd) as fh:
+        raw = fh.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, raw
+    result: dict[str, Any] = json.loads(raw)
+    return result
+
+
+def _our_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("banditflags-")]
 
 
 def test_fork(server: Any) -> None:
@@ -30,33 +60,19 @@ def test_fork(server: Any) -> None:
         for i in range(10):
             client.variant("btn", f"parent-{i}")
         config_requests_before = len(server.config_requests)
-        read_fd, write_fd = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # child: report through the pipe, never return into pytest
-            code = 1
-            try:
-                d = client.decide("btn", "child-0")
-                report: dict[str, Any] = {"reason": d.reason.value, "variant": d.variant}
-                for i in range(1, 5):
-                    client.variant("btn", f"child-{i}")
-                report["flushed"] = client.flush(5.0)
-                report["exposures"] = sum(server.exposures().values())
-                names = [t.name for t in threading.enumerate()]
-                report["threads"] = len([n for n in names if n.startswith("banditflags-")])
-                client.close(1.0)
-                with os.fdopen(write_fd, "w") as fh:
-                    json.dump(report, fh)
-                code = 0
-            except BaseException:
-                os.write(write_fd, traceback.format_exc().encode())
-            finally:
-                os._exit(code)
-        os.close(write_fd)
-        with os.fdopen(read_fd) as fh:
-            raw = fh.read()
-        _, status = os.waitpid(pid, 0)
-        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, raw
-        report = json.loads(raw)
+
+        def child() -> dict[str, Any]:
+            d = client.decide("btn", "child-0")
+            report: dict[str, Any] = {"reason": d.reason.value, "variant": d.variant}
+            for i in range(1, 5):
+                client.variant("btn", f"child-{i}")
+            report["flushed"] = client.flush(5.0)
+            report["exposures"] = sum(server.exposures().values())
+            report["threads"] = len(_our_threads())
+            client.close(1.0)
+            return report
+
+        report = in_child(child)
         # the child answered at once from the inherited snapshot (split, not provider_not_ready)
         assert report["reason"] == Reason.SPLIT.value and report["variant"] in ("a", "b")
         # its own flush delivered exactly its own 5 exposures, none of the parent's 10
@@ -80,10 +96,6 @@ class _UwsgiMaster:
         return self.master
 
 
-def _our_threads() -> list[str]:
-    return [t.name for t in threading.enumerate() if t.name.startswith("banditflags-")]
-
-
 def test_a_uwsgi_master_runs_no_threads_and_each_worker_starts_its_own(
     server: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -100,29 +112,16 @@ def test_a_uwsgi_master_runs_no_threads_and_each_worker_starts_its_own(
         assert _our_threads() == []
         assert client.flush(5.0)  # delivered synchronously, without a worker thread
         assert sum(server.exposures().values()) == 11
-        read_fd, write_fd = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # a worker: masterpid() is no longer our pid
-            code = 1
-            try:
-                for i in range(4):
-                    client.variant("btn", f"worker-{i}")
-                report = {"threads": len(_our_threads()), "flushed": client.flush(5.0)}
-                report["exposures"] = sum(server.exposures().values())
-                client.close(1.0)
-                with os.fdopen(write_fd, "w") as fh:
-                    json.dump(report, fh)
-                code = 0
-            except BaseException:
-                os.write(write_fd, traceback.format_exc().encode())
-            finally:
-                os._exit(code)
-        os.close(write_fd)
-        with os.fdopen(read_fd) as fh:
-            raw = fh.read()
-        _, status = os.waitpid(pid, 0)
-        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, raw
-        report = json.loads(raw)
+
+        def worker() -> dict[str, Any]:  # masterpid() is no longer our pid
+            for i in range(4):
+                client.variant("btn", f"worker-{i}")
+            report = {"threads": len(_our_threads()), "flushed": client.flush(5.0)}
+            report["exposures"] = sum(server.exposures().values())
+            client.close(1.0)
+            return report
+
+        report = in_child(worker)
         assert report == {"threads": 3, "flushed": True, "exposures": 11 + 4}
         assert _our_threads() == []  # still none in the master
     finally:
