@@ -208,19 +208,15 @@ class Client(Runtime):
         arm and credit window.
         """
         if (_otel._TRACER_PROVIDER is not None or self._tel_forced) and self._tel.active():
-            d = self._decide(flag, unit_id, default, attributes, True)
-            if bucketed(d.reason):  # recorded already, by Telemetry.bucketed (one frame less here)
-                return d
-            return self._traced_unbucketed(d, unit_id)
+            return self._traced_decide(flag, unit_id, default, attributes)
         return self._decide(flag, unit_id, default, attributes)
 
     def _traced_decide(
         self, flag: str, unit_id: str | int | None, default: Any, attributes: Attributes
     ) -> Decision:
         d = self._decide(flag, unit_id, default, attributes, True)
-        return d if bucketed(d.reason) else self._traced_unbucketed(d, unit_id)
-
-    def _traced_unbucketed(self, d: Decision, unit_id: str | int | None) -> Decision:
+        if bucketed(d.reason):  # bucketed: recorded already, by Telemetry.bucketed
+            return d
         # A killed flag or an error: no exposure, but still a span (and its ids in the Decision).
         uid = unit_id if unit_id.__class__ is str else unit_key(unit_id)
         return self._tel.decision(d, self._flags.get(d.flag), uid)

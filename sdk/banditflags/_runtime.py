@@ -308,6 +308,8 @@ class Runtime:
     # -- lifecycle ------------------------------------------------------------------------------
 
     def _start(self) -> None:
+        if self._in_master and self._master_checked == os.getpid():
+            return  # a uWSGI master, already known: no lock on its decision path
         with self._start_lock:
             if self._started:
                 return
@@ -404,9 +406,11 @@ class Runtime:
             if not self._background or self._closed:
                 return self._flush_sync(timeout)
             if not self._started:
-                self._start()
-                if not self._started:  # a uWSGI master: no worker thread to ask
+                if self._threads_deferred():  # a uWSGI master: no worker thread to ask
                     return self._flush_sync(timeout)
+                if not self._queue and not self._events.pending:
+                    return True
+                self._start()
             return self._events.request_flush(timeout)
         except Exception:
             return False
