@@ -55,6 +55,8 @@ ArmTotals = dict[tuple[str, str, int, int], list[float]]
 MetricTotals = dict[tuple[str, int, int, str], list[float]]
 #: Decision ids looked up per statement (bind parameters stay far below SQLite's limit).
 ID_CHUNK = 500
+#: The largest version a row can name that the database's integer columns hold (a larger one is unknown).
+MAX_VERSION = 2**31 - 1
 #: Expired conversions deleted per transaction by the prune (the write lock is let go in between).
 PRUNE_CHUNK = 20_000
 #: Attempts of a batch's transaction before a conflict is reported (as a 500: the SDK retries).
@@ -170,94 +172,93 @@ class Retry(Exception):
 def count_group(conn: Connection, group: Sequence[EventBatch], now: float) -> list[IngestResult | Exception]:
     """Count several batches in the caller's one write transaction (group commit).
 
-    A few statements for the whole group, not per batch: one lookup of the batch ids already counted,
-    one of the flags and versions the rows name, one insert of the new batch ids, and one upsert per
-    stats table with the sums coalesced per ``(flag, version, arm)`` (a group of a hundred batches on
-    one flag touches each stats row once). A batch that does not fit its flags gets its
-    ValidationError and leaves nothing; a batch with decision ids is recorded in a savepoint of its own,
-    so that one that races another replica for an id (:class:`Retry`) is rolled back alone and counted
-    again in a later group. Results are in the order of ``group``.
+    A few statements for the whole group, not per batch: one lookup of the flags and versions the rows
+    name, one ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` of the batch ids (an id it does not return
+    was counted before, by this replica or another: a duplicate, which counts nothing), and one upsert
+    per stats table with the sums coalesced per ``(flag, rule, version, arm)`` (a group of a hundred
+    batches on one flag touches each stats row once). A batch that does not fit its flags gets its
+    ValidationError and leaves nothing (unless it was counted before: then it is a duplicate, as a
+    retry of an accepted batch must be); a batch with decision ids is recorded in a savepoint of its
+    own, so that one that races another replica for a decision id (:class:`Retry`) is rolled back alone
+    and counted again in a later group. Batch ids are inserted in sorted order, so that two replicas
+    writing groups that share ids lock them in one order (no deadlock on PostgreSQL). Results are in the
+    order of ``group``.
     """
     out: list[IngestResult | Exception] = []
-    wanted = sorted({b.batch_id for b in group})
-    seen: set[str] = set()
-    for start in range(0, len(wanted), ID_CHUNK):
-        seen.update(
-            r[0]
-            for r in conn.execute(
-                sa.select(batches.c.batch_id).where(batches.c.batch_id.in_(wanted[start : start + ID_CHUNK]))
-            )
-        )
-    fresh = [b for b in group if b.batch_id not in seen]
-    targets = _targets(conn, [r for b in fresh for r in (*b.exposures, *b.rewards)])
-    totals: ArmTotals = {}
-    mtotals: MetricTotals = {}
-    plain: list[tuple[IngestResult, ArmTotals, MetricTotals]] = []
-    taken: set[str] = set()
+    targets = _targets(conn, [r for b in group for r in (*b.exposures, *b.rewards)])
+    plain: dict[str, tuple[IngestResult, ArmTotals, MetricTotals]] = {}
+    claimed: dict[str, tuple[IngestResult, ArmTotals, MetricTotals, list[Claim]]] = {}
+    invalid: dict[str, int] = {}  # batch id -> its place in ``out``
     for batch in group:
         result = IngestResult(batch_id=batch.batch_id, duplicate=False)
         out.append(result)
-        if batch.batch_id in seen or batch.batch_id in taken:
+        if batch.batch_id in plain or batch.batch_id in claimed:  # sent twice in one group
             result.duplicate = True
             continue
         try:
             t, m, claims = _tally([*batch.exposures, *batch.rewards], targets, result)
         except ValidationError as exc:
             out[-1] = exc
+            invalid.setdefault(batch.batch_id, len(out) - 1)
             continue
-        taken.add(batch.batch_id)
-        if not claims:
-            plain.append((result, t, m))
-            continue
+        if claims:
+            claimed[batch.batch_id] = (result, t, m, claims)
+        else:
+            plain[batch.batch_id] = (result, t, m)
+    if invalid:  # rare: a retry of a batch counted before its flag changed is still a duplicate
+        _counted_before(conn, invalid, out)
+    totals: ArmTotals = {}
+    mtotals: MetricTotals = {}
+    for batch_id in sorted(claimed):
+        result, t, m, claims = claimed[batch_id]
         savepoint = conn.begin_nested()
         try:
-            conn.execute(sa.insert(batches).values(batch_id=batch.batch_id, received_at=now))
+            if not _insert_new_ids(conn, [batch_id], now):
+                result.duplicate = True
+                savepoint.commit()
+                continue
             dedup(conn, claims, targets.windows, now, t, result)
         except (IntegrityError, _Raced):
             savepoint.rollback()
-            out[-1] = Retry(batch.batch_id)
-            taken.discard(batch.batch_id)
+            out[next(i for i, r in enumerate(out) if r is result)] = Retry(batch_id)
             continue
         savepoint.commit()
         _merge(totals, mtotals, t, m)
     if plain:
-        values = [{"batch_id": r.batch_id, "received_at": now} for r, _, _ in plain]
-        savepoint = conn.begin_nested()
-        try:
-            conn.execute(sa.insert(batches), values)
-        except IntegrityError:  # another replica counted one of them meanwhile: sort it out one by one
-            savepoint.rollback()
-            return _one_by_one(conn, group, out, plain, totals, mtotals, now)
-        savepoint.commit()
-        for _, t, m in plain:
-            _merge(totals, mtotals, t, m)
+        new = _insert_new_ids(conn, sorted(plain), now)
+        for batch_id, (result, t, m) in plain.items():
+            if batch_id in new:
+                _merge(totals, mtotals, t, m)
+            else:
+                result.duplicate = True
     write_totals(conn, totals, mtotals)
     return out
 
 
-def _one_by_one(
-    conn: Connection,
-    group: Sequence[EventBatch],
-    out: list[IngestResult | Exception],
-    plain: list[tuple[IngestResult, ArmTotals, MetricTotals]],
-    totals: ArmTotals,
-    mtotals: MetricTotals,
-    now: float,
-) -> list[IngestResult | Exception]:
-    """The rare path of :func:`count_group`: insert the plain batches' ids one savepoint each."""
-    for result, t, m in plain:
-        savepoint = conn.begin_nested()
-        try:
-            conn.execute(sa.insert(batches).values(batch_id=result.batch_id, received_at=now))
-        except IntegrityError:
-            savepoint.rollback()
-            i = next(i for i, b in enumerate(group) if out[i] is result)
-            out[i] = Retry(result.batch_id)  # next time it is found: a duplicate
-            continue
-        savepoint.commit()
-        _merge(totals, mtotals, t, m)
-    write_totals(conn, totals, mtotals)
-    return out
+def _insert_new_ids(conn: Connection, batch_ids: list[str], now: float) -> set[str]:
+    """Record ``batch_ids`` (sorted by the caller); returns those that were not recorded already."""
+    new: set[str] = set()
+    stmt = _insert_ids(conn.dialect.name)
+    for start in range(0, len(batch_ids), ID_CHUNK):
+        values = [{"batch_id": b, "received_at": now} for b in batch_ids[start : start + ID_CHUNK]]
+        new.update(r[0] for r in conn.execute(stmt, values))
+    return new
+
+
+@functools.lru_cache(maxsize=4)
+def _insert_ids(dialect: str) -> Any:
+    # Executed with a list of rows: SQLAlchemy sends them as one multi-row INSERT ("insertmanyvalues").
+    insert = (pg_dialect.insert if dialect == "postgresql" else sqlite_dialect.insert)(batches)
+    return insert.on_conflict_do_nothing(index_elements=[batches.c.batch_id]).returning(batches.c.batch_id)
+
+
+def _counted_before(conn: Connection, invalid: dict[str, int], out: list[IngestResult | Exception]) -> None:
+    """Turn the ValidationErrors of batches whose ids are on record into duplicate results."""
+    ids = sorted(invalid)
+    for start in range(0, len(ids), ID_CHUNK):
+        stmt = sa.select(batches.c.batch_id).where(batches.c.batch_id.in_(ids[start : start + ID_CHUNK]))
+        for (batch_id,) in conn.execute(stmt):
+            out[invalid[batch_id]] = IngestResult(batch_id=batch_id, duplicate=True)
 
 
 def _merge(totals: ArmTotals, mtotals: MetricTotals, t: ArmTotals, m: MetricTotals) -> None:
@@ -317,6 +318,30 @@ class _Targets:
     rule_known: set[tuple[str, str, int]] = dataclasses.field(default_factory=set)
 
 
+# Built once, with expanding IN parameters: constructing and compiling them per group cost more than
+# running them. The flags and the versions named come back in one round trip (an outer join).
+_FLAGS_AND_VERSIONS = (
+    sa.select(flags.c.key, flags.c.variants, flags.c.objective, flags.c.guardrails, allocations.c.version)
+    .select_from(
+        flags.outerjoin(
+            allocations,
+            sa.and_(
+                allocations.c.flag == flags.c.key,
+                allocations.c.version.in_(sa.bindparam("versions", expanding=True)),
+            ),
+        )
+    )
+    .where(flags.c.key.in_(sa.bindparam("keys", expanding=True)))
+)
+_RULES = sa.select(flags.c.key, flags.c.rules).where(flags.c.key.in_(sa.bindparam("keys", expanding=True)))
+_RULE_VERSIONS = sa.select(
+    rule_allocations.c.flag, rule_allocations.c.rule, rule_allocations.c.version
+).where(
+    rule_allocations.c.flag.in_(sa.bindparam("keys", expanding=True)),
+    rule_allocations.c.version.in_(sa.bindparam("versions", expanding=True)),
+)
+
+
 def _targets(conn: Connection, rows: Sequence[EventRow]) -> _Targets:
     keys = sorted({r.flag for r in rows})
     info: dict[str, tuple[int, str]] = {}
@@ -327,35 +352,27 @@ def _targets(conn: Connection, rows: Sequence[EventRow]) -> _Targets:
     bandit_rules: dict[str, set[str]] = {}
     rule_known: set[tuple[str, str, int]] = set()
     if ruled:
-        for key, rules in conn.execute(sa.select(flags.c.key, flags.c.rules).where(flags.c.key.in_(ruled))):
+        for key, rules in conn.execute(_RULES, {"keys": ruled}):
             bandit_rules[key] = {r["id"] for r in json.loads(rules) if r["serve"].get("bandit") is True}
-        stmt = sa.select(rule_allocations.c.flag, rule_allocations.c.rule, rule_allocations.c.version).where(
-            rule_allocations.c.flag.in_(ruled),
-            rule_allocations.c.version.in_(sorted({r.version for r in rows if r.rule})),
-        )
-        rule_known = {(f, rule, int(v)) for f, rule, v in conn.execute(stmt)}
+        rule_versions = sorted({r.version for r in rows if r.rule and r.version <= MAX_VERSION}) or [0]
+        rule_known = {
+            (f, rule, int(v))
+            for f, rule, v in conn.execute(_RULE_VERSIONS, {"keys": ruled, "versions": rule_versions})
+        }
     if keys:
-        for key, variants, objective, guardrails in conn.execute(
-            sa.select(flags.c.key, flags.c.variants, flags.c.objective, flags.c.guardrails).where(
-                flags.c.key.in_(keys)
-            )
+        versions = sorted({r.version for r in rows if r.version <= MAX_VERSION}) or [0]
+        for key, variants, objective, guardrails, version in conn.execute(
+            _FLAGS_AND_VERSIONS, {"keys": keys, "versions": versions}
         ):
+            if version is not None:
+                known.add((key, int(version)))
+            if key in info:
+                continue
             obj = json.loads(objective)
             info[key] = (len(json.loads(variants)), obj.get("reward", "binary"))
             windows[key] = float(obj.get("credit_window", 86400))
             guard_metrics[key] = {
                 g["metric"]: g.get("reward", "binary") for g in json.loads(guardrails or "[]")
-            }
-        wanted_versions = sorted({r.version for r in rows if r.flag in info})
-        if wanted_versions:
-            known = {
-                (f, int(v))
-                for f, v in conn.execute(
-                    sa.select(allocations.c.flag, allocations.c.version).where(
-                        allocations.c.flag.in_(list(info)),
-                        allocations.c.version.in_(wanted_versions),
-                    )
-                )
             }
     return _Targets(info, guard_metrics, known, windows, bandit_rules, rule_known)
 
