@@ -122,8 +122,8 @@ def main() -> None:
     try:
         wait_up(base + "/healthz", server)
         admin = {"Authorization": f"Bearer {ADMIN}"}
-        for i in range(10):  # a config of ten 3-variant flags
-            body = {"key": f"cap-{i}", "variants": ["a", "b", "c"]}
+        for i in range(10):  # a config of ten 3-variant flags; the batches count onto the first one's
+            body = {"key": "bench" if i == 0 else f"cap-{i}", "variants": ["a", "b", "c"]}
             assert httpx.post(base + "/v1/flags", headers=admin, json=body).status_code == 201
         sdk = {"Authorization": f"Bearer {SDK}"}
         r = httpx.get(base + "/v1/config", headers=sdk)
@@ -154,6 +154,10 @@ def main() -> None:
             print(f"event batch, {conns:>3} conns {rps:8.0f} req/s  p99 {p99:7.2f} ms  {each:6.0f} µs CPU"
                   f"  ({per_commit:.1f} batches per commit, {groups / args.seconds:.0f} commits/s, "
                   f"errors {bad})")  # fmt: skip
+        if args.connections_list:  # every batch's 3 exposure rows count 10 + 11 + 12 onto the flag "bench"
+            stats = httpx.get(base + "/v1/flags/bench/stats", headers=admin).json()
+            counted = sum(v.get("n", 0) for v in stats.get("variants", []) if isinstance(v, dict))
+            print(f"(exposures counted on the flag: {counted}; 33 per committed batch: {counted % 33 == 0})")
 
         rss0 = rss_kib(server.pid)
         socks = open_streams(port, args.streams)
@@ -164,7 +168,7 @@ def main() -> None:
             state = "killed" if i % 2 == 0 else "running"
             c0 = cpu_seconds(server.pid)
             t0 = time.monotonic()
-            r = httpx.patch(base + "/v1/flags/cap-0", headers=admin, json={"state": state})
+            r = httpx.patch(base + "/v1/flags/bench", headers=admin, json={"state": state})
             assert r.status_code == 200
             drain(socks, f'"{state}"'.encode())
             push += (time.monotonic() - t0) / args.pushes

@@ -345,3 +345,21 @@ def test_no_tracing_by_default_and_bad_setting_is_an_error() -> None:
     assert otel.middleware({}) == []
     with pytest.raises(ValueError, match="BANDITFLAGS_OTEL_TRACES"):
         otel.middleware({"BANDITFLAGS_OTEL_TRACES": "jaeger"})
+
+
+def test_batches_naming_an_unknown_flag_share_one_reload_a_second(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An SDK still reporting a deleted flag from many connections: one reload of the variant names a
+    second, not one per batch (that herd of reloads once held ingest's p99 above a second)."""
+    from banditflags_server.service import metrics
+
+    clock = [100.0]
+    monkeypatch.setattr(metrics.time, "monotonic", lambda: clock[0])
+    names = metrics.VariantNames()
+    names.names = {"known": ["a", "b"]}
+    assert not names.stale(["known"])
+    answers = [names.stale(["known", "gone"]) for _ in range(128)]
+    assert answers.count(True) == 1 and answers[0]
+    clock[0] += 0.5
+    assert not names.stale(["gone"])
+    clock[0] += 0.6
+    assert names.stale(["gone"]) and not names.stale(["gone"])

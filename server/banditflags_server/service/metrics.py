@@ -297,8 +297,17 @@ class VariantNames:
         self._lock = threading.Lock()
 
     def stale(self, keys: Iterable[str]) -> bool:
-        """True when some key is unknown and a reload is allowed now (then call :meth:`reload`)."""
-        return time.monotonic() - self._loaded_at >= 1.0 and any(k not in self.names for k in keys)
+        """True when some key is unknown and a reload is allowed now (then call :meth:`reload`).
+
+        Answering True takes the second's one reload: the other batches naming an unknown flag (an SDK
+        still reporting a deleted flag, 128 connections at once) do not each wait for a reload of their
+        own (that herd held ingest's p99 above a second).
+        """
+        now = time.monotonic()
+        if now - self._loaded_at < 1.0 or all(k in self.names for k in keys):
+            return False
+        self._loaded_at = now
+        return True
 
     def reload(self, store: Store) -> None:
         """Never raises: the batch is already acknowledged when this runs."""
