@@ -4,6 +4,7 @@ PostgreSQL, across two writers (replicas) sharing decision ids, and when the com
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from concurrent.futures import Future
@@ -138,3 +139,45 @@ def test_two_writers_sharing_decision_ids_count_each_once(store: Store) -> None:
     assert sum(r.duplicates for r in results) == 180  # each of the 180 ids was repeated once
     exposures, conversions, _ = _totals(store, "race")
     assert (exposures, conversions) == (120, 180.0)
+
+
+def test_a_flag_deleted_while_the_writer_holds_it_fails_one_group_then_its_rows_are_ignored(
+    store: Store,
+) -> None:
+    """The writer keeps the flags it checked rows against for a second (TargetsCache). A flag deleted in
+    that second: the next group naming it fails whole on the stats' foreign key (nothing of it counted,
+    the SDK retries), the writer forgets what it held, and the retry finds the flag gone."""
+    _make(store, "keep")
+    _make(store, "doomed")
+    committer = GroupCommitter(store.engine)
+    assert not committer.submit(_batch("first", "doomed", 3)).result(timeout=30).duplicate
+    assert store.delete_flag("doomed")
+    with pytest.raises(CommitFailed):
+        committer.submit(_batch("late", "doomed", 4)).result(timeout=30)
+    retried = committer.submit(_batch("late", "doomed", 4)).result(timeout=30)
+    assert not retried.duplicate and retried.exposures == 0 and retried.ignored
+    assert not committer.submit(_batch("other", "keep", 5)).result(timeout=30).duplicate
+    committer.close()
+    assert _totals(store, "doomed") == (0, 0.0, 0)
+    assert _totals(store, "keep")[0] == 5
+
+
+def test_the_writer_looks_up_a_version_it_has_not_seen(store: Store) -> None:
+    """A row naming a version the writer has not checked yet (a recompute made it) is looked up, not
+    refused from the cache; one that does not exist is ignored, every time."""
+    _make(store, "grow")
+    committer = GroupCommitter(store.engine)
+    assert committer.submit(_batch("v1", "grow", 2)).result(timeout=30).exposures == 1  # rows counted
+    unknown = EventBatch("v9", [EventRow("exposures[0]", "grow", 9, 0, 5)], [])
+    for attempt in range(2):  # cached or not: an unknown version is ignored
+        result = committer.submit(dataclasses.replace(unknown, batch_id=f"v9-{attempt}")).result(timeout=30)
+        assert result.exposures == 0 and result.ignored
+    flag = store.get_flag("grow")
+    assert flag is not None
+    with db.write_tx(store.engine) as conn:  # what a recompute writes: version 2 of the table
+        row = conn.execute(sa.select(db.allocations).where(db.allocations.c.flag == "grow")).mappings().one()
+        conn.execute(sa.insert(db.allocations).values({**row, "version": 2}))
+    v2 = EventBatch("v2", [EventRow("exposures[0]", "grow", 2, 1, 7)], [])
+    assert committer.submit(v2).result(timeout=30).exposures == 1
+    committer.close()
+    assert _totals(store, "grow")[0] == 9

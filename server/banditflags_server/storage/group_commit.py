@@ -34,7 +34,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from banditflags_server.records import EventBatch, IngestResult
-from banditflags_server.storage.events import Retry, count_group
+from banditflags_server.storage.events import Retry, TargetsCache, count_group
 from banditflags_server.storage.outage import OutageLog, is_unavailable, reason
 
 log = logging.getLogger("banditflags_server.ingest")
@@ -87,6 +87,7 @@ class GroupCommitter:
         self._closed = False
         self._conn: Connection | None = None  # the writer thread's own (see _count)
         self._conn_pool: object = None  # the engine's pool it came from
+        self._targets = TargetsCache()  # the flags and versions rows were checked against (fresh 1 s)
         self.outage = OutageLog("event ingest", log)
         self.groups = 0
         self.batches = 0
@@ -220,8 +221,9 @@ class GroupCommitter:
             conn = self._conn
             try:
                 with conn.begin():
-                    return count_group(conn, batches, now)
+                    return count_group(conn, batches, now, self._targets)
             except Exception as exc:
+                self._targets.clear()  # e.g. a flag deleted since it was cached: look everything up again
                 self._drop_connection()  # whatever failed, the next group starts on a fresh connection
                 if attempt == 2 or not (isinstance(exc, DBAPIError) and exc.connection_invalidated):
                     raise
