@@ -8,7 +8,14 @@ exact across a config swap because the old snapshot's counters stay watched afte
 (``RETIRE_GRACE`` seconds and until they stop moving) and a decision that still holds the old snapshot
 counts on the old (flag, rule, version, arm), which is what it served.
 
-**Rewards** arrive from ``track()`` through the event queue, already resolved to (flag, rule, version,
+**Conversions are counted in place too**: a binary objective's conversion with a decision id (the
+common ``track(decision)``) appends its id to its (flag, rule, version, arm) list in
+:attr:`Aggregator.conversions` (one ``list.append``, atomic under the GIL; no queue, no lock). At each
+collect the worker takes every list's new ids, puts a fresh list in its place and keeps reading the old
+one's tail while it may still grow (a ``track()`` that looked the list up just before the swap appends
+to the old one: ``RETIRE_GRACE`` seconds and until it stops growing), so every id is taken exactly once.
+
+**Other rewards** arrive from ``track()`` through the event queue, already resolved to (flag, rule, version,
 arm, decision id) and already checked against double counting (``_units``), and add up here per (flag,
 rule, version, arm): ``count``, ``sum``, ``sum_sq`` and, for a binary objective's conversions, the
 decision ids (``ids``) the server de-duplicates across processes. Several rewards of one decision add
@@ -86,6 +93,10 @@ class Aggregator:
         self.memory_size = memory_size
         self._incoming: collections.deque[Mapping[str, FlagSnapshot]] = collections.deque()
         self._watched: dict[int, _Watch] = {}
+        #: Conversion ids appended by ``track()`` (any thread), per key; the worker swaps the lists.
+        self.conversions: dict[Key, list[str]] = {}
+        #: Every list taken out of ``conversions`` and still read: id -> [list, key, ids taken, last growth]
+        self._conv_lists: dict[int, list[Any]] = {}
         self.reset()
 
     def reset(self) -> None:
@@ -119,7 +130,9 @@ class Aggregator:
                     w.retired_at = now
 
     def collect(self, now: float) -> dict[tuple[str, str], int]:
-        """Add the exposures counted since the last call; return them by (flag, variant) for metrics."""
+        """Add the exposures and conversions counted since the last call; return the exposures by (flag,
+        variant) for metrics."""
+        self._take_conversions(now)
         self._absorb(now)
         watched = self._watched
         out: dict[tuple[str, str], int] = {}
@@ -141,11 +154,55 @@ class Aggregator:
         return out
 
     def rebase(self) -> None:
-        """In a forked child: what the counters hold so far was counted by the parent."""
+        """In a forked child: what the counters and conversion lists hold so far was counted by the
+        parent."""
         self._absorb(0.0)
         for w in self._watched.values():
             w.last = next(w.counter) - w.reads
             w.reads += 1
+        self.conversions.clear()  # the child's track() calls start new lists
+        self._conv_lists.clear()
+
+    # -- conversions counted in place ---------------------------------------------------------
+
+    def _take_conversions(self, now: float) -> None:
+        lists = self._conv_lists
+        conversions = self.conversions
+        for key, ids in list(conversions.items()):  # list(): one C call, safe against inserts
+            if ids:
+                # A fresh list for the next ids; the old one is read below until it stays still.
+                conversions[key] = []
+                lists[id(ids)] = [ids, key, 0, now]
+            elif conversions.get(key) is ids:
+                del conversions[key]  # an idle key (an old version): looked up again if used
+                lists[id(ids)] = [ids, key, 0, now]
+        gone: list[int] = []
+        for lid, entry in lists.items():
+            ids, key, taken, last = entry
+            n = len(ids)
+            if n > taken:
+                self._add_conversions(key, ids[taken:n])
+                entry[2] = n
+                entry[3] = now
+            elif now - last > RETIRE_GRACE:
+                gone.append(lid)
+        for lid in gone:
+            del lists[lid]
+
+    def _add_conversions(self, key: Key, new: list[str]) -> None:
+        ids = self.ids.get(key)
+        if ids is None:
+            ids = self.ids[key] = {}
+        before = len(ids)
+        ids.update(dict.fromkeys(new))
+        added = len(ids) - before
+        self.row_duplicates += len(new) - added  # left the SDK's memory and came back in one batch
+        r = self.rewards.get(key)
+        if r is None:
+            r = self.rewards[key] = [0, 0.0, 0.0]
+        r[0] += added
+        r[1] += added
+        r[2] += added
 
     # -- rewards --------------------------------------------------------------------------------
 

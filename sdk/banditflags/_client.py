@@ -355,22 +355,27 @@ class Client(Runtime):
             if res is None:
                 return self._reject()
             f, key, did, r, m = res
-            q = self._queue
-            if len(q) >= self._max_queue:
-                self._note_dropped()
-                return False
-            if m is not None:
-                q.append(("m", (*key, m), r))
-            else:
-                conversion = f.binary and r == 1.0
-                if (
-                    conversion
-                    and did is not None
-                    and not self._conversions.first((key[0], key[3], did), f.credit_window, now)
-                ):
+            if m is None and did is not None and r == 1.0 and f.binary:
+                # A conversion: once per decision, its id counted in place (no queue; _aggregate).
+                if not self._conversions.first((key[0], key[3], did), f.credit_window, now):
                     next(self._duplicates)  # atomic under the GIL: no lock, exact under threads
                     return False
-                q.append(("r", key, did, r, conversion))
+                ids = self._conversion_ids.get(key)
+                if ids is None:
+                    ids = self._conversion_ids.setdefault(key, [])
+                if len(ids) >= self._max_queue:
+                    self._note_dropped()
+                    return False
+                ids.append(did)
+            else:
+                q = self._queue
+                if len(q) >= self._max_queue:
+                    self._note_dropped()
+                    return False
+                if m is not None:
+                    q.append(("m", (*key, m), r))
+                else:
+                    q.append(("r", key, did, r, f.binary and r == 1.0))
             if _otel._TRACER_PROVIDER is not None or self._tel_forced:
                 self._tel.reward(self._flags, flag_or_decision, r)
             return True

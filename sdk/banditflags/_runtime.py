@@ -88,6 +88,13 @@ class _State:
 _EMPTY_STATE = _State({}, None, False, math.inf, None)
 
 
+class _NoConversions(dict):  # type: ignore[type-arg]
+    """A closed client's conversion lists: every one a sink (as its queue, a deque of length 0)."""
+
+    def get(self, key: object, default: object = None) -> collections.deque[str]:
+        return collections.deque(maxlen=0)
+
+
 class Runtime:
     """The lifecycle half of :class:`~banditflags.Client` (see there for the constructor's arguments).
 
@@ -223,6 +230,7 @@ class Runtime:
             transport=self._transport, timeout=self._request_timeout, headers={"User-Agent": _SDK}
         )
         self._queue = self._events.queue
+        self._conversion_ids = self._events.agg.conversions  # track()'s conversions, counted in place
         self._note_dropped = self._events.note_dropped
         # The hot path checks this one bool; serverless and closed clients never start threads.
         self._started = self._closed or not self._background
@@ -459,6 +467,7 @@ class Runtime:
                     ev.lock.release()
             self._started = True
             self._queue = collections.deque(maxlen=0)  # appends become no-ops
+            self._conversion_ids = _NoConversions()
             self._http.close()
             self._stream_http.close()
         except Exception as exc:

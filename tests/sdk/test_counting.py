@@ -103,3 +103,62 @@ def test_old_snapshot_counters_are_read_then_released(make_client: MakeClient, b
     assert sum(agg._watched[id(c)].last for c in old.counters) == 2
     agg.collect(time.monotonic() + 60.0)  # long after the swap and still: forgotten
     assert all(id(c) not in agg._watched for c in old.counters)
+
+
+def _sent_ids(server: Any) -> list[str]:
+    with server.lock:
+        return [i for body in server.accepted.values() for row in body["rewards"] for i in row.get("ids", ())]
+
+
+@pytest.mark.parametrize("threads", [1, 4])
+def test_conversions_counted_in_place_are_exact_while_the_worker_cuts(
+    make_client: MakeClient, server: Any, threads: int
+) -> None:
+    """Threads convert distinct decisions while the worker takes and swaps the id lists every few
+    milliseconds: every accepted conversion is sent once, with its id, and counted once."""
+    client = make_client(flush_interval=0.005)
+    assert client.wait_until_ready(5.0)
+    decisions = [[client.decide("btn", f"t{t}-{i}") for i in range(20_000)] for t in range(threads)]
+    assert client.flush(10.0)
+    accepted = [0] * threads
+
+    def run(t: int) -> None:
+        track, n = client.track, 0
+        for d in decisions[t]:
+            n += track(d)
+        accepted[t] = n
+
+    workers = [threading.Thread(target=run, args=(t,)) for t in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert client.flush(10.0)
+    ids = _sent_ids(server)
+    expected = {d.decision_id for ds in decisions for d in ds}
+    assert sum(accepted) == threads * 20_000 and len(ids) == len(expected) and set(ids) == expected
+    rewards = server.rewards()
+    assert sum(c for c, _, _ in rewards.values()) == sum(accepted) == sum(s for _, s, _ in rewards.values())
+    assert client.stats().decisions_dropped == 0 and client.stats().duplicates == 0
+    assert not any(client.track(d) for ds in decisions for d in ds[:100])  # repeats: once per decision
+
+
+def test_a_conversion_list_looked_up_before_the_swap_is_still_read(
+    make_client: MakeClient, server: Any
+) -> None:
+    """track() found its key's list, then the worker swapped it before the append: the id lands in
+    the old list, which the worker keeps reading until it stays still."""
+    client = make_client(background=False)
+    assert client.wait_until_ready(5.0)
+    first, late = client.decide("btn", "u1"), client.decide("btn", "u2")
+    assert client.track(first)
+    agg = client._events.agg
+    (key,) = agg.conversions
+    old = agg.conversions[key]
+    assert client.flush(2.0)  # the worker's cut: takes u1 and puts a fresh list in place
+    assert agg.conversions.get(key) is not old
+    old.append(late.decision_id)  # the late append of a track() that held the old list
+    assert client.flush(2.0)
+    assert sorted(_sent_ids(server)) == sorted([first.decision_id, late.decision_id])
+    agg.collect(time.monotonic() + 60.0)  # long after, and still: forgotten
+    assert all(entry[0] is not old for entry in agg._conv_lists.values())
