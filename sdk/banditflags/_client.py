@@ -17,7 +17,9 @@ from typing import Any, overload
 
 import mmh3
 
+from ._aggregate import Key
 from ._config import FlagSnapshot
+from ._inputs import HEX_DIGITS as _HEX
 from ._inputs import reward_item, unit_key
 from ._models import Decision, ErrorType, Reason, bucketed
 from ._runtime import Runtime
@@ -351,10 +353,35 @@ class Client(Runtime):
             if not self._started:
                 self._start()
             now = _monotonic()
-            res = reward_item(self._flags, flag_or_decision, unit_id, reward, metric, now)
-            if res is None:
-                return self._reject()
-            f, key, did, r, m = res
+            d = flag_or_decision
+            f = None
+            if d.__class__ is Decision and unit_id is None and metric is None and reward == 1.0:
+                # The common call, track(decision), checked inline (what reward_item checks of a
+                # Decision, without its call and its tuples); anything unusual takes the general path.
+                did, version, arm, rule = d.decision_id, d.version, d.arm, d.rule
+                f = self._flags.get(d.flag)
+                if not (
+                    f is not None
+                    and f.binary
+                    and did.__class__ is str
+                    and len(did) == 16
+                    and not did.strip(_HEX)
+                    and bucketed(d.reason)
+                    and version.__class__ is int
+                    and version >= 1
+                    and arm.__class__ is int
+                    and 0 <= arm < len(f.keys)
+                    and (rule is None or rule.__class__ is str)
+                ):
+                    f = None
+            if f is not None:
+                key: Key = (f.key, rule, version, arm)  # type: ignore[assignment]  # ints, checked above
+                r, m = 1.0, None
+            else:
+                res = reward_item(self._flags, flag_or_decision, unit_id, reward, metric, now)
+                if res is None:
+                    return self._reject()
+                f, key, did, r, m = res
             if m is None and did is not None and r == 1.0 and f.binary:
                 # A conversion: once per decision, its id counted in place (no queue; _aggregate).
                 if not self._conversions.first((key[0], key[3], did), f.credit_window, now):

@@ -23,7 +23,7 @@ from ._token import TOKEN_PREFIXES, parse_token
 from ._units import did_hex, unit_did
 
 Key = tuple[str, "str | None", int, int]  # (flag, rule, version, arm)
-_HEX = "0123456789abcdef"
+_HEX = HEX_DIGITS = "0123456789abcdef"  # a decision id is 16 of these
 
 __all__ = ["is_valid_metric", "is_valid_reward", "reward_item", "unit_key"]
 

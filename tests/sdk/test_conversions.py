@@ -6,9 +6,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from banditflags import Decision, Reason
+from banditflags._inputs import reward_item
 from banditflags._units import unit_did
 
 MakeClient = Any
@@ -149,11 +152,56 @@ def test_rates_equal_the_true_per_decision_rate(make_client: MakeClient, server:
 
 
 def test_a_bad_hand_made_id_never_costs_the_batch(make_client: MakeClient, server: Any) -> None:
-    from banditflags import Decision, Reason
-
     client = make_client(background=False)
     assert client.refresh()
     assert client.track(Decision("btn", "b", "B", Reason.SPLIT, 1, 1, 0.5, decision_id="-12ab"))
     assert client.flush(2.0)
     (row,) = server.event_requests[-1]["rewards"]
     assert row["sum"] == 1.0 and "ids" not in row
+
+
+_GOOD = {"flag": "btn", "variant": "b", "value": "B", "reason": Reason.SPLIT, "version": 1, "arm": 1}
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {},
+        {"decision_id": "-12ab"},  # not 16 hex digits: counted without an id
+        {"decision_id": "00000000000000BB"},  # upper case: not an id we mint
+        {"decision_id": 1234},
+        {"version": 0},
+        {"version": True},
+        {"version": 1.0},
+        {"arm": 2},  # out of range for two variants
+        {"arm": -1},
+        {"arm": True},
+        {"reason": Reason.ERROR},
+        {"reason": Reason.DISABLED},
+        {"reason": "split"},  # a string is no Reason
+        {"rule": 7},
+        {"rule": "target"},
+        {"flag": "nope"},
+    ],
+)
+def test_track_of_a_hand_made_decision_agrees_with_the_general_path(
+    make_client: MakeClient, server: Any, fields: dict[str, Any]
+) -> None:
+    """track(decision) checks a Decision inline; whatever it accepts or refuses, and the id it sends, is
+    what the general path (reward_item) decides for the same Decision."""
+    client = make_client(background=False)
+    assert client.wait_until_ready(5.0)
+    kwargs = {"decision_id": "00000000000000bb", **_GOOD, **fields}
+    d = Decision(
+        kwargs.pop("flag"), kwargs.pop("variant"), kwargs.pop("value"), kwargs.pop("reason"), **kwargs
+    )
+    expected = reward_item(client._flags, d, None, 1.0, None, 0.0)
+    assert client.track(d) is (expected is not None)
+    assert client.flush(2.0)
+    rows = [row for body in server.accepted.values() for row in body["rewards"]]
+    if expected is None:
+        assert rows == []
+    else:
+        (row,) = rows
+        assert (row["version"], row["arm"], row.get("rule")) == (*expected[1][2:], expected[1][1])
+        assert row.get("ids") == ([expected[2]] if expected[2] is not None else None)
