@@ -70,9 +70,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 async def _unavailable(request: Request, exc: Exception) -> Response:
     # The database is down, full, read-only or unreachable: nothing was changed (the transaction did
     # not commit), so the caller may retry. Said once per outage in the log, not a traceback each time.
-    outage = getattr(request.app.state, "db_outage", None)
-    if outage is None:
-        outage = request.app.state.db_outage = OutageLog("requests", log)
+    outage: OutageLog = request.app.state.db_outage
     outage.failed(exc)
     message = "the database is unavailable; nothing was changed, retry later"
     if console.is_console(request):
@@ -156,4 +154,8 @@ def create_app(settings: Settings, store: Store | None = None) -> Starlette:
     app.state.settings = settings
     app.state.streams = hub
     app.state.reports = reports
+    # Each says an outage once and its recovery once (storage/outage.py), so each is made once, here.
+    app.state.db_outage = OutageLog("requests", log)
+    app.state.config_outage = OutageLog("config", logging.getLogger("banditflags_server.config"))
+    app.state.readiness = api_health.ReadinessProbe()
     return app

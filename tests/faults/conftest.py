@@ -48,11 +48,8 @@ def proxy(server: LiveServer) -> Iterator[FaultProxy]:
         yield p
 
 
-@pytest.fixture
-def flag(admin: httpx.Client, request: pytest.FixtureRequest) -> str:
-    """A new binary flag (two arms, a fixed 50/50 split, one conversion per decision) named after the test."""
-    slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")
-    key = f"nf-{slug[5:40].strip('-')}-{zlib.crc32(request.node.nodeid.encode()):08x}"
+def create_binary_flag(admin: httpx.Client, key: str) -> str:
+    """Create ``key``: a binary flag with two arms, a fixed 50/50 split, one conversion per decision."""
     body = {
         "key": key,
         "variants": ["blue", "green"],
@@ -63,6 +60,14 @@ def flag(admin: httpx.Client, request: pytest.FixtureRequest) -> str:
     r = admin.post("/v1/flags", json=body)
     assert r.status_code == 201, r.text
     return key
+
+
+@pytest.fixture
+def flag(admin: httpx.Client, request: pytest.FixtureRequest) -> str:
+    """A new binary flag (:func:`create_binary_flag`) named after the test."""
+    slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")
+    crc = zlib.crc32(request.node.nodeid.encode())
+    return create_binary_flag(admin, f"nf-{slug[5:40].strip('-')}-{crc:08x}")
 
 
 @pytest.fixture

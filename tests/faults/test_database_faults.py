@@ -27,6 +27,7 @@ from pathlib import Path
 import httpx
 import pytest
 from tests.conftest import PG_ADMIN_URL, LiveServer, fresh_pg_database
+from tests.faults.conftest import create_binary_flag
 
 import banditflags
 
@@ -88,18 +89,6 @@ class Traffic:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(10.0)
-
-
-def create_flag(admin: httpx.Client) -> None:
-    body = {
-        "key": FLAG,
-        "variants": ["blue", "green"],
-        "control": "blue",
-        "objective": {"reward": "binary", "direction": "maximize", "unit": "decision"},
-        "policy": {"name": "fixed", "weights": [0.5, 0.5]},
-    }
-    r = admin.post("/v1/flags", json=body)
-    assert r.status_code == 201, r.text
 
 
 def stored(admin: httpx.Client) -> tuple[int, int]:
@@ -185,7 +174,7 @@ def running(db: str, log: Path) -> Iterator[tuple[LiveServer, httpx.Client, Traf
     traffic: Traffic | None = None
     try:
         with server.client("admin") as admin:
-            create_flag(admin)
+            create_binary_flag(admin, FLAG)
             traffic = Traffic(server)
             yield server, admin, traffic
     finally:

@@ -9,7 +9,6 @@ change made through another process or replica is seen as soon as the push strea
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import Any
 
@@ -98,10 +97,7 @@ def config_bytes(c: Context, writes: int | None = None) -> tuple[int, bytes]:
 
 
 def _outage(request: Request) -> OutageLog:
-    state = request.app.state
-    outage = getattr(state, "config_outage", None)
-    if outage is None:
-        outage = state.config_outage = OutageLog("config", logging.getLogger("banditflags_server.config"))
+    outage: OutageLog = request.app.state.config_outage  # made by create_app
     return outage
 
 

@@ -60,10 +60,7 @@ async def healthz(request: Request) -> Response:
 
 async def readyz(request: Request) -> Response:
     """200 with the config revision when the database takes writes, 503 otherwise."""
-    state = request.app.state
-    probe = getattr(state, "readiness", None)
-    if probe is None:
-        probe = state.readiness = ReadinessProbe()
+    probe: ReadinessProbe = request.app.state.readiness  # made by create_app
     revision = await probe.check(request)
     if revision is None:
         return json_response({"status": "unavailable"}, status=503)
