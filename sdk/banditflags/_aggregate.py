@@ -8,20 +8,25 @@ exact across a config swap because the old snapshot's counters stay watched afte
 (``RETIRE_GRACE`` seconds and until they stop moving) and a decision that still holds the old snapshot
 counts on the old (flag, rule, version, arm), which is what it served.
 
-**Conversions are counted in place too**: a binary objective's conversion with a decision id (the
-common ``track(decision)``) appends its id to its (flag, rule, version, arm) list in
-:attr:`Aggregator.conversions` (one ``list.append``, atomic under the GIL; no queue, no lock). At each
-collect the worker takes every list's new ids, puts a fresh list in its place and keeps reading the old
-one's tail while it may still grow (a ``track()`` that looked the list up just before the swap appends
-to the old one: ``RETIRE_GRACE`` seconds and until it stops growing), so every id is taken exactly once.
+**Conversions are counted in place too**: a binary objective's conversion with a decision id appends
+its id to a list (one ``list.append``, atomic under the GIL; no queue, no lock, no per-conversion work
+on the worker). A conversion of the current snapshot's default allocation (the common ``track()`` of
+a Decision, a token or a flag and unit) appends to its arm's list on the snapshot
+(``FlagSnapshot.conversions``, read like the exposure counters); any other (an older version, a
+rule) to its (flag, rule, version, arm) list in :attr:`Aggregator.conversions`. At each collect the
+worker takes every non-empty list whole, puts a fresh list in its place and keeps reading the old
+one's tail while it may still grow (a ``track()`` that looked the list up just before the swap
+appends to the old one: ``RETIRE_GRACE`` seconds and until it stops growing), so every id is taken
+exactly once. The ids go into their row as they are: ``track()`` let each decision convert once
+already, and an id that left the SDK's memory and came back is taken out by the server
+(docs/protocol.md, "Conversions count once").
 
-**Other rewards** arrive from ``track()`` through the event queue, already resolved to (flag, rule, version,
-arm, decision id) and already checked against double counting (``_units``), and add up here per (flag,
-rule, version, arm): ``count``, ``sum``, ``sum_sq`` and, for a binary objective's conversions, the
-decision ids (``ids``) the server de-duplicates across processes. Several rewards of one decision add
-up to that decision's value: ``sum_sq`` is the sum of squared per-decision totals, as long as the
-decision's running total is remembered (``memory_size`` most recent decisions; older ones start again
-from 0, so their parts are squared apart).
+**Other rewards** arrive from ``track()`` through the event queue, already resolved to (flag, rule,
+version, arm, decision id) and already checked against double counting (``_units``), and add up here per
+(flag, rule, version, arm): ``count``, ``sum`` and ``sum_sq`` (a binary objective's conversions with ids
+are counted in place, above). Several rewards of one decision add up to that decision's value: ``sum_sq``
+is the sum of squared per-decision totals, as long as the decision's running total is remembered
+(``memory_size`` most recent decisions; older ones start again from 0, so their parts are squared apart).
 
 Row keys are ``(flag, rule, version, arm)``; a row carries ``"rule"`` only when the rule is not None.
 
@@ -97,15 +102,16 @@ class Aggregator:
         self.conversions: dict[Key, list[str]] = {}
         #: Every list taken out of ``conversions`` and still read: id -> [list, key, ids taken, last growth]
         self._conv_lists: dict[int, list[Any]] = {}
+        #: Every snapshot's per-arm conversion lists: id -> [lists, (flag, rule, version), retired at]
+        self._conv_watched: dict[int, list[Any]] = {}
         self.reset()
 
     def reset(self) -> None:
         """Forget the unsent aggregates (a forked child: the parent sends them)."""
         self.exposures: dict[Key, int] = {}
         self.rewards: dict[Key, list[float]] = {}
-        self.ids: dict[Key, dict[str, None]] = {}
+        self.ids: dict[Key, list[str]] = {}
         self.metric_rewards: dict[MetricKey, list[float]] = {}
-        self.row_duplicates = 0  # a decision id seen twice in one row (after leaving the SDK's memory)
         self._totals: dict[tuple[str, int, str], float] = {}
         self._old_totals: dict[tuple[str, int, str], float] = {}
 
@@ -120,20 +126,28 @@ class Aggregator:
         while self._incoming:
             flags = self._incoming.popleft()
             current: set[int] = set()
+            conv = self._conv_watched
             for f in snapshots_of(flags):
                 for arm, c in enumerate(f.counters):
                     current.add(id(c))
                     if id(c) not in watched:
                         watched[id(c)] = _Watch(c, (f.key, f.rule, f.version, arm), f.keys[arm])
+                lists = f.conversions
+                current.add(id(lists))
+                if id(lists) not in conv:
+                    conv[id(lists)] = [lists, (f.key, f.rule, f.version), None]
             for cid, w in watched.items():
                 if cid not in current and w.retired_at is None:
                     w.retired_at = now
+            for lid, entry in conv.items():
+                if lid not in current and entry[2] is None:
+                    entry[2] = now
 
     def collect(self, now: float) -> dict[tuple[str, str], int]:
         """Add the exposures and conversions counted since the last call; return the exposures by (flag,
         variant) for metrics."""
-        self._take_conversions(now)
         self._absorb(now)
+        self._take_conversions(now)
         watched = self._watched
         out: dict[tuple[str, str], int] = {}
         exposures = self.exposures
@@ -162,11 +176,27 @@ class Aggregator:
             w.reads += 1
         self.conversions.clear()  # the child's track() calls start new lists
         self._conv_lists.clear()
+        for lists, _, _ in self._conv_watched.values():
+            for arm in range(len(lists)):
+                lists[arm] = []
 
     # -- conversions counted in place ---------------------------------------------------------
 
     def _take_conversions(self, now: float) -> None:
         lists = self._conv_lists
+        idle: list[int] = []
+        for wid, (arms, (flag, rule, version), retired_at) in self._conv_watched.items():
+            moved = False
+            for arm, ids in enumerate(arms):  # index stores only: the list never changes size
+                if ids:
+                    # A fresh list for the next ids; the old one is read below until it stays still.
+                    arms[arm] = []
+                    lists[id(ids)] = [ids, (flag, rule, version, arm), 0, now]
+                    moved = True
+            if not moved and retired_at is not None and now - retired_at > RETIRE_GRACE:
+                idle.append(wid)
+        for wid in idle:
+            del self._conv_watched[wid]
         conversions = self.conversions
         for key, ids in list(conversions.items()):  # list(): one C call, safe against inserts
             if ids:
@@ -190,13 +220,11 @@ class Aggregator:
             del lists[lid]
 
     def _add_conversions(self, key: Key, new: list[str]) -> None:
+        added = len(new)
         ids = self.ids.get(key)
         if ids is None:
-            ids = self.ids[key] = {}
-        before = len(ids)
-        ids.update(dict.fromkeys(new))
-        added = len(ids) - before
-        self.row_duplicates += len(new) - added  # left the SDK's memory and came back in one batch
+            ids = self.ids[key] = []
+        ids.extend(new)  # no check per id: track() counted each once (see the module's docstring)
         r = self.rewards.get(key)
         if r is None:
             r = self.rewards[key] = [0, 0.0, 0.0]
@@ -214,11 +242,8 @@ class Aggregator:
         if conversion and did is not None:
             ids = self.ids.get(key)
             if ids is None:
-                ids = self.ids[key] = {}
-            if did in ids:  # left the SDK's memory and came back within one batch: still once
-                self.row_duplicates += 1
-                return
-            ids[did] = None
+                ids = self.ids[key] = []
+            ids.append(did)  # a repeat is taken out by the server, as for the ids counted in place
         r[0] += 1
         r[1] += reward
         if did is None or conversion or reward == 0.0:
@@ -255,12 +280,16 @@ class Aggregator:
             ("exposures", row(k, count=n), 0) for k, n in self.exposures.items()
         ]
         for k, (n, s, ss) in self.rewards.items():
-            ids = list(self.ids.get(k, ()))
-            while len(ids) > max_ids:
-                part, ids = ids[:max_ids], ids[max_ids:]
+            ids = self.ids.get(k, [])
+            start = 0
+            while len(ids) - start > max_ids:
+                part = ids[start : start + max_ids]
+                start += max_ids
                 p = len(part)
                 rows.append(("rewards", row(k, count=p, sum=float(p), sum_sq=float(p), ids=part), p))
                 n, s, ss = n - p, s - p, ss - p
+            if start:
+                ids = ids[start:]
             if ids:
                 rows.append(("rewards", row(k, count=int(n), sum=s, sum_sq=ss, ids=ids), len(ids)))
             else:

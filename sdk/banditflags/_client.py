@@ -17,7 +17,6 @@ from typing import Any, overload
 
 import mmh3
 
-from ._aggregate import Key
 from ._config import FlagSnapshot
 from ._inputs import HEX_DIGITS as _HEX
 from ._inputs import reward_item, unit_key
@@ -44,6 +43,7 @@ class _AlwaysCheck:
 
 
 _new = tuple.__new__  # a Decision from its fields in order (see _models.Decision)
+_SPLIT, _STALE, _CACHED = Reason.SPLIT, Reason.STALE, Reason.CACHED  # bucketed(): compared by identity
 
 
 def _provider_probe(module: Any) -> Any:
@@ -275,9 +275,8 @@ class Client(Runtime):
                 if _remember(f, arm, unit_id):
                     next(f.counters[arm])
             else:  # remembered, so that track(flag, unit) finds this decision
-                num = new_did()
-                u.put(unit_id, (f.version, arm, now, num, f.rule))
-                did = "%016x" % num  # noqa: UP031  # did_hex(num), inline: a call less per decision
+                did = "%016x" % new_did()  # noqa: UP031  # did_hex(), inline: a call less per decision
+                u.put(unit_id, (f.version, arm, now, did, f.rule))  # the str: track(flag, unit) reuses it
                 next(f.counters[arm])
             reason = Reason.CACHED if st.cached else Reason.STALE if now >= st.stale_at else Reason.SPLIT
             if traced:  # span and Decision made once, with the span's ids (see Telemetry.bucketed)
@@ -352,48 +351,103 @@ class Client(Runtime):
         try:
             if not self._started:
                 self._start()
-            now = _monotonic()
             d = flag_or_decision
             f = None
-            if d.__class__ is Decision and unit_id is None and metric is None and reward == 1.0:
-                # The common call, track(decision), checked inline (what reward_item checks of a
-                # Decision, without its call and its tuples); anything unusual takes the general path.
-                did, version, arm, rule = d.decision_id, d.version, d.arm, d.rule
-                f = self._flags.get(d.flag)
-                if not (
-                    f is not None
-                    and f.binary
-                    and did.__class__ is str
-                    and len(did) == 16
-                    and not did.strip(_HEX)
-                    and bucketed(d.reason)
-                    and version.__class__ is int
-                    and version >= 1
-                    and arm.__class__ is int
-                    and 0 <= arm < len(f.keys)
-                    and (rule is None or rule.__class__ is str)
-                ):
-                    f = None
+            if metric is None and reward.__class__ is float and reward == 1.0:
+                # The common calls, track(decision), track(token) and track(flag, unit), checked inline
+                # (what reward_item checks, without its calls and tuples): a conversion of the current
+                # snapshot's default allocation. Anything unusual takes the general path below.
+                if unit_id is None:
+                    if d.__class__ is Decision:
+                        f = self._flags[d[0]]  # an unknown flag: KeyError, rejected as reward_item would
+                        arm, did, reason = d[5], d[11], d[3]
+                        # The id's digits are checked by the event worker, for all ids at once: one
+                        # that is not hex is then sent without it, as reward_item would (_aggregate).
+                        if not (
+                            d[4] is f.version  # an int, the current snapshot's (else: the general path)
+                            and d[12] is None
+                            and f.binary
+                            and (reason is _SPLIT or reason is _STALE or reason is _CACHED)
+                            and arm.__class__ is int
+                            and arm >= 0
+                            and did.__class__ is str
+                            and len(did) == 16
+                        ):
+                            f = None
+                    elif d.__class__ is str:
+                        # bf2:flag:version:arm:did (no rule, no trace ids): its head looked up whole
+                        # (one dict lookup instead of parsing), its id checked here.
+                        hit = self._token_heads.get(d[:-17])
+                        if hit is not None and d[-17] == ":":
+                            f, arm = hit
+                            did = d[-16:]
+                            if not (f.binary and not did.strip(_HEX)):
+                                f = None
+                elif unit_id.__class__ is str and d.__class__ is str:
+                    # track(flag, unit) of a unit this client served within the credit window
+                    f = self._flags.get(d)
+                    if f is not None:
+                        u = f.units
+                        e = u.cur.get(unit_id)
+                        if e is None:
+                            e = u.old.get(unit_id)
+                        if (
+                            e is not None
+                            and e[0] is f.version
+                            and e[4] is None
+                            and f.binary
+                            and not f.user_unit
+                            and e[3] is not None
+                            and _monotonic() - e[2] <= f.credit_window
+                        ):
+                            arm, did = e[1], e[3]
+                            if did.__class__ is int:  # remembered by variant(): formatted now
+                                did = "%016x" % did  # noqa: UP031  # did_hex(), inline
+                        else:
+                            f = None
             if f is not None:
-                key: Key = (f.key, rule, version, arm)  # type: ignore[assignment]  # ints, checked above
-                r, m = 1.0, None
-            else:
-                res = reward_item(self._flags, flag_or_decision, unit_id, reward, metric, now)
-                if res is None:
-                    return self._reject()
-                f, key, did, r, m = res
-            if m is None and did is not None and r == 1.0 and f.binary:
-                # A conversion: once per decision, its id counted in place (no queue; _aggregate).
-                if not self._conversions.first((key[0], key[3], did), f.credit_window, now):
-                    next(self._duplicates)  # atomic under the GIL: no lock, exact under threads
-                    return False
-                ids = self._conversion_ids.get(key)
-                if ids is None:
-                    ids = self._conversion_ids.setdefault(key, [])
-                if len(ids) >= self._max_queue:
+                # A conversion counted in place: once per decision (the memory, inline), then its id
+                # appended to its arm's list on the snapshot (no queue, no tuple; see _aggregate).
+                ids = f.conversions[arm]  # before the memory: an arm out of range remembers nothing
+                mk = did if not f.user_unit else (f.key, arm, did)
+                now = _monotonic()  # a fresh float: identity tells this call's insert from another's
+                mem = self._conversions
+                cur = mem.cur
+                t = cur.setdefault(mk, now)  # Conversions.first(), inline: one dict operation
+                if t is not now:  # credited before (or by a racing call just now)
+                    if now - t <= f.credit_window:
+                        next(self._duplicates)  # atomic under the GIL: no lock, exact under threads
+                        return False
+                    cur[mk] = now  # its credit window is over: it counts again
+                if len(cur) > mem.cap:
+                    mem.trim(cur)
+                if len(ids) >= self._conv_cap:
+                    if self._closed:
+                        return True  # a closed client records nothing (as its queue)
                     self._note_dropped()
                     return False
                 ids.append(did)
+                if _otel._TRACER_PROVIDER is not None or self._tel_forced:
+                    self._tel.reward(self._flags, flag_or_decision, 1.0)
+                return True
+            now = _monotonic()
+            res = reward_item(self._flags, flag_or_decision, unit_id, reward, metric, now)
+            if res is None:
+                return self._reject()
+            f, key, did, r, m = res
+            if m is None and did is not None and r == 1.0 and f.binary:
+                # A conversion of another version or rule: once per decision, its id counted in place.
+                mk = did if not f.user_unit else (key[0], key[3], did)
+                if not self._conversions.first(mk, f.credit_window, now):
+                    next(self._duplicates)
+                    return False
+                cids = self._conversion_ids.get(key)
+                if cids is None:
+                    cids = self._conversion_ids.setdefault(key, [])
+                if len(cids) >= self._max_queue:
+                    self._note_dropped()
+                    return False
+                cids.append(did)
             else:
                 q = self._queue
                 if len(q) >= self._max_queue:

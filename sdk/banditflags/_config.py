@@ -79,6 +79,10 @@ class FlagSnapshot:
     # Exposure counting in place (issue 13): one itertools.count per arm, next() on each exposure (atomic
     # under the GIL, no lock); the event worker reads them as deltas. Fresh for every snapshot built.
     counters: tuple[itertools.count[int], ...] = field(default=(), compare=False)
+    # Conversions counted in place: ``track()`` appends a conversion's decision id to its arm's list;
+    # the event worker swaps each non-empty list for a fresh one at every cut (see ``_aggregate``).
+    # Fresh for every snapshot built (shared only with the targeted copy ``route`` wraps around it).
+    conversions: list[list[str]] = field(default_factory=list, compare=False)
     # Shared by every snapshot of the flag (its rules' too) and handed over from config to config.
     units: UnitMemory = field(default_factory=lambda: UnitMemory(False), compare=False)
     # Targeting (DESIGN.md §9). ``rule`` names what this snapshot serves: None for the flag's default
@@ -319,6 +323,7 @@ def build_snapshot(
         credit_window=flag.credit_window,
         policy=flag.policy,
         counters=tuple(itertools.count() for _ in range(k)),
+        conversions=[[] for _ in range(k)],
         units=flag.units,
         rule=rule,
         detour=flag.state == "killed",

@@ -36,6 +36,7 @@ True
 from __future__ import annotations
 
 import collections
+import json
 import logging
 import math
 import random
@@ -51,7 +52,7 @@ from ._aggregate import Aggregator
 from ._config import FlagSnapshot
 from ._sync import AUTH_STATUSES, RETRY_AFTER_STATUSES, Pushback, backoff_delay
 
-__all__ = ["Batch", "EventProcessor", "FlushMarker"]
+__all__ = ["Batch", "EventProcessor", "FlushMarker", "encode_body"]
 
 DRAIN_INTERVAL = 0.1
 MAX_ROWS_PER_BATCH = 10_000
@@ -313,8 +314,6 @@ class EventProcessor:
         MAX_ROWS_PER_BATCH rows and MAX_IDS_PER_BATCH decision ids each)."""
         self.collect()
         dropped = self._undropped()
-        self.duplicates += self.agg.row_duplicates
-        self.agg.row_duplicates = 0
         if self.agg.empty() and not dropped:
             return
         self._add_totals()
@@ -419,3 +418,55 @@ def _pack(rows: list[tuple[str, dict[str, Any], int]]) -> list[list[tuple[str, d
         out[-1].append(r)
         ids += r[2]
     return out
+
+
+_dumps = json.dumps
+_HEX = "0123456789abcdef"
+_ID_TEXT = b'0123456789abcdef",'  # what the ids of a row, joined by '","', are made of
+
+
+def encode_body(body: dict[str, Any]) -> bytes:
+    """``body`` as JSON, with each reward row's ``ids`` written by one join (``json.dumps`` costs
+    ~150 ns an id, a join ~10), and **checked**: ``track()`` checks a Decision's id only for its type
+    and length, so an id that is not 16 lower-case hex digits (a hand-made Decision's) is taken out of
+    its row here (still counted in ``count`` and ``sum``, as reward_item counts it: without an id).
+    One check of the joined text for all ids of a row; the row's ``ids`` are replaced only when one
+    fails, so a retry sends the same body.
+
+    >>> body = {"batch_id": "b", "rewards": [{"flag": "f", "count": 2, "ids": ["00000000000000aa", "0b"]},
+    ...                                      {"flag": "g", "count": 1}], "exposures": []}
+    >>> json.loads(encode_body(body))["rewards"][0]["ids"], body["rewards"][0]["ids"]
+    (['00000000000000aa'], ['00000000000000aa'])
+    """
+    rewards = body.get("rewards")
+    if not rewards or not any("ids" in r for r in rewards):
+        return _dumps(body).encode("utf-8")
+    parts = []
+    for r in rewards:
+        ids = r.get("ids")
+        if ids.__class__ is not list or not ids:
+            parts.append(_dumps(r))
+            continue
+        try:
+            text = '","'.join(ids).encode("ascii")
+        except (TypeError, UnicodeEncodeError):
+            text = b""
+        n = len(ids)
+        if not (
+            len(text) == 19 * n - 3  # 16 characters an id (track() checked each id's length)
+            and text.count(b'"') == 2 * n - 2  # no quote in an id
+            and text.count(b",") == n - 1  # no comma
+            and not text.translate(None, _ID_TEXT)  # and nothing but hex digits
+        ):
+            ids = [i for i in ids if i.__class__ is str and len(i) == 16 and not i.strip(_HEX)]
+            r["ids"] = ids
+            if not ids:
+                del r["ids"]
+                parts.append(_dumps(r))
+                continue
+            text = '","'.join(ids).encode("ascii")
+        rest = _dumps({k: v for k, v in r.items() if k != "ids"})
+        parts.append(f'{rest[:-1]}{", " if rest != "{}" else ""}"ids": ["{text.decode("ascii")}"]}}')
+    head = _dumps({k: v for k, v in body.items() if k != "rewards"})
+    sep = ", " if head != "{}" else ""
+    return f'{head[:-1]}{sep}"rewards": [{", ".join(parts)}]}}'.encode()

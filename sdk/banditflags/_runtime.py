@@ -32,7 +32,7 @@ import httpx
 
 from . import _lifecycle, _metrics
 from ._config import ConfigSnapshot, FlagSnapshot, parse_config
-from ._events import EventProcessor
+from ._events import EventProcessor, encode_body
 from ._models import ClientStats
 from ._notify import Listener, Notifier
 from ._sync import ConfigSync, Pushback
@@ -161,6 +161,7 @@ class Runtime:
         self._closed = False
         self._state = _EMPTY_STATE
         self._flags: dict[str, FlagSnapshot] = _EMPTY_STATE.flags
+        self._token_heads: dict[str, tuple[FlagSnapshot, int]] = {}
         self._rejected = 0
         self._duplicates = itertools.count()  # next() per duplicate; read by stats() (reads subtracted)
         self._duplicate_reads = 0
@@ -231,6 +232,7 @@ class Runtime:
         )
         self._queue = self._events.queue
         self._conversion_ids = self._events.agg.conversions  # track()'s conversions, counted in place
+        self._conv_cap = self._max_queue  # ids one conversion list holds at most (0 once closed)
         self._note_dropped = self._events.note_dropped
         # The hot path checks this one bool; serverless and closed clients never start threads.
         self._started = self._closed or not self._background
@@ -267,6 +269,13 @@ class Runtime:
                     object.__setattr__(g, "units", prev.units)  # frozen: set once, before anyone reads it
             else:
                 f.units.cap = units
+        # What track(token) looks a bf2 token's head up in ("bf2:flag:version:arm", no rule): the
+        # snapshot and arm it names, without parsing the token (see Client.track).
+        self._token_heads = {
+            f"bf2:{key}:{f.version}:{arm}": (f, arm)
+            for key, f in state.flags.items()
+            for arm in range(len(f.keys))
+        }
         self._state = state
         self._flags = state.flags
         self._events.agg.watch(state.flags)  # its exposure counters are read from now on
@@ -400,8 +409,8 @@ class Runtime:
         try:
             resp = self._http.post(
                 f"{self._base_url}/v1/events",
-                json=body,
-                headers={"Authorization": f"Bearer {self._sdk_key}"},
+                content=encode_body(body),  # json= would encode each decision id through json.dumps
+                headers={"Authorization": f"Bearer {self._sdk_key}", "Content-Type": "application/json"},
                 timeout=min(timeout, self._request_timeout),
             )
         except httpx.HTTPError:
@@ -468,6 +477,7 @@ class Runtime:
             self._started = True
             self._queue = collections.deque(maxlen=0)  # appends become no-ops
             self._conversion_ids = _NoConversions()
+            self._conv_cap = 0  # track() then records nothing (see Client.track)
             self._http.close()
             self._stream_http.close()
         except Exception as exc:

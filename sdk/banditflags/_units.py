@@ -6,13 +6,14 @@ the decision the unit was served), and for ``decide()`` (so that a Decision trac
 recognised). A plain ``variant()`` on a ``decision``-unit flag that is never tracked by unit remembers
 nothing.
 
-Both stores are two generations of plain dicts (a new generation starts when the current one holds half
-the cap; the one before is dropped): an insert is one dict store, with no per-entry object and no LRU
-bookkeeping. Writers race only benignly (the GIL makes each dict operation atomic): at worst a rotation
-forgets an entry early. **What leaving the memory means**: an exposure of a ``user``-unit flag is then
-counted again; ``track(flag, unit)`` then credits the arm the unit buckets into now; a conversion whose
-decision id has left :class:`Conversions` is counted again locally, but its id still goes to the server,
-which de-duplicates it within the credit window (docs/protocol.md, "Conversions count once").
+The unit memory is two generations of plain dicts (a new generation starts when the current one holds half
+the cap; the one before is dropped); the conversions are one dict in the order of credit, trimmed to its
+newest half when over the cap. An insert is one dict store, with no per-entry object and no LRU
+bookkeeping. Writers race only benignly (the GIL makes each dict operation atomic): at worst a rotation or
+a trim forgets an entry early. **What leaving the memory means**: an exposure of a ``user``-unit flag is
+then counted again; ``track(flag, unit)`` then credits the arm the unit buckets into now; a conversion
+whose decision id has left :class:`Conversions` is counted again locally, but its id still goes to the
+server, which de-duplicates it within the credit window (docs/protocol.md, "Conversions count once").
 
 Decision ids (``did``, 16 lower-case hex digits, as the server wants them):
 
@@ -65,8 +66,10 @@ def new_did() -> int:
     return (_BASE + next(_seq)) & _MASK
 
 
-def did_hex(did: int) -> str:
-    """``did`` as the 16 lower-case hex digits of the wire format."""
+def did_hex(did: int | str) -> str:
+    """``did`` as the 16 lower-case hex digits of the wire format (a str is formatted already)."""
+    if isinstance(did, str):
+        return did
     return "%016x" % did  # noqa: UP031  # printf-style: half the cost of f"{did:016x}" (int.__format__)
 
 
@@ -75,8 +78,9 @@ def unit_did(salt: str, unit_id: str) -> str:
     return "%016x" % mmh3.hash64(salt + ":" + unit_id, signed=False)[0]  # noqa: UP031  # printf-style: half of int.__format__'s cost
 
 
-# A remembered decision: (version, arm, at, did, rule); did is an int (decision unit) or None (user unit).
-Entry = tuple[int, int, float, "int | None", "str | None"]
+# A remembered decision: (version, arm, at, did, rule); did is an int or its 16 hex digits (decision
+# unit: decide() keeps the str it made, variant() the int it drew) or None (user unit).
+Entry = tuple[int, int, float, "int | str | None", "str | None"]
 
 
 class UnitMemory:
@@ -111,31 +115,51 @@ class UnitMemory:
 
 
 class Conversions:
-    """Conversions already credited, by ``(flag, arm, did)`` -> time of the first credit; at most
-    ``cap`` remembered. :meth:`first` is the check ``track()`` makes for a binary objective."""
+    """Conversions already credited, ``key -> time of the first credit``, in one dict in the order of
+    their credit; at most ``cap`` remembered (a call that finds more keeps the newest ``cap // 2``:
+    :meth:`trim`). :meth:`first` is the check ``track()`` makes for a binary objective; its fast path
+    inlines the same steps (one ``dict.setdefault`` for a first conversion)."""
 
-    __slots__ = ("cap", "cur", "old")
+    __slots__ = ("_trims", "cap", "cur")
 
     def __init__(self, cap: int) -> None:
         self.cap = cap
         self.cur: dict[Any, float] = {}
-        self.old: dict[Any, float] = {}
+        self._trims: dict[int, object] = {}  # id(dict being trimmed) -> its trimmer's mark
+
+    def trim(self, full: dict[Any, float]) -> None:
+        """Keep the newest ``cap // 2`` entries of ``full`` (``cur`` when the caller looked), in a new
+        dict. Called by every thread that sees ``full`` over the cap and carried out by exactly one
+        (``dict.setdefault`` is atomic): no lock. The copy is one C call; an entry another thread adds
+        to ``full`` meanwhile is copied after the swap, unless it comes after that too (then it is
+        forgotten early: counted again here, taken out by the server)."""
+        mark = object()
+        trims = self._trims
+        if trims.setdefault(id(full), mark) is not mark:
+            return  # another thread trims it
+        try:
+            if self.cur is not full:
+                return  # trimmed already: a late call
+            start = max(0, len(full) - max(1, self.cap // 2))
+            fresh = dict(itertools.islice(full.items(), start, None))
+            copied = start + len(fresh)
+            self.cur = fresh
+            for k, v in itertools.islice(full.items(), copied, None):
+                fresh.setdefault(k, v)
+        except RuntimeError:  # full changed size while copied: the next call tries again
+            pass
+        finally:
+            del trims[id(full)]  # full is alive until we return: its id cannot have been reused
 
     def first(self, key: Any, window: float, now: float) -> bool:
         """True (and remembered) if ``key`` was not credited within ``window`` seconds before ``now``."""
         cur = self.cur
-        t = cur.get(key)
-        if t is None:
-            t = self.old.get(key)
-        if t is not None and now - t <= window:
-            return False
         stamp = now + 0.0  # a fresh float object: identity tells this call's insert from a racing one
-        if t is None:
-            if cur.setdefault(key, stamp) is not stamp:
-                return False  # another thread credited it between the get and here
-        else:
-            cur[key] = stamp
-        if len(cur) * 2 > self.cap:
-            self.old = cur
-            self.cur = {}
+        t = cur.setdefault(key, stamp)
+        if t is not stamp:
+            if now - t <= window:
+                return False  # credited before, or by another thread just now
+            cur[key] = stamp  # its window is over: it counts again
+        if len(cur) > self.cap:
+            self.trim(cur)
         return True

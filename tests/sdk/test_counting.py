@@ -110,12 +110,14 @@ def _sent_ids(server: Any) -> list[str]:
         return [i for body in server.accepted.values() for row in body["rewards"] for i in row.get("ids", ())]
 
 
+@pytest.mark.parametrize("route", ["decision", "token", "unit"])
 @pytest.mark.parametrize("threads", [1, 4])
 def test_conversions_counted_in_place_are_exact_while_the_worker_cuts(
-    make_client: MakeClient, server: Any, threads: int
+    make_client: MakeClient, server: Any, threads: int, route: str
 ) -> None:
-    """Threads convert distinct decisions while the worker takes and swaps the id lists every few
-    milliseconds: every accepted conversion is sent once, with its id, and counted once."""
+    """Threads convert distinct decisions (by Decision, by token, by flag and unit) while the worker
+    takes and swaps the id lists every few milliseconds: every accepted conversion is sent once, with
+    its id, and counted once; a repeat of each is a duplicate."""
     client = make_client(flush_interval=0.005)
     assert client.wait_until_ready(5.0)
     decisions = [[client.decide("btn", f"t{t}-{i}") for i in range(20_000)] for t in range(threads)]
@@ -124,8 +126,15 @@ def test_conversions_counted_in_place_are_exact_while_the_worker_cuts(
 
     def run(t: int) -> None:
         track, n = client.track, 0
-        for d in decisions[t]:
-            n += track(d)
+        if route == "decision":
+            for d in decisions[t]:
+                n += track(d)
+        elif route == "token":
+            for d in decisions[t]:
+                n += track(d.token)
+        else:
+            for i in range(len(decisions[t])):
+                n += track("btn", f"t{t}-{i}")
         accepted[t] = n
 
     workers = [threading.Thread(target=run, args=(t,)) for t in range(threads)]
@@ -141,22 +150,48 @@ def test_conversions_counted_in_place_are_exact_while_the_worker_cuts(
     assert sum(c for c, _, _ in rewards.values()) == sum(accepted) == sum(s for _, s, _ in rewards.values())
     assert client.stats().decisions_dropped == 0 and client.stats().duplicates == 0
     assert not any(client.track(d) for ds in decisions for d in ds[:100])  # repeats: once per decision
+    assert not any(client.track(d.token) for ds in decisions for d in ds[:100])
+    assert not any(client.track("btn", f"t{t}-{i}") for t in range(threads) for i in range(100))
+    assert client.stats().duplicates == 3 * 100 * threads
 
 
+@pytest.mark.parametrize("kind", ["snapshot", "keyed"])
 def test_a_conversion_list_looked_up_before_the_swap_is_still_read(
-    make_client: MakeClient, server: Any
+    make_client: MakeClient, server: Any, kind: str
 ) -> None:
-    """track() found its key's list, then the worker swapped it before the append: the id lands in
-    the old list, which the worker keeps reading until it stays still."""
+    """track() found its list, then the worker swapped it before the append: the id lands in the old
+    list, which the worker keeps reading until it stays still. Both kinds of list: the snapshot's per
+    arm (the current default allocation) and the keyed one (any other rule or version)."""
+    from banditflags import Decision, Reason
+
     client = make_client(background=False)
     assert client.wait_until_ready(5.0)
-    first, late = client.decide("btn", "u1"), client.decide("btn", "u2")
-    assert client.track(first)
     agg = client._events.agg
-    (key,) = agg.conversions
-    old = agg.conversions[key]
+    if kind == "snapshot":
+        first, late = client.decide("btn", "u1"), client.decide("btn", "u2")
+        lists = client._flags["btn"].conversions
+        assert client.track(first)
+        old = lists[first.arm]
+
+        def current() -> Any:
+            return lists[first.arm]
+    else:
+        first, late = (
+            Decision(
+                "btn", "b", "B", Reason.SPLIT, 1, 1, 0.5, decision_id=f"00000000000000a{i}", rule="target"
+            )
+            for i in range(2)
+        )
+        assert client.track(first)
+        (key,) = agg.conversions
+        old = agg.conversions[key]
+
+        def current() -> Any:
+            return agg.conversions.get(key)
+
+    assert old == [first.decision_id]
     assert client.flush(2.0)  # the worker's cut: takes u1 and puts a fresh list in place
-    assert agg.conversions.get(key) is not old
+    assert current() is not old
     old.append(late.decision_id)  # the late append of a track() that held the old list
     assert client.flush(2.0)
     assert sorted(_sent_ids(server)) == sorted([first.decision_id, late.decision_id])

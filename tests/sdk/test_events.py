@@ -135,12 +135,17 @@ def test_ids_are_split_at_the_batch_limit(build: Any) -> None:
     n = MAX_IDS_PER_BATCH + 5
     for i in range(n):
         proc.queue.append(("r", key, f"{i:016x}", 1.0, True))
-    proc.queue.append(("r", key, f"{0:016x}", 1.0, True))  # the same id again in the row: once
+    # The same id again (it left the SDK's memory): sent as it is; the server takes it out
+    # (docs/protocol.md, "Conversions count once"), so the SDK checks no id twice on the worker.
+    proc.queue.append(("r", key, f"{0:016x}", 1.0, True))
     assert proc.flush_now(None)
     rows = [r for b in poster.bodies for r in b["rewards"]]
     assert all(sum(len(r.get("ids", ())) for r in b["rewards"]) <= MAX_IDS_PER_BATCH for b in poster.bodies)
-    assert sum(r["count"] for r in rows) == n and sum(r["sum"] for r in rows) == n
-    assert all(len(r["ids"]) <= r["sum"] for r in rows) and proc.duplicates == 1
+    assert sum(r["count"] for r in rows) == n + 1 and sum(r["sum"] for r in rows) == n + 1
+    assert all(len(r["ids"]) == r["count"] == r["sum"] == r["sum_sq"] for r in rows)
+    assert sorted(i for r in rows for i in r["ids"]) == sorted(
+        [f"{i:016x}" for i in range(n)] + [f"{0:016x}"]
+    )
 
 
 def test_unknown_flag_is_logged_once_per_key_and_counted(build: Any, caplog: Any) -> None:

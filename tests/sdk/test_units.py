@@ -31,6 +31,24 @@ def test_memory_and_conversions_are_bounded() -> None:
     conv = Conversions(100)
     for i in range(1_000):
         assert conv.first(("f", 0, f"{i:016x}"), 60.0, 0.0)
-    assert len(conv.cur) + len(conv.old) <= 100
+    assert len(conv.cur) <= 100
     assert not conv.first(("f", 0, f"{999:016x}"), 60.0, 1.0)  # still remembered: a duplicate
     assert conv.first(("f", 0, f"{0:016x}"), 60.0, 1.0)  # forgotten: counted again (the server has the id)
+
+
+def test_a_full_memory_is_trimmed_once_however_many_threads_see_it_full() -> None:
+    """Two track() calls that both see the conversion memory over its cap trim it once: the second
+    must not replace the dict the first made (and a third thread may already have written to)."""
+    c = Conversions(4)
+    for k in ("a", "b", "c", "d", "e"):
+        assert c.first(k, 60.0, 0.0)  # the fifth is over the cap: the newest two are kept
+    assert list(c.cur) == ["d", "e"]
+    full = {"x": 0.0, **c.cur}
+    c.cur = full
+    c.trim(full)
+    trimmed = c.cur
+    trimmed["f"] = 1.0  # another thread's insert into the new dict
+    c.trim(full)  # a racing thread that saw `full` over the cap, late
+    assert c.cur is trimmed and list(trimmed) == ["d", "e", "f"]
+    assert not any(c.first(k, 60.0, 1.0) for k in ("d", "e", "f"))  # all still remembered
+    assert c._trims == {}
