@@ -361,8 +361,8 @@ class Client(Runtime):
                     if d.__class__ is Decision:
                         f = self._flags[d[0]]  # an unknown flag: KeyError, rejected as reward_item would
                         arm, did, reason = d[5], d[11], d[3]
-                        # The id's digits are checked by the event worker, for all ids at once: one
-                        # that is not hex is then sent without it, as reward_item would (_aggregate).
+                        # The id's digits are checked when its batch is written, for all ids at once:
+                        # one that is not hex is sent without it, as reward_item would (encode_body).
                         if not (
                             d[4] is f.version  # an int, the current snapshot's (else: the general path)
                             and d[12] is None
@@ -387,6 +387,7 @@ class Client(Runtime):
                     # track(flag, unit) of a unit this client served within the credit window
                     f = self._flags.get(d)
                     if f is not None:
+                        now = _monotonic()  # also the memory's stamp below (a fresh float, used once)
                         u = f.units
                         e = u.cur.get(unit_id)
                         if e is None:
@@ -398,7 +399,7 @@ class Client(Runtime):
                             and f.binary
                             and not f.user_unit
                             and e[3] is not None
-                            and _monotonic() - e[2] <= f.credit_window
+                            and now - e[2] <= f.credit_window
                         ):
                             arm, did = e[1], e[3]
                             if did.__class__ is int:  # remembered by variant(): formatted now
@@ -410,7 +411,8 @@ class Client(Runtime):
                 # appended to its arm's list on the snapshot (no queue, no tuple; see _aggregate).
                 ids = f.conversions[arm]  # before the memory: an arm out of range remembers nothing
                 mk = did if not f.user_unit else (f.key, arm, did)
-                now = _monotonic()  # a fresh float: identity tells this call's insert from another's
+                if unit_id is None:
+                    now = _monotonic()  # a fresh float: identity tells this call's insert from another's
                 mem = self._conversions
                 cur = mem.cur
                 t = cur.setdefault(mk, now)  # Conversions.first(), inline: one dict operation
