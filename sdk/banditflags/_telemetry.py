@@ -93,6 +93,21 @@ _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 trace_module = _trace
 
 _new = tuple.__new__  # a Decision from its fields in order (see _models.Decision)
+_SPLIT = Reason.SPLIT
+CONTEXT_ID = "feature_flag.context.id"
+
+
+def _span_context_is_a_tuple() -> bool:
+    """Whether a SpanContext is the API's tuple (trace_id, span_id, is_remote, flags, state, is_valid):
+    then a decision reads its span's ids by index (one C call each) instead of three properties."""
+    try:
+        sc = SpanContext(0x1F, 0x2F, False)
+        return isinstance(sc, tuple) and sc[0] == 0x1F and sc[1] == 0x2F and sc[5] is True
+    except Exception:
+        return False
+
+
+_SC_TUPLE = _span_context_is_a_tuple()
 
 
 def tracer_provider_installed() -> bool:
@@ -164,7 +179,15 @@ class Telemetry:
         self._tracer = _trace.get_tracer("banditflags", __version__, tracer_provider=tracer_provider)
         self._logger = get_logger("banditflags", __version__, logger_provider=logger_provider)
         self._current = _current_span_getter()
+        #: The span mode's gate, for the client's decide() to call without a method call in between.
+        self.current_span = self._current if mode == "span" else None
+        self._start_span = self._tracer.start_span
         self._attr_cache: dict[tuple[Any, ...], tuple[FlagSnapshot | None, dict[str, AttributeValue]]] = {}
+        # A bucketed decision's attributes without the unit's: one dict per (snapshot, arm), keyed by
+        # the arm's exposure counter (hashed by identity, alive while it is cached); split decisions
+        # apart from the rarer stale and cached ones, so that the reason needs no key of its own.
+        self._split_attrs: dict[Any, dict[str, AttributeValue]] = {}
+        self._other_attrs: dict[Reason, dict[Any, dict[str, AttributeValue]]] = {}
         self._cid_cache: dict[str, str] = {}
         self.errors = 0  # telemetry failures swallowed (visible in tests and debugging)
 
@@ -249,38 +272,67 @@ class Telemetry:
             return base
         cid = self._cid_cache.get(unit_id)
         if cid is None:
-            cid = self.context_id(unit_id)
-            if len(self._cid_cache) >= _CID_CACHE_MAX:
-                self._cid_cache.clear()
-            self._cid_cache[unit_id] = cid
+            cid = self._new_cid(unit_id)
         attrs = base.copy()
-        attrs["feature_flag.context.id"] = cid
+        attrs[CONTEXT_ID] = cid
         return attrs
+
+    def _new_cid(self, unit_id: str) -> str:
+        """The unit's ``feature_flag.context.id``, computed and cached (at most ``_CID_CACHE_MAX``)."""
+        cid = self.context_id(unit_id)
+        if len(self._cid_cache) >= _CID_CACHE_MAX:
+            self._cid_cache.clear()
+        self._cid_cache[unit_id] = cid
+        return cid
+
+    def _bucketed_attrs(self, f: FlagSnapshot, arm: int, reason: Reason) -> dict[str, AttributeValue]:
+        """The attributes of a bucketed decision on (``f``, ``arm``) for ``reason``, without the unit's
+        ``feature_flag.context.id``: built once, then read from the cache."""
+        cache = self._split_attrs if reason is _SPLIT else self._other_attrs.setdefault(reason, {})
+        c = f.counters[arm]
+        base = cache.get(c)
+        if base is None:
+            p = f.propensities[arm]
+            d = Decision(f.key, f.keys[arm], f.values[arm], reason, f.version, arm, p, rule=f.rule)
+            base = self.attributes(d, f, None)
+            if len(cache) >= _ATTR_CACHE_MAX:
+                cache.clear()
+            cache[c] = base
+        return base
 
     def bucketed(self, f: FlagSnapshot, arm: int, reason: Reason, did: str, unit_id: str) -> Decision:
         """A bucketed decision's span (span mode) or event, and its Decision, built once with the span's
-        ids. The attributes are given at span creation; the per-(snapshot, arm, reason) part is cached."""
-        d: Decision | None = None
+        ids (as ints: formatted when read, see _models). The attributes are given at span creation; the
+        per-(snapshot, arm, reason) part is cached, the unit's hashed context id too."""
         try:
-            ck = ("bucketed", f.key, f.version, arm, reason, f.rule)
-            hit = self._attr_cache.get(ck)
-            if hit is not None and hit[0] is f:
-                base = hit[1]
-            else:
-                p = f.propensities[arm]
-                d = Decision(f.key, f.keys[arm], f.values[arm], reason, f.version, arm, p, rule=f.rule)
-                base = self.attributes(d, f, None)
-                if len(self._attr_cache) >= _ATTR_CACHE_MAX:
-                    self._attr_cache.clear()
-                self._attr_cache[ck] = (f, base)
-            if self.mode == "span":
-                sc = self._tracer.start_span(SPAN_NAME, attributes=self.context_attrs(base, unit_id))
+            base = (self._split_attrs if reason is _SPLIT else self._other_attrs.get(reason, {})).get(
+                f.counters[arm]
+            )
+            if base is None:
+                base = self._bucketed_attrs(f, arm, reason)
+            if self.current_span is not None:  # span mode
+                if self._context_id_mode != "none":
+                    cid = self._cid_cache.get(unit_id)
+                    if cid is None:
+                        cid = self._new_cid(unit_id)
+                    attrs = base.copy()
+                    attrs[CONTEXT_ID] = cid
+                else:
+                    attrs = base
+                sc = self._start_span(SPAN_NAME, attributes=attrs)
                 sc.end()
                 ctx = sc.get_span_context()
-                if ctx.is_valid:
-                    fields = (f.key, f.keys[arm], f.values[arm], reason, f.version, arm, f.propensities[arm])
-                    ids = ("%032x" % ctx.trace_id, "%016x" % ctx.span_id, did, f.rule)  # noqa: UP031  # printf-style: half of int.__format__'s cost
-                    return _new(Decision, (*fields, None, None, *ids))
+                if _SC_TUPLE:
+                    if ctx[5]:  # is_valid
+                        k, v, p, r = f.keys[arm], f.values[arm], f.propensities[arm], f.rule
+                        tid, sid = ctx[0], ctx[1]  # ints: formatted when read (see _models.Decision)
+                        return _new(
+                            Decision, (f.key, k, v, reason, f.version, arm, p, None, None, tid, sid, did, r)
+                        )
+                elif ctx.is_valid:
+                    fields = (f.key, f.keys[arm], f.values[arm], reason, f.version, arm)
+                    ids = (ctx.trace_id, ctx.span_id, did, f.rule)
+                    return _new(Decision, (*fields, f.propensities[arm], None, None, *ids))
             else:
                 d = Decision(
                     f.key,
@@ -342,8 +394,8 @@ class Telemetry:
                 d.propensity,
                 d.error_type,
                 d.error_message,
-                "%032x" % sc.trace_id,  # noqa: UP031  # printf-style: half of int.__format__'s cost
-                "%016x" % sc.span_id,  # noqa: UP031  # printf-style: half of int.__format__'s cost
+                sc.trace_id,  # ints, formatted when read (see _models.Decision)
+                sc.span_id,
                 d.decision_id,
                 d.rule,
             )

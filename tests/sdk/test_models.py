@@ -73,3 +73,20 @@ def test_the_sdks_fast_construction_is_the_same_record() -> None:
     fields = tuple(decision())
     fast = tuple.__new__(Decision, fields)  # as _client and _telemetry build it
     assert fast == decision() and fast.decision_id == "9f86d081884c7d65" and fast.token == decision().token
+
+
+def test_span_ids_kept_as_ints_read_as_hex() -> None:
+    """A decision made inside a trace keeps its span's ids as the span context's ints (formatting them
+    on every traced decision cost ~0.2 µs): read, compared, hashed, printed, pickled and put in the
+    token as the hex the same decision with string ids has."""
+    trace, span = 0x4BF92F3577B34DA6A3CE929D0E0E4736, 0x00F067AA0BA902B7
+    fields = ("btn", "b", "B", Reason.SPLIT, 1, 1, 0.5, None, None)
+    lazy = tuple.__new__(Decision, (*fields, trace, span, "9f86d081884c7d65", None))
+    text = Decision(*fields, "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7", "9f86d081884c7d65")
+    assert (lazy.trace_id, lazy.span_id) == ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7")
+    assert lazy == text and hash(lazy) == hash(text) and repr(lazy) == repr(text)
+    assert lazy.token == text.token and lazy.token.endswith(
+        ":4bf92f3577b34da6a3ce929d0e0e4736:00f067aa0ba902b7"
+    )
+    back = pickle.loads(pickle.dumps(lazy))
+    assert back == text and back.trace_id == text.trace_id and back.decision_id == text.decision_id
