@@ -33,6 +33,7 @@ Attributes = Mapping[str, Any] | None
 
 
 _hash = mmh3.hash
+_hash64 = mmh3.hash64
 _seq = _ids._seq  # the decision ids' sequence (next() is atomic under the GIL)
 _MASK = (1 << 64) - 1
 _monotonic = time.monotonic
@@ -414,28 +415,33 @@ class Client(Runtime):
                             if not (f.binary and not did.strip(_HEX)):
                                 f = None
                 elif unit_id.__class__ is str and d.__class__ is str:
-                    # track(flag, unit) of a unit this client served within the credit window
+                    # track(flag, unit): the decision this client served the unit within the credit
+                    # window, else the arm it buckets into now (what reward_item's _by_unit does, for
+                    # a decision-unit flag without targeting; anything else takes the general path).
                     f = self._flags.get(d)
-                    if f is not None:
+                    if f is not None and f.binary and not f.user_unit and unit_id:
                         now = _monotonic()  # also the memory's stamp below (a fresh float, used once)
                         u = f.units
                         e = u.cur.get(unit_id)
                         if e is None:
                             e = u.old.get(unit_id)
-                        if (
-                            e is not None
-                            and e[0] is f.version
-                            and e[4] is None
-                            and f.binary
-                            and not f.user_unit
-                            and e[3] is not None
-                            and now - e[2] <= f.credit_window
-                        ):
-                            arm, did = e[1], e[3]
-                            if did.__class__ is int:  # remembered by variant(): formatted now
-                                did = "%016x" % did  # noqa: UP031  # did_hex(), inline
+                        if e is not None and now - e[2] <= f.credit_window:
+                            if e[0] is f.version and e[4] is None and e[3] is not None:
+                                arm, did = e[1], e[3]
+                                if did.__class__ is int:  # remembered by variant(): formatted now
+                                    did = "%016x" % did  # noqa: UP031  # did_hex(), inline
+                            else:
+                                f = None  # another version or a rule: the general path
+                        elif not f.detour:
+                            arm = f.table[(_hash(f.prefix + unit_id, 0, False) * 10_000) >> 32]
+                            u.on = True  # from now on this flag's decisions are remembered
+                            # unit_did(f"{salt}:{version}", unit), inline: the same id in every process
+                            did = "%016x" % _hash64(f.did_prefix + unit_id, signed=False)[0]  # noqa: UP031
+                            u.put(unit_id, (f.version, arm, now, did, None))
                         else:
-                            f = None
+                            f = None  # killed or targeted: the general path
+                    else:
+                        f = None
             if f is not None:
                 # A conversion counted in place: once per decision (the memory, inline), then its id
                 # appended to its arm's list on the snapshot (no queue, no tuple; see _aggregate).

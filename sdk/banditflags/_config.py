@@ -83,6 +83,8 @@ class FlagSnapshot:
     # the event worker swaps each non-empty list for a fresh one at every cut (see ``_aggregate``).
     # Fresh for every snapshot built (shared only with the targeted copy ``route`` wraps around it).
     conversions: list[list[str]] = field(default_factory=list, compare=False)
+    # "salt:version:": what track(flag, unit) hashes a unit it has not served with (see _units.unit_did)
+    did_prefix: str = field(default="", compare=False)
     # Shared by every snapshot of the flag (its rules' too) and handed over from config to config.
     units: UnitMemory = field(default_factory=lambda: UnitMemory(False), compare=False)
     # Targeting (DESIGN.md §9). ``rule`` names what this snapshot serves: None for the flag's default
@@ -324,6 +326,7 @@ def build_snapshot(
         policy=flag.policy,
         counters=tuple(itertools.count() for _ in range(k)),
         conversions=[[] for _ in range(k)],
+        did_prefix=f"{flag.salt}:{version}:",
         units=flag.units,
         rule=rule,
         detour=flag.state == "killed",
