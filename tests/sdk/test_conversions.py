@@ -205,3 +205,39 @@ def test_track_of_a_hand_made_decision_agrees_with_the_general_path(
         (row,) = rows
         assert (row["version"], row["arm"], row.get("rule")) == (*expected[1][2:], expected[1][1])
         assert row.get("ids") == ([expected[2]] if expected[2] is not None else None)
+
+
+@pytest.mark.parametrize("served", [False, True])
+def test_track_by_unit_agrees_with_the_general_path(
+    make_client: MakeClient, server: Any, served: bool
+) -> None:
+    """track(flag, unit) checks inline, for a unit served within the credit window and for one not
+    served (bucketed now, its id a hash of salt, version and unit): the row and the id it sends are
+    what reward_item decides for a twin client in the same state."""
+    client, twin = make_client(background=False), make_client(background=False)
+    assert client.wait_until_ready(5.0) and twin.wait_until_ready(5.0)
+    units = [f"unit-{i}" for i in range(20)]
+    if served:
+        for c in (client, twin):
+            c.track("btn", "someone")  # the flag's units are remembered from now on
+            for u in units:
+                c.variant("btn", u)
+        twin_flags = twin._flags
+        for u in units:  # the same arms; the ids differ per client (drawn), so compare with the twin's own
+            assert twin_flags["btn"].units.get(u)[1] == client._flags["btn"].units.get(u)[1]
+    assert client.flush(2.0)
+    before = set(server.accepted)
+    expected = {}
+    for u in units:
+        res = reward_item(twin._flags, "btn", u, 1.0, None, 0.0)
+        assert res is not None
+        expected[u] = res
+        assert client.track("btn", u) is True and client.track("btn", u) is False
+    assert client.flush(2.0)
+    rows = [row for b, body in server.accepted.items() if b not in before for row in body["rewards"]]
+    sent = sorted(i for row in rows for i in row["ids"])
+    if not served:  # the ids are hashes of (salt, version, unit): the same in both clients
+        assert sent == sorted(res[2] for res in expected.values())
+    arms = sorted(res[1][3] for res in expected.values())
+    assert sorted(row["arm"] for row in rows for _ in row["ids"]) == arms
+    assert all(row["version"] == 1 and "rule" not in row for row in rows)
