@@ -167,6 +167,7 @@ class Telemetry:
             raise ValueError(f"telemetry_context_id must be one of {', '.join(CONTEXT_ID_MODES)}")
         self.mode = mode
         self._context_id_mode = context_id
+        self._cid_on = context_id != "none"  # a bool for the span path (a string compare costs more)
         # Keyed BLAKE2b, copied per call: cheaper than building a keyed hash from scratch.
         self._cid_hash = hashlib.blake2b(
             digest_size=16, key=hashlib.blake2b(context_id_key, digest_size=32).digest()
@@ -311,7 +312,7 @@ class Telemetry:
             if base is None:
                 base = self._bucketed_attrs(f, arm, reason)
             if self.current_span is not None:  # span mode
-                if self._context_id_mode != "none":
+                if self._cid_on:
                     cid = self._cid_cache.get(unit_id)
                     if cid is None:
                         cid = self._new_cid(unit_id)
