@@ -241,3 +241,21 @@ def test_track_by_unit_agrees_with_the_general_path(
     arms = sorted(res[1][3] for res in expected.values())
     assert sorted(row["arm"] for row in rows for _ in row["ids"]) == arms
     assert all(row["version"] == 1 and "rule" not in row for row in rows)
+
+
+def test_track_after_close_records_nothing_and_answers_as_before(
+    make_client: MakeClient, server: Any
+) -> None:
+    """A closed client's track() answers (once per decision still) and records nothing: its snapshot's
+    conversion lists stay empty, nothing is dropped, nothing is sent."""
+    client = make_client(background=False)
+    assert client.wait_until_ready(5.0)
+    decisions = [client.decide("btn", f"c{i}") for i in range(3)]
+    assert client.close(2.0)
+    sent = len(server.event_requests)
+    assert client.track(decisions[0]) is True and client.track(decisions[0]) is False
+    assert client.track(decisions[1].token) is True and client.track("btn", "c2") is True
+    assert client.track("btn", "never-served") is True
+    assert all(ids == [] for ids in client._flags["btn"].conversions)
+    assert client.stats().decisions_dropped == 0 and client.flush(1.0) is True
+    assert len(server.event_requests) == sent
