@@ -482,10 +482,11 @@ class Client(Runtime):
                 cids = self._conversion_ids.get(key)
                 if cids is None:
                     cids = self._conversion_ids.setdefault(key, [])
-                if len(cids) >= self._max_queue:
+                if len(cids) < self._conv_cap:
+                    cids.append(did)
+                elif not self._closed:  # a closed client records nothing (its cap is 0)
                     self._note_dropped()
                     return False
-                cids.append(did)
             else:
                 q = self._queue
                 if len(q) >= self._max_queue:

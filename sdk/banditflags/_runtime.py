@@ -88,13 +88,6 @@ class _State:
 _EMPTY_STATE = _State({}, None, False, math.inf, None)
 
 
-class _NoConversions(dict):  # type: ignore[type-arg]
-    """A closed client's conversion lists: every one a sink (as its queue, a deque of length 0)."""
-
-    def get(self, key: object, default: object = None) -> collections.deque[str]:
-        return collections.deque(maxlen=0)
-
-
 class Runtime:
     """The lifecycle half of :class:`~banditflags.Client` (see there for the constructor's arguments).
 
@@ -476,7 +469,6 @@ class Runtime:
                     ev.lock.release()
             self._started = True
             self._queue = collections.deque(maxlen=0)  # appends become no-ops
-            self._conversion_ids = _NoConversions()
             self._conv_cap = 0  # track() then records nothing (see Client.track)
             self._http.close()
             self._stream_http.close()
