@@ -47,6 +47,7 @@ Row keys are ``(flag, rule, version, arm)``; a row carries ``"rule"`` only when 
 from __future__ import annotations
 
 import collections
+import itertools
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -211,7 +212,7 @@ class Aggregator:
             ids, key, taken, last = entry
             n = len(ids)
             if n > taken:
-                self._add_conversions(key, ids[taken:n])
+                self._add_conversions(key, ids, taken, n)
                 entry[2] = n
                 entry[3] = now
             elif now - last > RETIRE_GRACE:
@@ -219,12 +220,15 @@ class Aggregator:
         for lid in gone:
             del lists[lid]
 
-    def _add_conversions(self, key: Key, new: list[str]) -> None:
-        added = len(new)
+    def _add_conversions(self, key: Key, source: list[str], start: int, end: int) -> None:
+        # One copy of source[start:end] (the source may still grow: its tail is read at the next cut);
+        # no check per id: track() counted each once (see the module's docstring).
+        added = end - start
         ids = self.ids.get(key)
         if ids is None:
-            ids = self.ids[key] = []
-        ids.extend(new)  # no check per id: track() counted each once (see the module's docstring)
+            self.ids[key] = source[start:end]
+        else:
+            ids.extend(itertools.islice(source, start, end))
         r = self.rewards.get(key)
         if r is None:
             r = self.rewards[key] = [0, 0.0, 0.0]

@@ -21,7 +21,7 @@ from . import _units as _ids
 from ._config import FlagSnapshot
 from ._inputs import HEX_DIGITS as _HEX
 from ._inputs import reward_item, unit_key
-from ._models import Decision, ErrorType, Reason, bucketed
+from ._models import Bucketed, Decision, ErrorType, Reason, bucketed
 from ._runtime import Runtime
 from ._telemetry import trace_module
 from ._units import new_did, unit_did
@@ -311,8 +311,10 @@ class Client(Runtime):
                 return self._tel.bucketed(f, arm, reason, did, unit_id)
             # One C call on one tuple display (unpacking a part into it costs twice as much).
             k, v, p = f.keys[arm], f.values[arm], f.propensities[arm]
+            r = f.rule  # Bucketed: track() trusts its fields (see _models.Bucketed)
             return _new(
-                Decision, (f.key, k, v, reason, f.version, arm, p, None, None, None, None, did, f.rule)
+                Bucketed if r is None else Decision,
+                (f.key, k, v, reason, f.version, arm, p, None, None, None, None, did, r),
             )
         except Exception as exc:
             self._note(flag, None, "error", "general")
@@ -389,21 +391,12 @@ class Client(Runtime):
                 # (what reward_item checks, without its calls and tuples): a conversion of the current
                 # snapshot's default allocation. Anything unusual takes the general path below.
                 if unit_id is None:
-                    if d.__class__ is Decision:
+                    if d.__class__ is Bucketed:
+                        # Made by decide() on a default allocation: bucketed, no rule, an int arm and a
+                        # 16-hex-digit id (its type vouches; a hand-made Decision takes the general path).
                         f = self._flags[d[0]]  # an unknown flag: KeyError, rejected as reward_item would
-                        arm, did, reason = d[5], d[11], d[3]
-                        # The id's digits are checked when its batch is written, for all ids at once:
-                        # one that is not hex is sent without it, as reward_item would (encode_body).
-                        if not (
-                            d[4] is f.version  # an int, the current snapshot's (else: the general path)
-                            and d[12] is None
-                            and f.binary
-                            and (reason is _SPLIT or reason is _STALE or reason is _CACHED)
-                            and arm.__class__ is int
-                            and arm >= 0
-                            and did.__class__ is str
-                            and len(did) == 16
-                        ):
+                        arm, did = d[5], d[11]
+                        if not (d[4] is f.version and f.binary):  # the current snapshot's version
                             f = None
                     elif d.__class__ is str:
                         # bf2:flag:version:arm:did (no rule, no trace ids): its head looked up whole
@@ -422,7 +415,8 @@ class Client(Runtime):
                     if f is not None and f.binary and not f.user_unit and unit_id:
                         now = _monotonic()  # also the memory's stamp below (a fresh float, used once)
                         u = f.units
-                        e = u.cur.get(unit_id)
+                        ucur = u.cur
+                        e = ucur.get(unit_id)
                         if e is None:
                             e = u.old.get(unit_id)
                         if e is not None and now - e[2] <= f.credit_window:
@@ -437,7 +431,10 @@ class Client(Runtime):
                             u.on = True  # from now on this flag's decisions are remembered
                             # unit_did(f"{salt}:{version}", unit), inline: the same id in every process
                             did = "%016x" % _hash64(f.did_prefix + unit_id, signed=False)[0]  # noqa: UP031
-                            u.put(unit_id, (f.version, arm, now, did, None))
+                            ucur[unit_id] = (f.version, arm, now, did, None)  # u.put(), inline
+                            if len(ucur) * 2 > u.cap:
+                                u.old = ucur
+                                u.cur = {}
                         else:
                             f = None  # killed or targeted: the general path
                     else:
@@ -451,14 +448,20 @@ class Client(Runtime):
                     now = _monotonic()  # a fresh float: identity tells this call's insert from another's
                 mem = self._conversions
                 cur = mem.cur
-                t = cur.setdefault(mk, now)  # Conversions.first(), inline: one dict operation
-                if t is not now:  # credited before (or by a racing call just now)
-                    if now - t <= f.credit_window:
-                        next(self._duplicates)  # atomic under the GIL: no lock, exact under threads
+                t = cur.setdefault(mk, now)  # Conversions.first(), inline: two dict operations
+                if t is now:  # new to this generation: credited in the one before?
+                    before = mem.old.get(mk)
+                    if len(cur) >= mem.half:
+                        mem.rotate(cur)
+                    if before is not None and before is not now and now - before <= f.credit_window:
+                        cur[mk] = before  # keep the time of that credit
+                        next(self._duplicates)
                         return False
+                elif now - t <= f.credit_window:  # credited before (or by a racing call just now)
+                    next(self._duplicates)  # atomic under the GIL: no lock, exact under threads
+                    return False
+                else:
                     cur[mk] = now  # its credit window is over: it counts again
-                if len(cur) > mem.cap:
-                    mem.trim(cur)
                 if len(ids) >= self._conv_cap:
                     if self._closed:
                         return True  # a closed client records nothing (as its queue)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._token import make_token
 
-__all__ = ["TOKEN_REASONS", "ClientStats", "Decision", "ErrorType", "Reason"]
+__all__ = ["TOKEN_REASONS", "Bucketed", "ClientStats", "Decision", "ErrorType", "Reason"]
 
 
 class Reason(str, enum.Enum):
@@ -206,6 +206,21 @@ class Decision(tuple):  # type: ignore[type-arg]  # fields typed below, for read
         if self[3] not in TOKEN_REASONS or self[4] is None or self[5] is None:
             return None
         return make_token(self[0], self[4], self[5], self.trace_id, self.span_id, self[11], self[12])
+
+
+class Bucketed(Decision):
+    """A :class:`Decision` this SDK made by bucketing a unit on a flag's default allocation (private:
+    ``decide()`` returns it as a Decision). Its type vouches for what ``track()`` would otherwise check
+    field by field: reason ``split``, ``stale`` or ``cached``, no rule, an ``int`` arm of its version's
+    table and a 16-hex-digit decision id. It compares, hashes, pickles and prints as a Decision (a
+    pickled one comes back a plain Decision: its version is then no longer the snapshot's object).
+
+    >>> d = Bucketed("f", "green", 1, Reason.SPLIT, 3, 1, 0.5, decision_id="9f86d081884c7d65")
+    >>> isinstance(d, Decision), d == Decision(*d), repr(d).startswith("Decision(")
+    (True, True, True)
+    """
+
+    __slots__ = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -60,7 +60,7 @@ from opentelemetry.trace import SpanContext, Status, StatusCode, TraceFlags
 from opentelemetry.util.types import AttributeValue
 
 from ._config import FlagSnapshot
-from ._models import Decision, Reason
+from ._models import Bucketed, Decision, Reason
 from ._token import TOKEN_PREFIXES, parse_token
 from ._version import __version__
 
@@ -328,12 +328,14 @@ class Telemetry:
                         k, v, p, r = f.keys[arm], f.values[arm], f.propensities[arm], f.rule
                         tid, sid = ctx[0], ctx[1]  # ints: formatted when read (see _models.Decision)
                         return _new(
-                            Decision, (f.key, k, v, reason, f.version, arm, p, None, None, tid, sid, did, r)
+                            Bucketed if r is None else Decision,
+                            (f.key, k, v, reason, f.version, arm, p, None, None, tid, sid, did, r),
                         )
                 elif ctx.is_valid:
                     fields = (f.key, f.keys[arm], f.values[arm], reason, f.version, arm)
                     ids = (ctx.trace_id, ctx.span_id, did, f.rule)
-                    return _new(Decision, (*fields, f.propensities[arm], None, None, *ids))
+                    cls = Bucketed if f.rule is None else Decision
+                    return _new(cls, (*fields, f.propensities[arm], None, None, *ids))
             else:
                 d = Decision(
                     f.key,

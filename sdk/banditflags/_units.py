@@ -6,14 +6,14 @@ the decision the unit was served), and for ``decide()`` (so that a Decision trac
 recognised). A plain ``variant()`` on a ``decision``-unit flag that is never tracked by unit remembers
 nothing.
 
-The unit memory is two generations of plain dicts (a new generation starts when the current one holds half
-the cap; the one before is dropped); the conversions are one dict in the order of credit, trimmed to its
-newest half when over the cap. An insert is one dict store, with no per-entry object and no LRU
-bookkeeping. Writers race only benignly (the GIL makes each dict operation atomic): at worst a rotation or
-a trim forgets an entry early. **What leaving the memory means**: an exposure of a ``user``-unit flag is
-then counted again; ``track(flag, unit)`` then credits the arm the unit buckets into now; a conversion
-whose decision id has left :class:`Conversions` is counted again locally, but its id still goes to the
-server, which de-duplicates it within the credit window (docs/protocol.md, "Conversions count once").
+The unit memory and the conversions are each two generations of plain dicts: a new generation starts
+when the current one holds half the cap, and the one before is dropped (a rotation is two stores, no
+copy). An insert is one dict store, with no per-entry object and no LRU bookkeeping. Writers race only
+benignly (the GIL makes each dict operation atomic): at worst a rotation forgets an entry early. **What
+leaving the memory means**: an exposure of a ``user``-unit flag is then counted again;
+``track(flag, unit)`` then credits the arm the unit buckets into now; a conversion whose decision id has
+left :class:`Conversions` is counted again locally, but its id still goes to the server, which
+de-duplicates it within the credit window (docs/protocol.md, "Conversions count once").
 
 Decision ids (``did``, 16 lower-case hex digits, as the server wants them):
 
@@ -115,51 +115,56 @@ class UnitMemory:
 
 
 class Conversions:
-    """Conversions already credited, ``key -> time of the first credit``, in one dict in the order of
-    their credit; at most ``cap`` remembered (a call that finds more keeps the newest ``cap // 2``:
-    :meth:`trim`). :meth:`first` is the check ``track()`` makes for a binary objective; its fast path
-    inlines the same steps (one ``dict.setdefault`` for a first conversion)."""
+    """Conversions already credited, ``key -> time of the first credit``, in two generations like
+    :class:`UnitMemory`: ``cur`` takes new keys; when it holds ``half`` (``cap // 2``) it
+    becomes ``old`` and a new ``cur`` starts (the ``old`` before is dropped), so between ``cap // 2``
+    and ``cap`` of the latest conversions are remembered. A rotation is two stores, with no copy: a
+    first conversion costs one ``dict.setdefault`` in ``cur`` and one ``get`` in ``old``.
+    :meth:`first` is the check ``track()`` makes for a binary objective; its fast path inlines the
+    same steps."""
 
-    __slots__ = ("_trims", "cap", "cur")
+    __slots__ = ("_rotating", "cap", "cur", "half", "old")
 
     def __init__(self, cap: int) -> None:
         self.cap = cap
+        self.half = max(1, cap // 2)
         self.cur: dict[Any, float] = {}
-        self._trims: dict[int, object] = {}  # id(dict being trimmed) -> its trimmer's mark
+        self.old: dict[Any, float] = {}
+        self._rotating: dict[int, object] = {}  # id(dict being rotated out) -> its rotator's mark
 
-    def trim(self, full: dict[Any, float]) -> None:
-        """Keep the newest ``cap // 2`` entries of ``full`` (``cur`` when the caller looked), in a new
-        dict. Called by every thread that sees ``full`` over the cap and carried out by exactly one
-        (``dict.setdefault`` is atomic): no lock. The copy is one C call; an entry another thread adds
-        to ``full`` meanwhile is copied after the swap, unless it comes after that too (then it is
-        forgotten early: counted again here, taken out by the server)."""
+    def rotate(self, full: dict[Any, float]) -> None:
+        """``full`` (``cur`` when the caller looked) becomes ``old``, and a new ``cur`` starts. Called
+        by every thread that sees ``full`` hold ``half`` and carried out by exactly one
+        (``dict.setdefault`` is atomic): no lock. An entry another thread adds to ``full`` meanwhile
+        lands in ``old``, where it is still found."""
         mark = object()
-        trims = self._trims
-        if trims.setdefault(id(full), mark) is not mark:
-            return  # another thread trims it
+        rotating = self._rotating
+        if rotating.setdefault(id(full), mark) is not mark:
+            return  # another thread rotates it
         try:
-            if self.cur is not full:
-                return  # trimmed already: a late call
-            start = max(0, len(full) - max(1, self.cap // 2))
-            fresh = dict(itertools.islice(full.items(), start, None))
-            copied = start + len(fresh)
-            self.cur = fresh
-            for k, v in itertools.islice(full.items(), copied, None):
-                fresh.setdefault(k, v)
-        except RuntimeError:  # full changed size while copied: the next call tries again
-            pass
+            if self.cur is full:  # else rotated already: a late call
+                self.old = full
+                self.cur = {}
         finally:
-            del trims[id(full)]  # full is alive until we return: its id cannot have been reused
+            del rotating[id(full)]  # full is alive until we return: its id cannot have been reused
 
     def first(self, key: Any, window: float, now: float) -> bool:
         """True (and remembered) if ``key`` was not credited within ``window`` seconds before ``now``."""
         cur = self.cur
         stamp = now + 0.0  # a fresh float object: identity tells this call's insert from a racing one
         t = cur.setdefault(key, stamp)
-        if t is not stamp:
-            if now - t <= window:
-                return False  # credited before, or by another thread just now
-            cur[key] = stamp  # its window is over: it counts again
-        if len(cur) > self.cap:
-            self.trim(cur)
+        if t is stamp:  # new to this generation (which it may fill: then a new one starts)
+            before = self.old.get(key)
+            if len(cur) >= self.half:
+                self.rotate(cur)
+            if before is not None and before is not stamp and now - before <= window:
+                cur[key] = before  # credited in the generation before: keep the time of that credit
+                return False
+            return True
+        if now - t <= window:
+            return False  # credited before, or by another thread just now
+        cur[key] = stamp  # its window is over: it counts again
         return True
+
+    def __len__(self) -> int:
+        return len(self.cur) + len(self.old)

@@ -4,6 +4,7 @@ continuous sums, unknown flag keys, and a property test of the rates a simulatio
 from __future__ import annotations
 
 import logging
+import pickle
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 
 from banditflags import Decision, Reason
 from banditflags._inputs import reward_item
+from banditflags._models import Bucketed
 from banditflags._units import unit_did
 
 MakeClient = Any
@@ -187,8 +189,9 @@ _GOOD = {"flag": "btn", "variant": "b", "value": "B", "reason": Reason.SPLIT, "v
 def test_track_of_a_hand_made_decision_agrees_with_the_general_path(
     make_client: MakeClient, server: Any, fields: dict[str, Any]
 ) -> None:
-    """track(decision) checks a Decision inline; whatever it accepts or refuses, and the id it sends, is
-    what the general path (reward_item) decides for the same Decision."""
+    """track(decision) trusts only the Decisions decide() makes (Bucketed); a hand-made one, good or
+    bad, is checked as the general path (reward_item) checks it: accepted or refused, and the id it
+    sends, as reward_item decides for the same Decision."""
     client = make_client(background=False)
     assert client.wait_until_ready(5.0)
     kwargs = {"decision_id": "00000000000000bb", **_GOOD, **fields}
@@ -205,6 +208,27 @@ def test_track_of_a_hand_made_decision_agrees_with_the_general_path(
         (row,) = rows
         assert (row["version"], row["arm"], row.get("rule")) == (*expected[1][2:], expected[1][1])
         assert row.get("ids") == ([expected[2]] if expected[2] is not None else None)
+
+
+def test_track_of_decisions_decide_made_agrees_with_the_general_path(
+    make_client: MakeClient, server: Any
+) -> None:
+    """The Decisions decide() makes on a default allocation are Bucketed (track() trusts their fields)
+    and are credited as reward_item credits them: the same version, arm and id; a copy that comes
+    back from pickling is a plain Decision and still counts once."""
+    client = make_client(background=False)
+    assert client.wait_until_ready(5.0)
+    decisions = [client.decide("btn", f"unit-{i}") for i in range(40)]
+    assert all(type(d) is Bucketed for d in decisions)
+    assert len({d.arm for d in decisions}) == 2  # both arms
+    expected = [reward_item(client._flags, Decision(*d), None, 1.0, None, 0.0) for d in decisions]
+    assert all(client.track(d) for d in decisions)
+    assert not any(client.track(pickle.loads(pickle.dumps(d))) for d in decisions)  # once per decision
+    assert client.flush(2.0)
+    rows = [row for body in server.accepted.values() for row in body["rewards"]]
+    sent = sorted((row["version"], row["arm"], i) for row in rows for i in row["ids"])
+    assert sent == sorted((e[1][2], e[1][3], e[2]) for e in expected if e is not None)
+    assert client.stats().duplicates == len(decisions)
 
 
 @pytest.mark.parametrize("served", [False, True])

@@ -31,24 +31,65 @@ def test_memory_and_conversions_are_bounded() -> None:
     conv = Conversions(100)
     for i in range(1_000):
         assert conv.first(("f", 0, f"{i:016x}"), 60.0, 0.0)
-    assert len(conv.cur) <= 100
+    assert 50 <= len(conv) <= 100
     assert not conv.first(("f", 0, f"{999:016x}"), 60.0, 1.0)  # still remembered: a duplicate
     assert conv.first(("f", 0, f"{0:016x}"), 60.0, 1.0)  # forgotten: counted again (the server has the id)
 
 
-def test_a_full_memory_is_trimmed_once_however_many_threads_see_it_full() -> None:
-    """Two track() calls that both see the conversion memory over its cap trim it once: the second
-    must not replace the dict the first made (and a third thread may already have written to)."""
+def test_a_full_generation_is_rotated_once_however_many_threads_see_it_full() -> None:
+    """Two track() calls that both see the conversions' current generation full rotate it once: the
+    second must not rotate the new generation (which a third thread may already have written to), and
+    an entry added to the full generation meanwhile is still found in ``old``."""
+    c = Conversions(8)
+    for k in ("a", "b", "c", "d"):
+        assert c.first(k, 60.0, 0.0)  # the fourth fills half the cap: a new generation starts
+    assert list(c.old) == ["a", "b", "c", "d"] and c.cur == {}
+    assert c.first("e", 60.0, 0.0)
+    full = c.cur
+    full["x"] = full["y"] = full["z"] = 0.0  # a generation that another thread saw full
+    c.rotate(full)
+    rotated = c.cur
+    rotated["f"] = 1.0  # another thread's insert into the new generation
+    full["late"] = 1.0  # and one that still held the full one
+    c.rotate(full)  # a racing thread that saw `full` full, late
+    assert c.cur is rotated and c.old is full and list(rotated) == ["f"]
+    assert not any(c.first(k, 60.0, 1.0) for k in ("e", "late", "f"))  # all still remembered
+    assert c.first("a", 60.0, 1.0)  # two generations ago: forgotten (the server has the id)
+    assert c._rotating == {}
+
+
+def test_a_repeat_found_in_the_generation_before_keeps_its_first_credit_time() -> None:
     c = Conversions(4)
-    for k in ("a", "b", "c", "d", "e"):
-        assert c.first(k, 60.0, 0.0)  # the fifth is over the cap: the newest two are kept
-    assert list(c.cur) == ["d", "e"]
-    full = {"x": 0.0, **c.cur}
-    c.cur = full
-    c.trim(full)
-    trimmed = c.cur
-    trimmed["f"] = 1.0  # another thread's insert into the new dict
-    c.trim(full)  # a racing thread that saw `full` over the cap, late
-    assert c.cur is trimmed and list(trimmed) == ["d", "e", "f"]
-    assert not any(c.first(k, 60.0, 1.0) for k in ("d", "e", "f"))  # all still remembered
-    assert c._trims == {}
+    assert c.first("a", 10.0, 0.0)
+    assert c.first("b", 10.0, 0.0)
+    assert "a" in c.old
+    assert not c.first("a", 10.0, 5.0)  # a duplicate, found in old
+    assert c.cur["a"] == 0.0  # its window still runs from the first credit
+    assert c.first("a", 10.0, 10.5)  # over: counts again
+
+
+@given(st.lists(st.tuples(st.integers(0, 30), st.floats(0, 5)), max_size=200), st.integers(2, 20))
+def test_first_matches_an_unbounded_model_for_the_latest_half_cap(
+    calls: list[tuple[int, float]], cap: int
+) -> None:
+    """Against an unbounded model: a key credited within the last ``cap // 2`` credits is answered as
+    the model answers; an older one may be forgotten and count again, never refused when it should
+    count; the memory never holds more than ``cap`` (2 for a cap of 1)."""
+    c = Conversions(cap)
+    credited: dict[int, tuple[float, int]] = {}  # key -> (time of credit, credit number)
+    credits = 0
+    now = 0.0
+    window = 3.0
+    for key, dt in calls:
+        now += dt
+        prior = credited.get(key)
+        expected = prior is None or now - prior[0] > window
+        got = c.first(key, window, now)
+        if prior is None or credits - prior[1] < cap // 2:
+            assert got == expected
+        else:
+            assert got or not expected
+        if got:
+            credits += 1
+            credited[key] = (now, credits)
+        assert len(c) <= max(cap, 2)
