@@ -462,11 +462,13 @@ class Client(Runtime):
                     return False
                 else:
                     cur[mk] = now  # its credit window is over: it counts again
-                if len(ids) >= self._conv_cap:
+                if len(ids) >= self._conv_soon:  # half the cap: one comparison on the common path
                     if self._closed:
                         return True  # a closed client records nothing (as its queue)
-                    self._note_dropped()
-                    return False
+                    if len(ids) >= self._conv_cap:
+                        self._note_dropped()
+                        return False
+                    self._request_cut()  # the worker takes the list before it fills
                 ids.append(did)
                 if _otel._TRACER_PROVIDER is not None or self._tel_forced:
                     self._tel.reward(self._flags, flag_or_decision, 1.0)
@@ -485,9 +487,14 @@ class Client(Runtime):
                 cids = self._conversion_ids.get(key)
                 if cids is None:
                     cids = self._conversion_ids.setdefault(key, [])
-                if len(cids) < self._conv_cap:
+                if len(cids) < self._conv_soon:
                     cids.append(did)
-                elif not self._closed:  # a closed client records nothing (its cap is 0)
+                elif self._closed:
+                    pass  # a closed client records nothing (its cap is 0)
+                elif len(cids) < self._conv_cap:
+                    cids.append(did)
+                    self._request_cut()  # half full: the worker takes it before it fills
+                else:
                     self._note_dropped()
                     return False
             else:

@@ -141,6 +141,7 @@ class EventProcessor:
         self._dropped_reported = self.dropped
         self._next_send_at = 0.0
         self._hold_until = 0.0  # the server asked for no request before this clock() (even a flush's)
+        self.cut_soon = False  # a conversion list is half full: cut at the next wake, not at the interval
 
     def after_fork_in_child(self) -> None:
         """Forget the parent's thread, locks and unsent data (the parent sends those)."""
@@ -154,6 +155,14 @@ class EventProcessor:
         """Count one event lost because the buffer was full (the rare path, so a lock is fine)."""
         with self._drop_lock:
             self.dropped += 1
+
+    def request_cut(self) -> None:
+        """A conversion list holds half its cap: wake the worker to cut now, so that a burst of
+        conversions (a tight loop, a replay) is taken before the list fills and drops. Lock-free: a
+        bool and, once per request, an Event.set."""
+        if not self.cut_soon:
+            self.cut_soon = True
+            self.wake.set()
 
     def start(self) -> None:
         """Start the worker thread (daemon: it must never keep the interpreter alive)."""
@@ -182,7 +191,8 @@ class EventProcessor:
                     markers = self.drain()
                     forced = bool(markers)
                     now = self.clock()
-                    if forced or now >= next_cut:
+                    if forced or now >= next_cut or self.cut_soon:
+                        self.cut_soon = False  # before the cut: a request during it is kept
                         self.cut()
                         next_cut = now + self.flush_interval
                     self._register(markers)

@@ -226,6 +226,10 @@ class Runtime:
         self._queue = self._events.queue
         self._conversion_ids = self._events.agg.conversions  # track()'s conversions, counted in place
         self._conv_cap = self._max_queue  # ids one conversion list holds at most (0 once closed)
+        # From this many ids on, track() asks the worker to cut early (0 once closed: then every
+        # call takes that branch, which records nothing).
+        self._conv_soon = self._max_queue // 2
+        self._request_cut = self._events.request_cut
         self._note_dropped = self._events.note_dropped
         # The hot path checks this one bool; serverless and closed clients never start threads.
         self._started = self._closed or not self._background
@@ -469,7 +473,7 @@ class Runtime:
                     ev.lock.release()
             self._started = True
             self._queue = collections.deque(maxlen=0)  # appends become no-ops
-            self._conv_cap = 0  # track() then records nothing (see Client.track)
+            self._conv_cap = self._conv_soon = 0  # track() then records nothing (see Client.track)
             self._http.close()
             self._stream_http.close()
         except Exception as exc:

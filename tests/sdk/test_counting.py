@@ -155,6 +155,28 @@ def test_conversions_counted_in_place_are_exact_while_the_worker_cuts(
     assert client.stats().duplicates == 3 * 100 * threads
 
 
+@pytest.mark.parametrize("route", ["decision", "keyed"])
+def test_a_burst_of_conversions_is_taken_early_instead_of_dropped(
+    make_client: MakeClient, server: Any, build: Any, route: str
+) -> None:
+    """Conversions of 100,000 distinct decisions in a tight loop, 5x the per-list cap (max_queue)
+    within one flush interval: a list at half its cap wakes the worker to cut at once, so nothing is
+    dropped and every id is sent. ``keyed``: conversions of an older version's decisions (the general
+    path's lists)."""
+    client = make_client(flush_interval=60.0, max_queue=20_000)
+    assert client.wait_until_ready(5.0)
+    decisions = [client.decide("btn", f"u{i}") for i in range(100_000)]
+    if route == "keyed":  # a new version: the decisions above now convert on the general path
+        server.set_config(build.config(build.flag(version=2), revision=2))
+        assert client.refresh() and client._flags["btn"].version == 2
+    assert client.flush(10.0)
+    track = client.track
+    accepted = sum(track(d) for d in decisions)
+    assert client.flush(10.0)
+    assert accepted == 100_000 and client.stats().decisions_dropped == 0
+    assert set(_sent_ids(server)) == {d.decision_id for d in decisions}
+
+
 @pytest.mark.parametrize("kind", ["snapshot", "keyed"])
 def test_a_conversion_list_looked_up_before_the_swap_is_still_read(
     make_client: MakeClient, server: Any, kind: str
