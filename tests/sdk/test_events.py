@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 from typing import Any
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
+from banditflags._aggregate import Aggregator, Ids, ids_text
 from banditflags._config import FlagSnapshot, parse_config
-from banditflags._events import MAX_IDS_PER_BATCH, MAX_ROWS_PER_BATCH, EventProcessor, FlushMarker
+from banditflags._events import (
+    MAX_IDS_PER_BATCH,
+    MAX_ROWS_PER_BATCH,
+    EventProcessor,
+    FlushMarker,
+    encode_body,
+)
 from banditflags._inputs import is_valid_reward
 from banditflags._sync import Pushback
 
@@ -146,6 +156,173 @@ def test_ids_are_split_at_the_batch_limit(build: Any) -> None:
     assert sorted(i for r in rows for i in r["ids"]) == sorted(
         [f"{i:016x}" for i in range(n)] + [f"{0:016x}"]
     )
+
+
+_GOOD_ID = st.integers(0, 2**64 - 1).map(lambda i: f"{i:016x}")
+_ANY_ID = st.one_of(
+    _GOOD_ID,
+    _GOOD_ID.map(str.upper),
+    _GOOD_ID.map(lambda i: i[1:]),  # 15 digits
+    _GOOD_ID.map(lambda i: i + "0"),  # 17
+    st.text(max_size=18),  # quotes, commas, backslashes, non-ASCII
+    st.sampled_from(['0000000000000a"b', "000000000000,abc", "000000000000000\\", 7, None]),
+)
+
+
+def _valid(i: object) -> bool:
+    return isinstance(i, str) and len(i) == 16 and all(c in "0123456789abcdef" for c in i)
+
+
+def _pairs(text: bytes) -> Any:
+    """The JSON, with every object as its list of (key, value) pairs: equal only in the same order."""
+    return json.loads(text, object_pairs_hook=list)
+
+
+@settings(max_examples=300)
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.one_of(st.none(), st.lists(_ANY_ID, max_size=6), st.lists(_GOOD_ID, min_size=1, max_size=6)),
+            st.booleans(),  # ids as the worker's Ids (their text joined and checked by ids_text)
+            st.booleans(),  # a rule
+        ),
+        max_size=4,
+    ),
+    head_first=st.booleans(),
+)
+def test_encode_body_is_json_with_the_bad_ids_taken_out_and_a_retry_sends_the_same_bytes(
+    rows: list[tuple[list[Any] | None, bool, bool]], head_first: bool
+) -> None:
+    """What encode_body writes is the body as JSON in its own key order, each row's ``ids`` last in
+    it and holding only the ids that are 16 lower-case hex digits (the key gone when none is); the
+    row's ``ids`` in the body say the same; and encoding it again (a retry) gives the same bytes."""
+    rewards: list[dict[str, Any]] = []
+    expected_rewards: list[dict[str, Any]] = []
+    for ids, as_ids, rule in rows:
+        r: dict[str, Any] = {"flag": "btn", "version": 1, "arm": 0, **({"rule": "r1"} if rule else {})}
+        r.update(count=9, sum=9.0, sum_sq=9.0)
+        expected = dict(r)
+        if ids is not None:
+            r["ids"] = Ids(ids, ids_text(ids)) if as_ids else list(ids)
+            good = [i for i in ids if _valid(i)]
+            if good or not ids:
+                expected["ids"] = good
+        rewards.append(r)
+        expected_rewards.append(expected)
+    body: dict[str, Any] = {"batch_id": "b1", "rewards": rewards, "dropped": 0}
+    if head_first:
+        body = {"rewards": rewards, "batch_id": "b1"}
+    sent = encode_body(body)
+    want = {k: expected_rewards if k == "rewards" else v for k, v in body.items()}
+    assert _pairs(sent) == _pairs(json.dumps(want).encode())
+    assert _pairs(sent) == _pairs(json.dumps(body).encode())  # the body says what was sent
+    assert encode_body(body) == sent
+
+
+@settings(max_examples=500)
+@given(ids=st.lists(st.text(alphabet='0af",A', min_size=14, max_size=18), min_size=1, max_size=4))
+@example(ids=["000000000000000", "00000000000000000"])  # 15 + 17 digits: 32, as two good ids
+@example(ids=["00000000000000", "000000000000000000"])  # 14 + 18
+@example(ids=["0000000000000000", '0","0000000000000', "000000000000000"])  # a separator inside
+def test_ids_text_takes_only_ids_of_16_lower_case_hex_digits(ids: list[str]) -> None:
+    valid = all(_valid(i) for i in ids)
+    assert ids_text(ids) == ('","'.join(ids).encode() if valid else None)
+
+
+def test_a_retry_sends_the_same_bytes_when_no_id_of_the_batch_is_left(build: Any) -> None:
+    """A hand-made Decision's bad id taken out on the first try, then a 503: the retry sends the same
+    bytes (not merely the same JSON), though no row has ids any more."""
+    proc, _, clock, _ = make(build)
+    sent: list[bytes] = []
+    statuses = [503, 202]
+
+    def post(body: dict[str, Any], timeout: float) -> int:
+        sent.append(encode_body(body))
+        return statuses.pop(0)
+
+    proc.post = post
+    proc.queue.append(("r", ("btn", None, 1, 1), "-12ab", 1.0, True))
+    proc.queue.append(ITEM)
+    assert proc.flush_now(clock.now + 1000)
+    assert len(sent) == 2 and sent[0] == sent[1]
+    assert all("ids" not in r for r in json.loads(sent[0])["rewards"])
+
+
+_MAX = 4  # a small max_ids: many chunk boundaries
+_KEYS = [("btn", None, 1, 0), ("btn", "r1", 1, 1)]
+
+
+@settings(max_examples=300)
+@given(
+    ops=st.lists(
+        st.one_of(
+            st.tuples(st.just("append"), st.integers(0, 1), st.integers(1, 11)),  # to the key's list
+            st.tuples(st.just("late"), st.integers(0, 99), st.integers(1, 3)),  # to a list swapped out
+            st.tuples(st.just("reward"), st.integers(0, 1), st.just(0)),  # by the queue
+            st.tuples(st.just("collect"), st.just(0), st.just(0)),
+        ),
+        max_size=30,
+    ),
+    bad=st.integers(0, 60),  # the n-th id made is not hex (a hand-made Decision's)
+)
+def test_conversion_rows_split_as_one_list_would(ops: list[tuple[str, int, int]], bad: int) -> None:
+    """Conversion ids reach a key's rows from several lists (the current one, and old ones a late
+    track() still appends to) and from the queue, over several collects before a cut. The rows are
+    those of one list of the key's ids in the order they were taken: ``max_ids`` ids in each but the
+    last, the counts adding up; every id taken once; each row's text the checked join of its ids."""
+    agg = Aggregator(1000, max_ids=_MAX)
+    expected: dict[Any, list[str]] = {k: [] for k in _KEYS}
+    appended: dict[int, list[str]] = {}  # every list's ids so far, by id(list)
+    done: dict[int, int] = {}  # how many of them were taken
+    swapped: list[tuple[list[str], Any]] = []  # the lists the worker took, in the order it reads them
+    made = 0
+
+    def fresh(k: int) -> str:
+        nonlocal made
+        made += 1
+        return "-12ab" if made == bad else f"{k:02x}{made:014x}"
+
+    def collect() -> None:  # the worker's order: lists taken before first, then the ones swapped now
+        for key, ids in list(agg.conversions.items()):  # an empty one too (idle: dropped from the dict)
+            swapped.append((ids, key))
+            appended.setdefault(id(ids), [])
+            done.setdefault(id(ids), 0)
+        agg.collect(0.0)
+        for ids, key in swapped:
+            expected[key] += appended[id(ids)][done[id(ids)] :]
+            done[id(ids)] = len(appended[id(ids)])
+
+    for op, k, m in ops:
+        if op == "append":
+            ids = agg.conversions.setdefault(_KEYS[k], [])
+            new = [fresh(k) for _ in range(m)]
+            ids += new
+            appended.setdefault(id(ids), []).extend(new)
+            done.setdefault(id(ids), 0)
+        elif op == "late" and swapped:
+            ids, key = swapped[k % len(swapped)]
+            new = [fresh(_KEYS.index(key)) for _ in range(m)]
+            ids += new
+            appended[id(ids)].extend(new)
+        elif op == "reward":
+            did = fresh(k)
+            agg.reward(_KEYS[k], did, 1.0, True)
+            expected[_KEYS[k]].append(did)
+        elif op == "collect":
+            collect()
+    collect()
+    rows = [(r, n) for kind, r, n in agg.take_rows() if kind == "rewards"]
+    for key in _KEYS:
+        mine = [(r, n) for r, n in rows if (r["flag"], r.get("rule"), r["version"], r["arm"]) == key]
+        assert [i for r, _ in mine for i in r.get("ids", [])] == expected[key]
+        assert sum(r["count"] for r, _ in mine) == len(expected[key]) == sum(r["sum"] for r, _ in mine)
+        assert [len(r["ids"]) for r, _ in mine[:-1]] == [_MAX] * (len(mine) - 1)
+        for r, n in mine:
+            assert n == len(r.get("ids", [])) == r["count"] == r["sum"] == r["sum_sq"]
+            if "ids" in r:
+                assert 1 <= n <= _MAX and r["ids"].text == ids_text(list(r["ids"]))
+    for ids, _ in swapped:
+        assert not ids  # every id taken was taken out of its list
 
 
 def test_unknown_flag_is_logged_once_per_key_and_counted(build: Any, caplog: Any) -> None:
