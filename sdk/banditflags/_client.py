@@ -451,12 +451,12 @@ class Client(Runtime):
                 t = cur.setdefault(mk, now)  # Conversions.first(), inline: two dict operations
                 if t is now:  # new to this generation: credited in the one before?
                     before = mem.old.get(mk)
-                    if len(cur) >= mem.half:
-                        mem.rotate(cur)
                     if before is not None and before is not now and now - before <= f.credit_window:
-                        cur[mk] = before  # keep the time of that credit
+                        cur.pop(mk, None)  # a repeat: it stays in the generation before
                         next(self._duplicates)
                         return False
+                    if len(cur) >= mem.half:
+                        mem.rotate(cur)
                 elif now - t <= f.credit_window:  # credited before (or by a racing call just now)
                     next(self._duplicates)  # atomic under the GIL: no lock, exact under threads
                     return False

@@ -116,12 +116,12 @@ class UnitMemory:
 
 class Conversions:
     """Conversions already credited, ``key -> time of the first credit``, in two generations like
-    :class:`UnitMemory`: ``cur`` takes new keys; when it holds ``half`` (``cap // 2``) it
-    becomes ``old`` and a new ``cur`` starts (the ``old`` before is dropped), so between ``cap // 2``
-    and ``cap`` of the latest conversions are remembered. A rotation is two stores, with no copy: a
-    first conversion costs one ``dict.setdefault`` in ``cur`` and one ``get`` in ``old``.
-    :meth:`first` is the check ``track()`` makes for a binary objective; its fast path inlines the
-    same steps."""
+    :class:`UnitMemory`: ``cur`` takes new keys; when it holds ``half`` (``cap // 2``) it becomes
+    ``old`` and a new ``cur`` starts (the ``old`` before is dropped), so between ``cap // 2`` and
+    ``cap`` of the latest credits are remembered (a repeat is not a credit: it takes no room). A
+    rotation is two stores, with no copy: a first conversion costs one ``dict.setdefault`` in ``cur``
+    and one ``get`` in ``old``. :meth:`first` is the check ``track()`` makes for a binary objective;
+    its fast path inlines the same steps."""
 
     __slots__ = ("_rotating", "cap", "cur", "half", "old")
 
@@ -153,13 +153,15 @@ class Conversions:
         cur = self.cur
         stamp = now + 0.0  # a fresh float object: identity tells this call's insert from a racing one
         t = cur.setdefault(key, stamp)
-        if t is stamp:  # new to this generation (which it may fill: then a new one starts)
+        if t is stamp:  # new to this generation
             before = self.old.get(key)
-            if len(cur) >= self.half:
-                self.rotate(cur)
             if before is not None and before is not stamp and now - before <= window:
-                cur[key] = before  # credited in the generation before: keep the time of that credit
+                # Credited in the generation before: a repeat. It stays there, with the time of its
+                # credit (taken back out of this one, so repeats never push credits out early).
+                cur.pop(key, None)
                 return False
+            if len(cur) >= self.half:  # a credit that fills this generation: a new one starts
+                self.rotate(cur)
             return True
         if now - t <= window:
             return False  # credited before, or by another thread just now

@@ -58,13 +58,14 @@ def test_a_full_generation_is_rotated_once_however_many_threads_see_it_full() ->
     assert c._rotating == {}
 
 
-def test_a_repeat_found_in_the_generation_before_keeps_its_first_credit_time() -> None:
+def test_a_repeat_found_in_the_generation_before_keeps_its_credit_time_and_takes_no_room() -> None:
     c = Conversions(4)
     assert c.first("a", 10.0, 0.0)
     assert c.first("b", 10.0, 0.0)
     assert "a" in c.old
     assert not c.first("a", 10.0, 5.0)  # a duplicate, found in old
-    assert c.cur["a"] == 0.0  # its window still runs from the first credit
+    assert "a" not in c.cur and c.old["a"] == 0.0  # it takes no room; its window runs from its credit
+    assert not c.first("a", 10.0, 9.0)
     assert c.first("a", 10.0, 10.5)  # over: counts again
 
 
