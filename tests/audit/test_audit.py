@@ -128,3 +128,43 @@ def test_audit_endpoint_errors_and_paging(app: Any) -> None:
     for params in ({"limit": "0"}, {"limit": "x"}, {"before": "-1"}):
         resp = app.admin.get("/v1/flags/checkout-button/audit", params=params)
         assert resp.status_code == 422 and resp.json()["error"]["field"] in params
+
+
+def test_a_segments_changes_have_their_own_trail(app: Any) -> None:
+    """``GET /v1/segments/{key}/audit``: create, update and delete of a segment, with the key's name,
+    before and after, and the reason; kept after the delete; separate from a flag of the same key."""
+    seg = {"key": "checkout-button", "included": ["a"], "description": "beta testers", "reason": "new"}
+    assert app.admin.get("/v1/segments/checkout-button/audit").status_code == 404
+    assert app.admin.post("/v1/segments", json=seg).status_code == 201
+    patch = {"included": ["a", "b"], "reason": "two more"}
+    assert app.admin.patch("/v1/segments/checkout-button", json=patch).status_code == 200
+    assert app.admin.patch("/v1/segments/checkout-button", json={"excluded": ["c"]}).status_code == 200
+    assert app.admin.post("/v1/flags", json=FLAG).status_code == 201  # a flag under the same key
+    resp = app.admin.request("DELETE", "/v1/segments/checkout-button", json={"reason": "beta over"})
+    assert resp.status_code == 204
+    assert app.admin.get("/v1/segments/checkout-button").status_code == 404
+
+    def segment_entries(**params: Any) -> list[dict[str, Any]]:
+        r = app.admin.get("/v1/segments/checkout-button/audit", params=params)
+        assert r.status_code == 200, r.text
+        assert r.json()["key"] == "checkout-button"
+        got: list[dict[str, Any]] = r.json()["entries"]
+        return got
+
+    got = segment_entries()
+    assert [e["action"] for e in got] == ["delete", "update", "update", "create"]
+    assert all(e["actor"] == "env-admin" for e in got)
+    assert [e["reason"] for e in got] == ["beta over", "", "two more", "new"]
+    assert got[2]["before"]["included"] == ["a"] and got[2]["after"]["included"] == ["a", "b"]
+    assert got[0]["before"]["included"] == ["a", "b"] and got[0]["after"] is None
+    assert got[3]["before"] is None and got[3]["after"]["description"] == "beta testers"
+    assert [e["action"] for e in entries(app)] == ["create"]  # the flag's trail holds only its own
+    # Paging and errors as for flags.
+    first = segment_entries(limit=2)
+    assert [e["action"] for e in first] == ["delete", "update"]
+    assert [e["action"] for e in segment_entries(before=first[-1]["id"])] == ["update", "create"]
+    for params in ({"limit": "0"}, {"limit": "x"}, {"before": "-1"}):
+        r = app.admin.get("/v1/segments/checkout-button/audit", params=params)
+        assert r.status_code == 422 and r.json()["error"]["field"] in params
+    assert app.sdk.get("/v1/segments/checkout-button/audit").status_code == 403
+    assert app.admin.get("/v1/segments/no-such/audit").status_code == 404

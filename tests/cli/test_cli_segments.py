@@ -57,6 +57,12 @@ def test_create_list_show_update_delete(seg: Any, admin: Any) -> None:
 
     code, out, _ = seg("show", "dach", "--json")
     assert code == 0 and json.loads(out)["used_by"] == {}
+    trail = json.loads(out)["audit"]  # its changes, newest first (the latest five at most)
+    assert [e["action"] for e in trail] == ["update", "update", "update", "create"]
+    code, out, _ = seg("show", "dach")
+    changes = out.split("recent changes:\n")[1].splitlines()
+    assert "update   clauses" in changes[1] and changes[1].endswith('"pro only"')
+    assert "create" in changes[-1] and changes[-1].endswith('"launch"')
     code, out, _ = seg("delete", "dach", "--reason", "done")
     assert code == 0 and out.strip() == "dach: deleted"
     assert admin.get("/v1/segments/dach").status_code == 404

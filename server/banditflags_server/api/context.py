@@ -11,7 +11,7 @@ import numpy as np
 from starlette.requests import Request
 
 from banditflags_server.api.schemas import FLAG_KEY
-from banditflags_server.errors import ApiError, not_found
+from banditflags_server.errors import ApiError, ValidationError, not_found
 from banditflags_server.service import metrics
 from banditflags_server.settings import Settings
 from banditflags_server.storage.group_commit import GroupCommitter
@@ -93,3 +93,21 @@ def flag_key(request: Request) -> str:
     if not FLAG_KEY.fullmatch(key):
         raise not_found(f"flag {key[:80]!r}")
     return key
+
+
+def int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
+    """An integer query parameter in ``low..high`` (absent: ``default``); 422 naming it otherwise."""
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    # isascii: str.isdigit() also takes digits int() refuses ("²"); the length bounds int()'s work.
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 20) or not low <= int(raw) <= high:
+        raise ValidationError([(name, f"must be an integer in {low}..{high}")])
+    return int(raw)
+
+
+def audit_page(request: Request) -> tuple[int, int | None]:
+    """An audit route's paging: ``?limit=`` (1..1000, default 100) and ``?before=`` an entry id."""
+    limit = int_param(request, "limit", 100, 1, 1000)
+    before = request.query_params.get("before")
+    return limit, int_param(request, "before", 0, 1, 2**62) if before is not None else None

@@ -13,7 +13,7 @@ from starlette.responses import Response
 
 from banditflags_server.api.auth import actor, requires
 from banditflags_server.api.config import rule_allocations_json
-from banditflags_server.api.context import ctx, flag_key, iso, read_body
+from banditflags_server.api.context import audit_page, ctx, flag_key, iso, read_body
 from banditflags_server.api.operations import ApiRoute, Operation, Param
 from banditflags_server.api.response_schemas import AuditLog, FlagList, FlagOut, History, Stats
 from banditflags_server.api.responses import json_response
@@ -256,9 +256,7 @@ async def audit(request: Request) -> Response:
     an entry id to page back). Kept after the flag is deleted."""
     c = ctx(request)
     key = flag_key(request)
-    limit = _int_param(request, "limit", 100, 1, 1000)
-    before = request.query_params.get("before")
-    before_id = _int_param(request, "before", 0, 1, 2**62) if before is not None else None
+    limit, before_id = audit_page(request)
 
     def work() -> dict[str, Any]:
         found = audit_mod.entries(c.store.engine, key, limit=limit, before_id=before_id)
@@ -278,16 +276,6 @@ def _flag_param(request: Request, name: str) -> bool:
     if raw not in ("true", "false"):
         raise ValidationError([(name, "must be true or false")])
     return raw == "true"
-
-
-def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query_params.get(name)
-    if raw is None:
-        return default
-    # isascii: str.isdigit() also takes digits int() refuses ("²"); the length bounds int()'s work.
-    if not (raw.isascii() and raw.isdigit() and len(raw) <= 20) or not low <= int(raw) <= high:
-        raise ValidationError([(name, f"must be an integer in {low}..{high}")])
-    return int(raw)
 
 
 @requires("admin")
@@ -404,6 +392,11 @@ async def recompute_now(request: Request) -> Response:
 
 
 KEY = Param("key", "path", FlagKey, "the flag's key", required=True)
+#: The paging parameters of an audit route (flags' and segments').
+AUDIT_PAGE = (
+    Param("limit", "query", Annotated[int, Meta(ge=1, le=1000)], "entries at most (100)"),
+    Param("before", "query", Annotated[int, Meta(ge=1, le=2**62)], "an entry id: older ones"),
+)
 #: What ``POST /v1/flags`` links to: each takes the new flag's ``key``.
 ON_A_FLAG = ("getFlag", "patchFlag", "deleteFlag", "flagHistory", "flagStats", "flagAudit", "recomputeFlag")
 
@@ -498,11 +491,7 @@ routes = [
             "admin",
             "flags",
             answer=AuditLog,
-            params=(
-                KEY,
-                Param("limit", "query", Annotated[int, Meta(ge=1, le=1000)], "entries at most (100)"),
-                Param("before", "query", Annotated[int, Meta(ge=1, le=2**62)], "an entry id: older ones"),
-            ),
+            params=(KEY, *AUDIT_PAGE),
         ),
     ),
     ApiRoute(
@@ -521,4 +510,4 @@ routes = [
     ),
 ]
 
-__all__ = ["flag_json", "routes", "rules_report", "stats_json", "warnings_json"]
+__all__ = ["AUDIT_PAGE", "flag_json", "routes", "rules_report", "stats_json", "warnings_json"]

@@ -278,7 +278,8 @@ class AuditEntry(_Out):
 
 
 class AuditLog(_Out):
-    """``GET /v1/flags/{key}/audit``: newest first."""
+    """``GET /v1/flags/{key}/audit`` and ``GET /v1/segments/{key}/audit``: newest first (an entry's
+    ``flag`` names the flag, or the segment)."""
 
     key: str
     entries: list[AuditEntry]

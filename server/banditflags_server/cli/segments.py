@@ -115,8 +115,9 @@ def _list(api: Api, args: argparse.Namespace, out: TextIO) -> int:
 def _show(api: Api, args: argparse.Namespace, out: TextIO) -> int:
     seg = api.call("GET", f"/v1/segments/{args.key}")
     used = users(api.call("GET", "/v1/flags")["flags"], args.key)
+    audit = api.call("GET", f"/v1/segments/{args.key}/audit", params={"limit": "5"})["entries"]
     if args.json:
-        print(json.dumps({**seg, "used_by": used}, indent=2), file=out)
+        print(json.dumps({**seg, "used_by": used, "audit": audit}, indent=2), file=out)
         return OK
     print(f"{seg['key']}  updated {seg['updated_at']}", file=out)
     if seg.get("description"):
@@ -133,6 +134,12 @@ def _show(api: Api, args: argparse.Namespace, out: TextIO) -> int:
         print("used by: " + ", ".join(f"{f} (rules {', '.join(ids)})" for f, ids in used.items()), file=out)
     else:
         print("used by: no flag", file=out)
+    if audit:
+        print("\nrecent changes:", file=out)
+        for e in audit:
+            changed = ", ".join(sorted((e.get("after") or {}) if e["action"] == "update" else ()))
+            reason = f' "{e["reason"]}"' if e.get("reason") else ""
+            print(f"  {e['at']}  {e['actor']:<16} {e['action']:<8} {changed}{reason}", file=out)
     return OK
 
 
