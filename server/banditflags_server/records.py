@@ -7,6 +7,8 @@ plans from them, the API and the console build them from requests. Nothing here 
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,6 +70,28 @@ class Flag:
     targets: list[dict[str, Any]] = field(default_factory=list)
     rules: list[dict[str, Any]] = field(default_factory=list)
     rule_allocations: dict[str, Allocation] = field(default_factory=dict)
+
+    @property
+    def etag(self) -> str:
+        """The flag's entity tag (quoted, as HTTP wants it): a hash of what operators set (controls,
+        variants, objective, policy, guardrails, disabled arms, targets, rules), not of what the bandit
+        moves on its own (weights, versions, timestamps), so a recompute between an operator's read and
+        write does not fail their ``If-Match``.
+
+        >>> f = Flag("f", "", "s", [{"key": "a"}], 0, {}, {}, "running", 1.0, "control", 60.0, [1.0], 1, 1,
+        ...          0.0, 0.0, None)
+        >>> f.etag == Flag(**{**f.__dict__, "version": 9, "bandit_weights": [0.5]}).etag
+        True
+        >>> f.etag == Flag(**{**f.__dict__, "state": "killed"}).etag, f.etag[0] + f.etag[-1]
+        (False, '""')
+        """
+        fields = (
+            self.description, self.variants, self.control, self.objective, self.policy, self.state,
+            self.exploration, self.baseline, self.recompute_interval, self.guardrails, self.arm_state,
+            self.targets, self.rules,
+        )  # fmt: skip
+        text = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
+        return '"' + hashlib.sha256(text.encode()).hexdigest()[:20] + '"'
 
     @property
     def bandit_rules(self) -> list[str]:

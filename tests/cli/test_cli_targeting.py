@@ -233,3 +233,39 @@ def test_printing_into_a_closed_pipe_is_not_an_error(server: Any, admin: Any, fl
     )
     done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60, env=env)
     assert done.stdout == "{ 0\n" and "Traceback" not in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("concurrent_edits", [1, 3])
+def test_an_edit_made_meanwhile_is_kept_not_overwritten(
+    cli: Any, admin: Any, flag: str, monkeypatch: pytest.MonkeyPatch, concurrent_edits: int
+) -> None:
+    """Another operator adds a rule between this command's read of the flag and its write: the write
+    (sent with the ETag it read) is refused with 412, and the command reads again and redoes its edit
+    on what is there now, so both rules survive. One that keeps losing the race gives up (exit 4)
+    after its three reads, having changed nothing."""
+    from banditflags_server.cli.api import Api
+
+    call = Api.call
+    theirs = iter(range(concurrent_edits))
+
+    def racing(self: Api, method: str, path: str, *a: Any, **kw: Any) -> Any:
+        answer = call(self, method, path, *a, **kw)
+        if method == "GET" and path == f"/v1/flags/{flag}":
+            n = next(theirs, None)
+            if n is not None:  # another operator's change lands between our read and our write
+                rules = answer["rules"] + [
+                    {"id": f"theirs{n}", "clauses": [{"attribute": "plan", "op": "in", "values": ["pro"]}],
+                     "serve": {"variant": "blue"}}
+                ]  # fmt: skip
+                assert admin.patch(f"/v1/flags/{flag}", json={"rules": rules}).status_code == 200
+        return answer
+
+    monkeypatch.setattr(Api, "call", racing)
+    code, out, err = cli("set-rule", flag, "ours", "--clause", "country in DE", "--variant", "green")
+    ids = [r["id"] for r in admin.get(f"/v1/flags/{flag}").json()["rules"]]
+    if concurrent_edits == 1:
+        assert code == 0, err
+        assert ids == ["theirs0", "ours"] and "rule 'ours' added" in out
+    else:
+        assert code == 4 and "changed since it was read" in err
+        assert ids == ["theirs0", "theirs1", "theirs2"]

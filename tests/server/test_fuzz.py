@@ -53,7 +53,8 @@ if SEED is not None:
 SCHEMA.config.phases.stateful.inference.algorithms = []
 # 422 is how the server refuses a body the schema cannot fully describe (a control that names no variant,
 # fixed weights of the wrong length): valid by the schema, refused with the field named. What valid data
-# must never get is a 400, 413 or 415 (the server misreading a well-formed request) or a 5xx.
+# must never get is a 400, 413 or 415 (the server misreading a well-formed request) or a 5xx. 412 is a
+# PATCH whose (generated) If-Match names an ETag the flag does not have: its precondition, not its data.
 SCHEMA.config.checks.positive_data_acceptance.expected_statuses = [
     "2xx",
     "3xx",
@@ -61,6 +62,7 @@ SCHEMA.config.checks.positive_data_acceptance.expected_statuses = [
     "403",
     "404",
     "409",
+    "412",
     "422",
     "429",
 ]

@@ -128,6 +128,7 @@ def flag_json(flag: Flag, stats: list[dict[str, Any]] | None) -> dict[str, Any]:
     a = flag.allocation
     out: dict[str, Any] = {
         "key": flag.key,
+        "etag": flag.etag,
         "description": flag.description,
         "salt": flag.salt,
         "variants": flag.variants,
@@ -210,7 +211,8 @@ async def create_flag(request: Request) -> Response:
 async def get_flag(request: Request) -> Response:
     """``GET /v1/flags/{key}`` with fresh stats."""
     c = ctx(request)
-    return json_response(await run_in_threadpool(_get, c.store, flag_key(request), c.rng()))
+    body = await run_in_threadpool(_get, c.store, flag_key(request), c.rng())
+    return json_response(body, headers={"ETag": body["etag"]})
 
 
 @requires("admin")
@@ -222,13 +224,17 @@ async def patch_flag(request: Request) -> Response:
     key = flag_key(request)
     validate, reason = patch_from_json(await read_body(request))
     who = await actor(request)
+    if_match = request.headers.get("if-match")
+    if if_match is not None and not if_match.strip():
+        raise ValidationError([("If-Match", "must be an ETag, a comma-separated list of them, or *")])
 
     def work() -> dict[str, Any]:
         rng = c.rng()
-        updated = actions.patch_flag(c.store, key, validate, rng, who, reason)
+        updated = actions.patch_flag(c.store, key, validate, rng, who, reason, if_match)
         return _full(c.store, updated, rng)
 
-    return json_response(await run_in_threadpool(work))
+    body = await run_in_threadpool(work)
+    return json_response(body, headers={"ETag": body["etag"]})
 
 
 @requires("admin")
@@ -392,6 +398,10 @@ async def recompute_now(request: Request) -> Response:
 
 
 KEY = Param("key", "path", FlagKey, "the flag's key", required=True)
+_ETAG_DOC = ("the flag's ETag: changes with what operators set, not with recomputes", True)
+IF_MATCH = Param(
+    "If-Match", "header", str, "an ETag of the flag (or *): 412, and nothing changed, if it no longer is"
+)
 #: The paging parameters of an audit route (flags' and segments').
 AUDIT_PAGE = (
     Param("limit", "query", Annotated[int, Meta(ge=1, le=1000)], "entries at most (100)"),
@@ -435,7 +445,15 @@ routes = [
         "/v1/flags/{key}",
         get_flag,
         "GET",
-        Operation("getFlag", "A flag with fresh stats", "admin", "flags", answer=FlagOut, params=(KEY,)),
+        Operation(
+            "getFlag",
+            "A flag with fresh stats",
+            "admin",
+            "flags",
+            answer=FlagOut,
+            params=(KEY,),
+            headers={200: {"ETag": _ETAG_DOC}},
+        ),
     ),
     ApiRoute(
         "/v1/flags/{key}",
@@ -448,8 +466,9 @@ routes = [
             "flags",
             answer=FlagOut,
             body=PatchBody,
-            params=(KEY,),
-            also=(409,),
+            params=(KEY, IF_MATCH),
+            also=(409, 412),
+            headers={200: {"ETag": _ETAG_DOC}},
         ),
     ),
     ApiRoute(

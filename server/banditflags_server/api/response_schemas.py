@@ -159,6 +159,7 @@ class FlagOut(_Out):
     """A flag as ``GET /v1/flags/{key}`` shows it (the answer of create, patch and recompute too)."""
 
     key: str
+    etag: Annotated[str, Meta(description="the ETag: send it as If-Match with a PATCH (412 if it changed)")]
     description: str
     salt: str
     variants: list[VariantOut]

@@ -63,6 +63,11 @@ class CliError(Exception):
         self.data = data
 
 
+class Stale(CliError):
+    """A 412: the resource changed since this command read it (its ``If-Match`` no longer matched);
+    nothing was changed. Commands that read, modify and write read again and retry."""
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int] | None = None) -> str:
     """A plain-text table: columns padded to their widest cell; ``right`` aligns columns right."""
     right = right or set()
@@ -89,10 +94,18 @@ class Api:
             base_url=self.url, headers={"Authorization": f"Bearer {key}"}, timeout=timeout
         )
 
-    def call(self, method: str, path: str, body: Any = None, params: dict[str, str] | None = None) -> Any:
-        """One request; raises :class:`CliError` with the right exit code on anything but 2xx."""
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        params: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
+        """One request; raises :class:`CliError` with the right exit code on anything but 2xx
+        (:class:`Stale` for a 412)."""
         try:
-            resp = self.http.request(method, path, json=body, params=params)
+            resp = self.http.request(method, path, json=body, params=params, headers=headers)
         except httpx.HTTPError as exc:
             raise CliError(FAILED, f"cannot reach {self.url}: {type(exc).__name__}: {exc}") from None
         if resp.status_code == 204:
@@ -109,6 +122,8 @@ class Api:
             raise CliError(USAGE, f"the server refused the key: {message}")
         if resp.status_code == 404:
             raise CliError(NOT_FOUND, message, data)
+        if resp.status_code == 412:
+            raise Stale(REJECTED, f"rejected: {message}", data)
         if resp.status_code in (400, 409, 413, 415, 422):
             # The message names the first problem ("rules[0].op: must be ..."); the others follow.
             problems = err.get("errors") or []
@@ -127,13 +142,15 @@ def change(
     request: tuple[str, str, dict[str, Any]],
     out: TextIO,
     done: Callable[[dict[str, Any]], str],
+    if_match: str | None = None,
 ) -> int:
-    """Send a change ``(method, path, body)`` with ``--reason``; print the answer (``--json``) or
-    ``done(answer)``."""
+    """Send a change ``(method, path, body)`` with ``--reason`` (and ``If-Match: if_match``: the ETag
+    the change was computed from); print the answer (``--json``) or ``done(answer)``."""
     method, path, body = request
     if args.reason:
         body["reason"] = args.reason
-    answer: dict[str, Any] = api.call(method, path, body)
+    headers = {"If-Match": if_match} if if_match else None
+    answer: dict[str, Any] = api.call(method, path, body, headers=headers)
     print(json.dumps(answer, indent=2) if args.json else done(answer), file=out)
     return OK
 

@@ -10,10 +10,12 @@ Changes are read-modify-write over ``PATCH /v1/flags/{key}`` (which replaces the
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+from collections.abc import Callable
 from typing import Any, TextIO
 
-from banditflags_server.cli.api import OK, REJECTED, USAGE, Api, CliError, change, read_json, table
+from banditflags_server.cli.api import OK, REJECTED, USAGE, Api, CliError, Stale, change, read_json, table
 from banditflags_server.cli.clauses import ClauseSyntaxError, format_rule, format_serve, parse_clauses
 
 __all__ = ["audited", "print_targeting", "remove_rule", "rules", "set_rule", "target", "untarget"]
@@ -114,11 +116,35 @@ def _print_bandit_rule(rep: dict[str, Any], variants: list[str], out: TextIO) ->
 # -- changes ----------------------------------------------------------------------------------------
 
 
-def _patch(api: Api, args: argparse.Namespace, body: dict[str, Any], out: TextIO, done: str) -> int:
-    """PATCH the flag; print ``done`` and the targeting now (or the flag's JSON)."""
-    return change(
-        api, args, ("PATCH", f"/v1/flags/{args.key}", body), out, lambda f: f"{done}; now {_summary(f)}"
-    )
+def _patch(
+    api: Api, args: argparse.Namespace, body: dict[str, Any], out: TextIO, done: str, etag: str | None = None
+) -> int:
+    """PATCH the flag (``If-Match: etag``, the flag ``body`` was computed from); print ``done`` and the
+    targeting now (or the flag's JSON)."""
+    request = ("PATCH", f"/v1/flags/{args.key}", body)
+    return change(api, args, request, out, lambda f: f"{done}; now {_summary(f)}", if_match=etag)
+
+
+Edit = Callable[[Api, argparse.Namespace, TextIO], int]
+ATTEMPTS = 3  # reads of the flag a read-modify-write makes before it gives up
+
+
+def _read_modify_write(edit: Edit) -> Edit:
+    """An edit computed from the flag as read and sent with its ETag: when another operator changed the
+    flag in between (412, nothing written), read it again and redo the edit on what is there now,
+    instead of overwriting their change; give up (exit 4) after ``ATTEMPTS`` reads."""
+
+    @functools.wraps(edit)
+    def run(api: Api, args: argparse.Namespace, out: TextIO) -> int:
+        for attempt in range(ATTEMPTS):
+            try:
+                return edit(api, args, out)
+            except Stale:
+                if attempt == ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    return run
 
 
 def _summary(flag: dict[str, Any]) -> str:
@@ -162,6 +188,7 @@ def _serve(args: argparse.Namespace) -> dict[str, Any]:
     return {"weights": weights}
 
 
+@_read_modify_write
 def set_rule(api: Api, args: argparse.Namespace, out: TextIO) -> int:
     """``flags set-rule KEY ID --clause ... (--bandit | --variant V | --split W,...)``: add the rule (at
     the end, or ``--first`` / ``--before ID``), or replace the rule with that id (in place unless told)."""
@@ -193,9 +220,10 @@ def set_rule(api: Api, args: argparse.Namespace, out: TextIO) -> int:
         return OK
     old = next((r for r in current if r["id"] == args.rule), None)
     verb = "added" if old is None else ("moved" if old == rule else "replaced")
-    return _patch(api, args, {"rules": after}, out, f"{args.key}: rule {args.rule!r} {verb}")
+    return _patch(api, args, {"rules": after}, out, f"{args.key}: rule {args.rule!r} {verb}", flag["etag"])
 
 
+@_read_modify_write
 def remove_rule(api: Api, args: argparse.Namespace, out: TextIO) -> int:
     """``flags remove-rule KEY ID``: its units go to the next matching rule or the default allocation."""
     flag = api.call("GET", f"/v1/flags/{args.key}")
@@ -204,7 +232,7 @@ def remove_rule(api: Api, args: argparse.Namespace, out: TextIO) -> int:
         print(f"{args.key}: no rule {args.rule!r}; nothing to do", file=out)
         return OK
     after = [r for r in current if r["id"] != args.rule]
-    return _patch(api, args, {"rules": after}, out, f"{args.key}: rule {args.rule!r} removed")
+    return _patch(api, args, {"rules": after}, out, f"{args.key}: rule {args.rule!r} removed", flag["etag"])
 
 
 def _without(targets: list[dict[str, Any]], units: set[str]) -> list[dict[str, Any]]:
@@ -220,6 +248,7 @@ def _unique(units: list[str]) -> list[str]:
     return list(dict.fromkeys(units))
 
 
+@_read_modify_write
 def target(api: Api, args: argparse.Namespace, out: TextIO) -> int:
     """``flags target KEY VARIANT UNIT...``: serve VARIANT to these units (moved from other targets)."""
     flag = api.call("GET", f"/v1/flags/{args.key}")
@@ -237,13 +266,15 @@ def target(api: Api, args: argparse.Namespace, out: TextIO) -> int:
     if _normal(after) == _normal(before):
         print(f"{args.key}: already served {args.variant!r} to {_units(units)}; nothing to do", file=out)
         return OK
-    return _patch(api, args, {"targets": after}, out, f"{args.key}: {_units(units)} -> {args.variant}")
+    done = f"{args.key}: {_units(units)} -> {args.variant}"
+    return _patch(api, args, {"targets": after}, out, done, flag["etag"])
 
 
 def _normal(targets: list[dict[str, Any]]) -> dict[str, set[str]]:
     return {t["variant"]: set(t["units"]) for t in targets}
 
 
+@_read_modify_write
 def untarget(api: Api, args: argparse.Namespace, out: TextIO) -> int:
     """``flags untarget KEY UNIT...``: these units go back to the rules and the default allocation."""
     flag = api.call("GET", f"/v1/flags/{args.key}")
@@ -257,7 +288,7 @@ def untarget(api: Api, args: argparse.Namespace, out: TextIO) -> int:
     missing = [u for u in units if u not in targeted]
     note = f" ({_units(missing)} were not targeted)" if missing else ""
     done = f"{args.key}: released {_units(found)}{note}"
-    return _patch(api, args, {"targets": _without(before, set(found))}, out, done)
+    return _patch(api, args, {"targets": _without(before, set(found))}, out, done, flag["etag"])
 
 
 def add_parsers(

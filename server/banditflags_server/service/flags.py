@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from banditflags_server.engine.planning import new_flag
-from banditflags_server.errors import conflict, not_found
+from banditflags_server.errors import ApiError, conflict, not_found
 from banditflags_server.records import Flag, FlagPatch, NewFlag
 from banditflags_server.service import recompute as rc
 from banditflags_server.service.segments import missing_segments_error
@@ -66,15 +66,26 @@ def patch_flag(
     rng: np.random.Generator,
     actor: str,
     reason: str = "",
+    if_match: str | None = None,
 ) -> Flag:
     """Validate a change against the current flag (``validate`` raises the 422) and apply it with its
-    audit entry; 404 if there is no such flag, 409 if it keeps changing under us."""
+    audit entry; 404 if there is no such flag, 409 if it keeps changing under us, 412 if ``if_match``
+    (the ``If-Match`` header) no longer names the flag's ETag."""
     flag = store.get_flag(key)
     if flag is None:
         raise not_found(f"flag {key!r}")
-    patch = validate(flag)
+    patch = validate(flag)  # a bad body is a 422 whatever the ETag
     try:
-        return rc.apply_patch(store, key, patch, rng, actor=actor, reason=reason)
+        if if_match is not None and not rc.etag_matches(if_match, flag.etag):
+            raise rc.Changed(flag.etag)
+        return rc.apply_patch(store, key, patch, rng, actor=actor, reason=reason, if_match=if_match)
+    except rc.Changed as exc:
+        raise ApiError(
+            412,
+            f"flag {key!r} changed since it was read (its ETag is now {exc.args[0]}); read it again",
+            field="If-Match",
+            headers={"ETag": exc.args[0]},
+        ) from None
     except rc.FlagNotFound:
         raise not_found(f"flag {key!r}") from None
     except rc.Conflict:

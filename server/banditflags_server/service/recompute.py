@@ -57,6 +57,22 @@ class Conflict(Exception):
     """The flag kept changing under us (another writer); the caller may retry later."""
 
 
+class Changed(Exception):
+    """The flag's ETag is not the one the caller's ``If-Match`` names: an operator changed it since the
+    caller read it (``args[0]``: the current ETag)."""
+
+
+def etag_matches(if_match: str, etag: str) -> bool:
+    """RFC 9110's ``If-Match`` against a strong ETag: ``*``, or a comma-separated list naming it.
+
+    >>> etag_matches('"a", "b"', '"b"'), etag_matches("*", '"b"'), etag_matches('W/"b"', '"b"')
+    (True, True, False)
+    """
+    if if_match.strip() == "*":
+        return True
+    return etag in (t.strip() for t in if_match.split(","))
+
+
 @dataclass(frozen=True)
 class RecomputeResult:
     """The outcome of one flag's recompute."""
@@ -77,18 +93,24 @@ def apply_patch(
     *,
     actor: str | None = None,
     reason: str = "",
+    if_match: str | None = None,
 ) -> Flag:
     """Apply an operator change; recompute the served weights at once if it touches them.
 
     A new policy recomputes the bandit weights from all stats (without the max_step limit: the operator
     asked for it); exploration and baseline changes reuse the current bandit weights. ``state`` never
     touches the table. Retries when a concurrent writer changed the flag meanwhile. With an ``actor``
-    (a key name) the change is written to the audit log in the same transaction.
+    (a key name) the change is written to the audit log in the same transaction. With ``if_match``
+    (an ``If-Match`` header) nothing is written unless the flag's ETag still matches it: checked on
+    every read of the loop, and the write is a compare-and-set on that read, so a change made between
+    the check and the write is seen on the next turn (:class:`Changed`).
     """
     for _ in range(10):
         flag = store.get_flag(key)
         if flag is None or flag.allocation is None:
             raise FlagNotFound(key)
+        if if_match is not None and not etag_matches(if_match, flag.etag):
+            raise Changed(flag.etag)
         changes = dict(patch.changes)
         alloc = None
         now = time.time()
