@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import Any
 
 import numpy as np
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
+from starlette.responses import Response
 
+from banditflags_server.api.responses import json_response
 from banditflags_server.api.schemas import FLAG_KEY
 from banditflags_server.errors import ApiError, ValidationError, not_found
 from banditflags_server.service import metrics
 from banditflags_server.settings import Settings
+from banditflags_server.storage import audit as audit_mod
 from banditflags_server.storage.group_commit import GroupCommitter
 from banditflags_server.storage.store import Store
 
@@ -106,8 +112,19 @@ def int_param(request: Request, name: str, default: int, low: int, high: int) ->
     return int(raw)
 
 
-def audit_page(request: Request) -> tuple[int, int | None]:
-    """An audit route's paging: ``?limit=`` (1..1000, default 100) and ``?before=`` an entry id."""
+async def audit_log(request: Request, key: str, kind: str, find: Callable[[str], object | None]) -> Response:
+    """The answer of an audit route (a flag's or a segment's: ``kind``): the entries of ``key``, newest
+    first, paged by ``?limit=`` (1..1000, default 100) and ``?before=`` an entry id. 404 only when
+    there is neither an entry nor the thing itself (``find``): the log outlives a delete."""
     limit = int_param(request, "limit", 100, 1, 1000)
     before = request.query_params.get("before")
-    return limit, int_param(request, "before", 0, 1, 2**62) if before is not None else None
+    before_id = int_param(request, "before", 0, 1, 2**62) if before is not None else None
+    engine = ctx(request).store.engine
+
+    def work() -> dict[str, Any]:
+        found = audit_mod.entries(engine, key, limit=limit, before_id=before_id, kind=kind)
+        if not found and before_id is None and find(key) is None:
+            raise not_found(f"{kind} {key!r}")
+        return {"key": key, "entries": [e.to_json(iso) for e in found]}
+
+    return json_response(await run_in_threadpool(work))

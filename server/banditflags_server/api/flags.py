@@ -13,7 +13,7 @@ from starlette.responses import Response
 
 from banditflags_server.api.auth import actor, requires
 from banditflags_server.api.config import rule_allocations_json
-from banditflags_server.api.context import audit_page, ctx, flag_key, iso, read_body
+from banditflags_server.api.context import audit_log, ctx, flag_key, iso, read_body
 from banditflags_server.api.operations import ApiRoute, Operation, Param
 from banditflags_server.api.response_schemas import AuditLog, FlagList, FlagOut, History, Stats
 from banditflags_server.api.responses import json_response
@@ -260,17 +260,7 @@ async def delete_flag(request: Request) -> Response:
 async def audit(request: Request) -> Response:
     """``GET /v1/flags/{key}/audit``: the flag's audit entries, newest first (``?limit=``, ``?before=``
     an entry id to page back). Kept after the flag is deleted."""
-    c = ctx(request)
-    key = flag_key(request)
-    limit, before_id = audit_page(request)
-
-    def work() -> dict[str, Any]:
-        found = audit_mod.entries(c.store.engine, key, limit=limit, before_id=before_id)
-        if not found and before_id is None and c.store.get_flag(key) is None:
-            raise not_found(f"flag {key!r}")
-        return {"key": key, "entries": [e.to_json(iso) for e in found]}
-
-    return json_response(await run_in_threadpool(work))
+    return await audit_log(request, flag_key(request), "flag", ctx(request).store.get_flag)
 
 
 StatsParam = Annotated[bool, Meta(description="true or false (the default)")]

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from banditflags_server.api.auth import actor, requires
-from banditflags_server.api.context import audit_page, ctx, iso, read_body
+from banditflags_server.api.context import audit_log, ctx, iso, read_body
 from banditflags_server.api.flags import AUDIT_PAGE
 from banditflags_server.api.operations import ApiRoute, Operation, Param
 from banditflags_server.api.response_schemas import AuditLog, SegmentInUse, SegmentList, SegmentOut
@@ -27,7 +27,6 @@ from banditflags_server.api.targeting import clauses_json
 from banditflags_server.api.validation import Problems, convert_body, decode_body, reason_from_json
 from banditflags_server.errors import not_found
 from banditflags_server.service import segments as actions
-from banditflags_server.storage import audit as audit_mod
 from banditflags_server.storage.segments import Segment
 
 __all__ = ["routes", "segment_json", "validate_segment", "validate_segment_patch"]
@@ -154,17 +153,7 @@ async def delete_segment(request: Request) -> Response:
 async def segment_audit(request: Request) -> Response:
     """``GET /v1/segments/{key}/audit``: the segment's audit entries (create, update, delete), newest
     first (``?limit=``, ``?before=`` an entry id to page back). Kept after the segment is deleted."""
-    c = ctx(request)
-    key = _key(request)
-    limit, before_id = audit_page(request)
-
-    def work() -> dict[str, Any]:
-        found = audit_mod.entries(c.store.engine, key, limit=limit, before_id=before_id, kind="segment")
-        if not found and before_id is None and c.store.get_segment(key) is None:
-            raise not_found(f"segment {key!r}")
-        return {"key": key, "entries": [e.to_json(iso) for e in found]}
-
-    return json_response(await run_in_threadpool(work))
+    return await audit_log(request, _key(request), "segment", ctx(request).store.get_segment)
 
 
 KEY = Param("key", "path", str, "the segment's key", required=True)

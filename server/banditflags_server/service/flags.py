@@ -74,10 +74,8 @@ def patch_flag(
     flag = store.get_flag(key)
     if flag is None:
         raise not_found(f"flag {key!r}")
-    patch = validate(flag)  # a bad body is a 422 whatever the ETag
+    patch = validate(flag)  # a bad body is a 422 whatever the ETag (apply_patch checks that, on each read)
     try:
-        if if_match is not None and not rc.etag_matches(if_match, flag.etag):
-            raise rc.Changed(flag.etag)
         return rc.apply_patch(store, key, patch, rng, actor=actor, reason=reason, if_match=if_match)
     except rc.Changed as exc:
         raise ApiError(
