@@ -1,5 +1,5 @@
 # Shared by scripts/demo and scripts/test: make (or reuse) the project's virtualenv and install the
-# project into it with the given extras. Re-installs only when pyproject.toml changed.
+# project into it with the given extras. Re-installs only when what it installs from changed.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${BANDITFLAGS_VENV:-$ROOT/.venv}"
@@ -12,7 +12,9 @@ bf_install() {
         "$PY" -m venv "$VENV"
         "$VENV/bin/python" -m pip install -q --upgrade pip >&2
     fi
-    local stamp="$VENV/.banditflags-$extras-$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)"
+    # pyproject.toml and setup.py say what to install; the C source is compiled by that install.
+    local stamp="$VENV/.banditflags-$extras-$(cat "$ROOT/pyproject.toml" "$ROOT/setup.py" \
+        "$ROOT/sdk/banditflags/_speedups.c" | sha256sum | cut -c1-16)"
     if [ ! -f "$stamp" ]; then
         echo "==> installing banditflags[$extras] into $VENV (log: $VENV/pip-install.log)" >&2
         if ! "$VENV/bin/python" -m pip install -e "$ROOT[$extras]" > "$VENV/pip-install.log" 2>&1; then

@@ -11,6 +11,7 @@ No locks, no I/O, no logging, no queue, no allocation on the normal path, nothin
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping
 from typing import Any, overload
@@ -24,7 +25,13 @@ from ._inputs import reward_item, unit_key
 from ._models import Bucketed, Decision, ErrorType, Reason, bucketed
 from ._runtime import Runtime
 from ._telemetry import trace_module
-from ._units import new_did, unit_did
+from ._units import Conversions, UnitMemory, new_did, unit_did
+from ._units import keyed_dict as _keyed_dict
+
+try:  # the compiled fast path of track() (_speedups.c); optional: the Python path does the same work
+    from . import _speedups
+except ImportError:  # pragma: no cover  # built without a C compiler
+    _speedups = None  # type: ignore[assignment]
 
 __all__ = ["Attributes", "Client"]
 
@@ -57,6 +64,11 @@ def _provider_probe(module: Any) -> Any:
 
 
 _otel = _provider_probe(trace_module)
+if _speedups is not None:
+    _speedups.configure(FlagSnapshot, Bucketed, UnitMemory, Conversions, _otel)
+
+#: Set to 1 to run track() in Python only (the reference the compiled path is tested against).
+NO_SPEEDUPS_ENV = "BANDITFLAGS_NO_SPEEDUPS"
 
 
 def _remember(f: FlagSnapshot, arm: int, unit_id: str) -> bool:
@@ -303,7 +315,7 @@ class Client(Runtime):
                 cur[unit_id] = (f.version, arm, now, did, f.rule)
                 if len(cur) * 2 > u.cap:
                     u.old = cur
-                    u.cur = {}
+                    u.cur = _keyed_dict()
                 next(f.counters[arm])
             # module constants: reading Reason.SPLIT off the Enum class costs ~0.1 µs a time
             reason = _CACHED if st.cached else _STALE if now >= st.stale_at else _SPLIT
@@ -354,6 +366,23 @@ class Client(Runtime):
         )
 
     # -- rewards --------------------------------------------------------------------------------
+
+    def _bind_fast_paths(self) -> None:
+        # track()'s common calls in C (_speedups.c): this instance's ``track`` attribute becomes a
+        # compiled callable that records them as the Python method below does, on the same objects, and
+        # hands every other call to that method before changing anything. Skipped where the module was
+        # not built, or with BANDITFLAGS_NO_SPEEDUPS=1.
+        if _speedups is None or os.environ.get(NO_SPEEDUPS_ENV, "") not in ("", "0"):
+            return
+        fallback = Client.track.__get__(self)
+        tracker = _speedups.Tracker(self, fallback, self._conversions, self._duplicates, self._tel_forced)
+        setattr(self, "track", tracker)  # noqa: B010  # shadows the method on this instance only
+
+    @property
+    def speedups(self) -> bool:
+        """Whether ``track()``'s common calls run compiled on this client (``_speedups``; see
+        docs/performance.md). False where the extension was not built or BANDITFLAGS_NO_SPEEDUPS=1."""
+        return self.__dict__.get("track") is not None
 
     def track(
         self,
@@ -434,7 +463,7 @@ class Client(Runtime):
                             ucur[unit_id] = (f.version, arm, now, did, None)  # u.put(), inline
                             if len(ucur) * 2 > u.cap:
                                 u.old = ucur
-                                u.cur = {}
+                                u.cur = _keyed_dict()
                         else:
                             f = None  # killed or targeted: the general path
                     else:

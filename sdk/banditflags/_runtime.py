@@ -198,11 +198,15 @@ class Runtime:
             pushback=self._pushback,
         )
         self._init_runtime()
+        self._bind_fast_paths()
         if bootstrap is not None:
             self._load_bootstrap(bootstrap)
         _lifecycle.register(self)
         if telemetry != "off":
             _metrics.register(self, meter_provider)
+
+    def _bind_fast_paths(self) -> None:
+        """Client binds its compiled fast paths here, once everything they read exists."""
 
     def _init_runtime(self) -> None:
         # Per-process resources: rebuilt in a forked child.

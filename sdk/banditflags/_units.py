@@ -83,6 +83,16 @@ def unit_did(salt: str, unit_id: str) -> str:
 Entry = tuple[int, int, float, "int | str | None", "str | None"]
 
 
+def keyed_dict() -> dict[Any, Any]:
+    """An empty dict that keeps each entry's hash beside its key, as CPython does once a dict has held
+    a key that is not a str (it never goes back). A dict of str keys only reads the hash off the key
+    object instead: one more cache miss per probe. The memories below hold up to 100,000 keys each, so
+    their lookups are mostly cache misses; this one saves about a fifth of each (docs/performance.md)."""
+    d: dict[Any, Any] = {0: None}
+    del d[0]
+    return d
+
+
 class UnitMemory:
     """Recent decisions of one flag's units (``unit_id -> Entry``), at most ``cap`` of them.
 
@@ -96,8 +106,8 @@ class UnitMemory:
     def __init__(self, on: bool, cap: int = 100_000) -> None:
         self.on = on
         self.cap = cap
-        self.cur: dict[str, Entry] = {}
-        self.old: dict[str, Entry] = {}
+        self.cur: dict[str, Entry] = keyed_dict()
+        self.old: dict[str, Entry] = keyed_dict()
 
     def get(self, unit_id: str) -> Entry | None:
         e = self.cur.get(unit_id)
@@ -108,7 +118,7 @@ class UnitMemory:
         cur[unit_id] = entry
         if len(cur) * 2 > self.cap:
             self.old = cur
-            self.cur = {}
+            self.cur = keyed_dict()
 
     def __len__(self) -> int:
         return len(self.cur) + len(self.old)
@@ -128,8 +138,8 @@ class Conversions:
     def __init__(self, cap: int) -> None:
         self.cap = cap
         self.half = max(1, cap // 2)
-        self.cur: dict[Any, float] = {}
-        self.old: dict[Any, float] = {}
+        self.cur: dict[Any, float] = keyed_dict()
+        self.old: dict[Any, float] = keyed_dict()
         self._rotating: dict[int, object] = {}  # id(dict being rotated out) -> its rotator's mark
 
     def rotate(self, full: dict[Any, float]) -> None:
@@ -144,7 +154,7 @@ class Conversions:
         try:
             if self.cur is full:  # else rotated already: a late call
                 self.old = full
-                self.cur = {}
+                self.cur = keyed_dict()
         finally:
             del rotating[id(full)]  # full is alive until we return: its id cannot have been reused
 

@@ -140,3 +140,15 @@ def build() -> Any:
     import types
 
     return types.SimpleNamespace(flag=make_flag, config=make_config, FakeServer=FakeServer)
+
+
+@pytest.fixture(params=["compiled", "python"])
+def track_impl(request: Any, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Runs a test once with track()'s compiled fast path (``banditflags._speedups``) and once with the
+    Python method alone (BANDITFLAGS_NO_SPEEDUPS=1): the clients the test makes take one or the other.
+    Modules that test what track() records use it (``pytestmark``)."""
+    if request.param == "python":
+        monkeypatch.setenv("BANDITFLAGS_NO_SPEEDUPS", "1")
+    else:
+        monkeypatch.delenv("BANDITFLAGS_NO_SPEEDUPS", raising=False)
+    return str(request.param)

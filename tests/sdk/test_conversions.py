@@ -17,6 +17,8 @@ from banditflags._models import Bucketed
 from banditflags._units import unit_did
 
 MakeClient = Any
+# Every test twice: track()'s compiled fast path and the Python method alone (conftest.track_impl).
+pytestmark = pytest.mark.usefixtures("track_impl")
 
 
 def test_one_decision_tracked_every_way_counts_once(make_client: MakeClient, server: Any) -> None:

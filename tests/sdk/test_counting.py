@@ -15,6 +15,8 @@ import pytest
 from banditflags._config import parse_config
 
 MakeClient = Any
+# Every test twice: track()'s compiled fast path and the Python method alone (conftest.track_impl).
+pytestmark = pytest.mark.usefixtures("track_impl")
 
 
 def _hammer(client: Any, threads: int, seconds: float, flag: str = "btn") -> int:
