@@ -374,6 +374,8 @@ class Client(Runtime):
         # not built, or with BANDITFLAGS_NO_SPEEDUPS=1.
         if _speedups is None or os.environ.get(NO_SPEEDUPS_ENV, "") not in ("", "0"):
             return
+        if type(self).track is not Client.track:
+            return  # a subclass's own track() must stay what callers reach
         fallback = Client.track.__get__(self)
         tracker = _speedups.Tracker(self, fallback, self._conversions, self._duplicates, self._tel_forced)
         setattr(self, "track", tracker)  # noqa: B010  # shadows the method on this instance only

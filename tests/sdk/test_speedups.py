@@ -136,6 +136,22 @@ def test_every_client_runs_the_compiled_path_unless_told_not_to(monkeypatch: pyt
     python.close(1.0)
 
 
+def test_a_subclass_that_overrides_track_keeps_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[Any] = []
+
+    class Counting(Client):
+        def track(self, *args: Any, **kwargs: Any) -> bool:
+            calls.append(args)
+            return super().track(*args, **kwargs)
+
+    monkeypatch.delenv("BANDITFLAGS_NO_SPEEDUPS", raising=False)
+    server = _Server()
+    client = Counting("http://bf.test", "bf_sdk_test", transport=httpx.MockTransport(server.handler))
+    assert client.speedups is False
+    assert client.track("btn", "someone") is True and calls == [("btn", "someone")]
+    client.close(1.0)
+
+
 def test_the_memories_keep_their_hashes_beside_their_keys() -> None:
     d = keyed_dict()
     assert d == {} and len(d) == 0
@@ -234,7 +250,7 @@ def test_the_compiled_path_answers_and_records_what_the_python_one_does(
         stats.append((s.duplicates, s.rewards_rejected, s.decisions_dropped, s.unknown_flags))
         n = len(server.bodies)
         assert client.flush(5.0)
-        rows = sorted(
+        rows = [
             (
                 r["flag"],
                 r["version"],
@@ -247,7 +263,7 @@ def test_the_compiled_path_answers_and_records_what_the_python_one_does(
             )
             for body in server.bodies[n:]
             for r in body["rewards"]
-        )
+        ]
         sent.append(_merge(rows))
         client.close(1.0)
     foreign.close(1.0)
