@@ -356,6 +356,9 @@ static int convert(Tracker *t, PyObject *f, PyObject *arm_obj, PyObject *did, Py
     PyObject *mem = t->conversions;
     PyObject *cur = SLOT(mem, L.m_cur);
     Py_INCREF(cur);
+    /* held, not borrowed: Conversions.rotate runs Python code, during which the event worker may
+     * take this list off the snapshot (a cut) and drop its last reference */
+    Py_INCREF(ids);
     int result = FAST_TRUE;
     PyObject *first = PyDict_SetDefault(cur, mk, now); /* borrowed */
     if (first == NULL) {
@@ -392,6 +395,7 @@ static int convert(Tracker *t, PyObject *f, PyObject *arm_obj, PyObject *did, Py
     } else if (result == FAST_TRUE && PyList_Append(ids, did) < 0) {
         result = FAILED;
     }
+    Py_DECREF(ids);
     return result;
 }
 
