@@ -315,3 +315,49 @@ def test_threads_tracking_at_once_count_each_conversion_once(
     ids = [i for body in server.bodies for r in body["rewards"] for i in r["ids"]]
     assert len(ids) == len(set(ids)) == len(units) + len(tokens)
     client.close(1.0)
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_conversions_stay_exact_while_memories_rotate_and_the_worker_cuts(
+    monkeypatch: pytest.MonkeyPatch, compiled: bool
+) -> None:
+    """Small memories (a rotation every 32 credits) and a worker cutting the conversion lists every
+    10 ms while three threads convert distinct units and decisions: every conversion is sent once,
+    and nothing is counted twice, dropped or rejected."""
+    server = _Server()
+    with monkeypatch.context() as m:
+        if compiled:
+            m.delenv("BANDITFLAGS_NO_SPEEDUPS", raising=False)
+        else:
+            m.setenv("BANDITFLAGS_NO_SPEEDUPS", "1")
+        client = Client(
+            "http://bf.test",
+            "bf_sdk_test",
+            transport=httpx.MockTransport(server.handler),
+            flush_interval=0.01,
+            decision_memory_size=64,
+        )
+    assert client.wait_until_ready(5.0) and client.speedups is compiled
+    per_thread = 3000
+    tokens = [[client.decide("btn", f"d{k}-{i}").token for i in range(per_thread)] for k in range(3)]
+    firsts = [0] * 3
+
+    def run(k: int) -> None:
+        n = 0
+        for i in range(per_thread):
+            n += client.track("btn", f"t{k}-{i}")
+            n += client.track(tokens[k][i])
+        firsts[k] = n
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(firsts) == 2 * 3 * per_thread
+    assert client.flush(10.0)
+    s = client.stats()
+    assert (s.duplicates, s.decisions_dropped, s.rewards_rejected) == (0, 0, 0)
+    ids = [i for body in server.bodies for r in body["rewards"] for i in r["ids"]]
+    assert len(ids) == len(set(ids)) == 2 * 3 * per_thread
+    client.close(1.0)
