@@ -24,7 +24,37 @@ __all__ = [
     "NewFlag",
     "Periods",
     "RecomputeWrite",
+    "Stale",
+    "entity_tag",
+    "etag_matches",
 ]
+
+
+def entity_tag(fields: Any) -> str:
+    """A strong ETag (quoted, as HTTP wants it) of JSON-able ``fields``: flags' and segments'.
+
+    >>> entity_tag({"a": 1}) == entity_tag({"a": 1}) != entity_tag({"a": 2})
+    True
+    """
+    text = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
+    return '"' + hashlib.sha256(text.encode()).hexdigest()[:20] + '"'
+
+
+def etag_matches(if_match: str, etag: str) -> bool:
+    """RFC 9110's ``If-Match`` against a strong ETag: ``*``, or a comma-separated list naming it.
+
+    >>> etag_matches('"a", "b"', '"b"'), etag_matches("*", '"b"'), etag_matches('W/"b"', '"b"')
+    (True, True, False)
+    """
+    if if_match.strip() == "*":
+        return True
+    return etag in (t.strip() for t in if_match.split(","))
+
+
+class Stale(Exception):
+    """The resource's ETag is not one the caller's ``If-Match`` names: someone changed it since the
+    caller read it (``args[0]``: the current ETag). Raised inside the write's transaction, so the
+    check and the write are one."""
 
 
 @dataclass
@@ -90,8 +120,7 @@ class Flag:
             self.exploration, self.baseline, self.recompute_interval, self.guardrails, self.arm_state,
             self.targets, self.rules,
         )  # fmt: skip
-        text = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
-        return '"' + hashlib.sha256(text.encode()).hexdigest()[:20] + '"'
+        return entity_tag(fields)
 
     @property
     def bandit_rules(self) -> list[str]:

@@ -7,7 +7,7 @@ import re
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from banditflags_server.cli.clauses import ClauseSyntaxError, format_clause, format_serve, parse_clause
@@ -67,6 +67,7 @@ SCALARS = st.one_of(
     values=st.lists(SCALARS, min_size=1, max_size=5),
     negate=st.booleans(),
 )
+@example(op="in", values=['0"', "0"], negate=False)  # a quote inside a value opened a quoted item
 def test_what_is_printed_reads_back_as_the_same_clause(op: str, values: list[Any], negate: bool) -> None:
     clause: dict[str, Any] = {"attribute": "attr", "op": op, "values": values}
     if negate:

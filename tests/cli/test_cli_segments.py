@@ -149,3 +149,37 @@ def test_create_and_update_from_a_file_or_stdin(
     assert seg("create", "other", "--file", str(path))[0] == 2
     path.write_text("{not json")
     assert seg("update", "pro", "--file", str(path))[0] == 2
+
+
+@pytest.mark.parametrize("concurrent_edits", [1, 3])
+def test_units_added_meanwhile_are_kept_not_overwritten(
+    seg: Any, admin: Any, monkeypatch: pytest.MonkeyPatch, concurrent_edits: int
+) -> None:
+    """Another operator includes a unit between ``update --include``'s read of the segment and its write
+    (the whole list, computed from what it read, sent with that ETag): the write is refused with 412,
+    and the command reads again and redoes its edit, so both units stay. One that keeps losing the race
+    gives up (exit 4) after three reads, having changed nothing."""
+    from banditflags_server.cli.api import Api
+
+    assert seg("create", "beta", "--include", "alice")[0] == 0
+    call = Api.call
+    theirs = iter(range(concurrent_edits))
+
+    def racing(self: Api, method: str, path: str, *a: Any, **kw: Any) -> Any:
+        answer = call(self, method, path, *a, **kw)
+        if method == "GET" and path == "/v1/segments/beta":
+            n = next(theirs, None)
+            if n is not None:  # their change lands between our read and our write
+                units = [*answer["included"], f"theirs{n}"]
+                assert admin.patch("/v1/segments/beta", json={"included": units}).status_code == 200
+        return answer
+
+    monkeypatch.setattr(Api, "call", racing)
+    code, out, err = seg("update", "beta", "--include", "ours")
+    included = admin.get("/v1/segments/beta").json()["included"]
+    if concurrent_edits == 1:
+        assert code == 0, err
+        assert included == ["alice", "theirs0", "ours"] and "beta: updated included" in out
+    else:
+        assert code == 4 and "changed since it was read" in err
+        assert included == ["alice", "theirs0", "theirs1", "theirs2"]

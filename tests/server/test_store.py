@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 
@@ -12,8 +13,10 @@ import sqlalchemy as sa
 from banditflags_server.api.validation import validate_new_flag
 from banditflags_server.engine.planning import new_flag, plan
 from banditflags_server.errors import ValidationError
-from banditflags_server.records import Allocation, EventBatch, EventRow
+from banditflags_server.records import Allocation, EventBatch, EventRow, Stale
 from banditflags_server.storage import schema as db
+from banditflags_server.storage.audit import AuditEntry
+from banditflags_server.storage.segments import Segment
 from banditflags_server.storage.store import Store
 
 
@@ -210,3 +213,35 @@ def test_keys_are_stored_hashed(store: Store) -> None:
     # Keys of a kind given through settings revoke the generated key of that kind (printed in clear once).
     assert store.key_kind(hash_key(admin)) is None
     assert store.key_kind(hash_key(sdk)) is None  # the sdk keys given first revoked it
+
+
+def test_if_match_is_checked_on_the_locked_row(store: Store) -> None:
+    """An update or delete with a stale If-Match raises Stale inside its transaction and writes
+    nothing; with the current ETag (or none) it writes, on both databases."""
+
+    def entry(key: str, action: str) -> AuditEntry:
+        return AuditEntry(key, time.time(), "test", action, None, None, "", kind="segment")
+
+    _make(store)
+    seg = Segment("beta", included=["a"])
+    store.create_segment(seg, entry("beta", "create"))
+    seen = store.get_segment("beta")
+    assert seen is not None and seen.etag == seg.etag
+    changed = dataclasses.replace(seen, included=["a", "b"])
+    assert store.update_segment(changed, None, if_match=seen.etag)  # current: written
+    with pytest.raises(Stale) as stale:
+        store.update_segment(dataclasses.replace(seen, included=[]), None, if_match=seen.etag)
+    assert stale.value.args[0] == changed.etag
+    after = store.get_segment("beta")
+    assert after is not None and after.included == ["a", "b"]
+    with pytest.raises(Stale):
+        store.delete_segment("beta", entry("beta", "delete"), if_match=seen.etag)
+    assert store.get_segment("beta") is not None
+    assert store.delete_segment("beta", entry("beta", "delete"), if_match=f'"x", {changed.etag}')
+
+    flag = store.get_flag("f1")
+    assert flag is not None
+    with pytest.raises(Stale):
+        store.delete_flag("f1", if_match='"not-its-etag"')
+    assert store.get_flag("f1") is not None
+    assert store.delete_flag("f1", if_match=flag.etag) and store.get_flag("f1") is None

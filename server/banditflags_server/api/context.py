@@ -101,6 +101,14 @@ def flag_key(request: Request) -> str:
     return key
 
 
+def if_match(request: Request) -> str | None:
+    """The ``If-Match`` header of a write (None: none sent, no precondition); an empty one is a 422."""
+    value = request.headers.get("if-match")
+    if value is not None and not value.strip():
+        raise ValidationError([("If-Match", "must be an ETag, a comma-separated list of them, or *")])
+    return value
+
+
 def int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
     """An integer query parameter in ``low..high`` (absent: ``default``); 422 naming it otherwise."""
     raw = request.query_params.get(name)

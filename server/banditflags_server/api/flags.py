@@ -13,7 +13,7 @@ from starlette.responses import Response
 
 from banditflags_server.api.auth import actor, requires
 from banditflags_server.api.config import rule_allocations_json
-from banditflags_server.api.context import audit_log, ctx, flag_key, iso, read_body
+from banditflags_server.api.context import audit_log, ctx, flag_key, if_match, iso, read_body
 from banditflags_server.api.operations import ApiRoute, Operation, Param
 from banditflags_server.api.response_schemas import AuditLog, FlagList, FlagOut, History, Stats
 from banditflags_server.api.responses import json_response
@@ -224,13 +224,11 @@ async def patch_flag(request: Request) -> Response:
     key = flag_key(request)
     validate, reason = patch_from_json(await read_body(request))
     who = await actor(request)
-    if_match = request.headers.get("if-match")
-    if if_match is not None and not if_match.strip():
-        raise ValidationError([("If-Match", "must be an ETag, a comma-separated list of them, or *")])
+    precondition = if_match(request)
 
     def work() -> dict[str, Any]:
         rng = c.rng()
-        updated = actions.patch_flag(c.store, key, validate, rng, who, reason, if_match)
+        updated = actions.patch_flag(c.store, key, validate, rng, who, reason, precondition)
         return _full(c.store, updated, rng)
 
     body = await run_in_threadpool(work)
@@ -241,8 +239,10 @@ async def patch_flag(request: Request) -> Response:
 async def delete_flag(request: Request) -> Response:
     """``DELETE /v1/flags/{key}`` → 204; removes its allocations and stats too (the audit log stays).
 
-    The optional reason comes as ``?reason=...`` or as a JSON body ``{"reason": "..."}`` (which wins)."""
+    The optional reason comes as ``?reason=...`` or as a JSON body ``{"reason": "..."}`` (which wins).
+    With ``If-Match``, a 412 (nothing deleted) if the flag changed since that ETag was read."""
     key = flag_key(request)
+    precondition = if_match(request)
     reason = request.query_params.get("reason", "")
     # Both are checked (a bad one is a 422 even when the other is given); the body's wins when it has one.
     problem = audit_mod.validate_reason(reason)
@@ -252,7 +252,7 @@ async def delete_flag(request: Request) -> Response:
     if raw.strip():
         reason = reason_from_json(raw) or reason
     who = await actor(request)
-    await run_in_threadpool(actions.delete_flag, ctx(request).store, key, who, reason.strip())
+    await run_in_threadpool(actions.delete_flag, ctx(request).store, key, who, reason.strip(), precondition)
     return Response(status_code=204)
 
 
@@ -390,8 +390,9 @@ async def recompute_now(request: Request) -> Response:
 KEY = Param("key", "path", FlagKey, "the flag's key", required=True)
 _ETAG_DOC = ("the flag's ETag: changes with what operators set, not with recomputes", True)
 IF_MATCH = Param(
-    "If-Match", "header", str, "an ETag of the flag (or *): 412, and nothing changed, if it no longer is"
+    "If-Match", "header", str, "an ETag of it (or *): 412, and nothing changed, if it no longer is"
 )
+_REASON = Param("reason", "query", Reason, "why, for the audit log (or in the body)")
 #: The paging parameters of an audit route (flags' and segments').
 AUDIT_PAGE = (
     Param("limit", "query", Annotated[int, Meta(ge=1, le=1000)], "entries at most (100)"),
@@ -473,7 +474,8 @@ routes = [
             ok=204,
             body=DeleteBody,
             body_optional=True,
-            params=(KEY, Param("reason", "query", Reason, "why, for the audit log (or in the body)")),
+            params=(KEY, _REASON, IF_MATCH),
+            also=(412,),
         ),
     ),
     ApiRoute(

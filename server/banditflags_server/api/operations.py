@@ -40,7 +40,7 @@ STATUSES: dict[int, str] = {
     403: "This key may not call this operation (forbidden)",
     404: "No such flag (not_found)",
     409: "Conflict with the flag's state or a concurrent change (conflict)",
-    412: "The If-Match ETag is no longer the flag's: it changed since it was read; nothing was changed",
+    412: "The If-Match ETag is no longer the resource's: it changed since it was read; nothing was changed",
     413: "The body is too large (payload_too_large)",
     415: "The body is not JSON (unsupported_media_type)",
     422: "A field or parameter is invalid (invalid_field); each bad field is named",

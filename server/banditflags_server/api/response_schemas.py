@@ -159,7 +159,9 @@ class FlagOut(_Out):
     """A flag as ``GET /v1/flags/{key}`` shows it (the answer of create, patch and recompute too)."""
 
     key: str
-    etag: Annotated[str, Meta(description="the ETag: send it as If-Match with a PATCH (412 if it changed)")]
+    etag: Annotated[
+        str, Meta(description="the ETag: send it as If-Match with a PATCH or DELETE (412 if it changed)")
+    ]
     description: str
     salt: str
     variants: list[VariantOut]
@@ -319,6 +321,9 @@ class ConfigSegment(_Out):
 class SegmentOut(ConfigSegment):
     """A segment as ``GET /v1/segments/{key}`` shows it."""
 
+    etag: Annotated[
+        str, Meta(description="the ETag: send it as If-Match with a PATCH or DELETE (412 if it changed)")
+    ]
     description: str
     created_at: Time
     updated_at: Time

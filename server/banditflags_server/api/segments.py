@@ -17,8 +17,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from banditflags_server.api.auth import actor, requires
-from banditflags_server.api.context import audit_log, ctx, iso, read_body
-from banditflags_server.api.flags import AUDIT_PAGE
+from banditflags_server.api.context import audit_log, ctx, if_match, iso, read_body
+from banditflags_server.api.flags import AUDIT_PAGE, IF_MATCH
 from banditflags_server.api.operations import ApiRoute, Operation, Param
 from banditflags_server.api.response_schemas import AuditLog, SegmentInUse, SegmentList, SegmentOut
 from banditflags_server.api.responses import json_response
@@ -39,6 +39,7 @@ def segment_json(s: Segment) -> dict[str, Any]:
     """A segment as the API shows it."""
     return {
         **s.config_json(),
+        "etag": s.etag,
         "description": s.description,
         "created_at": iso(s.created_at),
         "updated_at": iso(s.updated_at),
@@ -123,29 +124,35 @@ async def get_segment(request: Request) -> Response:
     seg = await run_in_threadpool(ctx(request).store.get_segment, key)
     if seg is None:
         raise not_found(f"segment {key!r}")
-    return json_response(segment_json(seg))
+    return json_response(segment_json(seg), headers={"ETag": seg.etag})
 
 
 @requires("admin")
 async def patch_segment(request: Request) -> Response:
-    """``PATCH /v1/segments/{key}``: the fields given replace the current ones, all checked first."""
+    """``PATCH /v1/segments/{key}``: the fields given replace the current ones, all checked first; with
+    ``If-Match``, a 412 (nothing changed) if the segment changed since that ETag was read."""
     c = ctx(request)
     key = _key(request)
     body = decode_body(_PATCH, await read_body(request), SegmentPatchBody)
     changes = _changes(body)
     who = await actor(request)
-    seg = await run_in_threadpool(actions.patch_segment, c.store, key, changes, who, body.reason.strip())
-    return json_response(segment_json(seg))
+    precondition = if_match(request)
+    seg = await run_in_threadpool(
+        actions.patch_segment, c.store, key, changes, who, body.reason.strip(), precondition
+    )
+    return json_response(segment_json(seg), headers={"ETag": seg.etag})
 
 
 @requires("admin")
 async def delete_segment(request: Request) -> Response:
-    """``DELETE /v1/segments/{key}`` → 204; 409 with ``flags`` if flags' rules name it."""
+    """``DELETE /v1/segments/{key}`` → 204; 409 with ``flags`` if flags' rules name it; with
+    ``If-Match``, a 412 (nothing deleted) if the segment changed since that ETag was read."""
     key = _key(request)
     raw = await read_body(request, optional=True)
     reason = reason_from_json(raw) if raw.strip() else ""
     who = await actor(request)
-    await run_in_threadpool(actions.delete_segment, ctx(request).store, key, who, reason)
+    precondition = if_match(request)
+    await run_in_threadpool(actions.delete_segment, ctx(request).store, key, who, reason, precondition)
     return Response(status_code=204)
 
 
@@ -157,6 +164,7 @@ async def segment_audit(request: Request) -> Response:
 
 
 KEY = Param("key", "path", str, "the segment's key", required=True)
+_ETAG_DOC = ("the segment's ETag: changes with every change to it", True)
 
 routes = [
     ApiRoute(
@@ -185,7 +193,15 @@ routes = [
         "/v1/segments/{key}",
         get_segment,
         "GET",
-        Operation("getSegment", "A segment", "admin", "segments", answer=SegmentOut, params=(KEY,)),
+        Operation(
+            "getSegment",
+            "A segment",
+            "admin",
+            "segments",
+            answer=SegmentOut,
+            params=(KEY,),
+            headers={200: {"ETag": _ETAG_DOC}},
+        ),
     ),
     ApiRoute(
         "/v1/segments/{key}",
@@ -198,7 +214,9 @@ routes = [
             "segments",
             answer=SegmentOut,
             body=SegmentPatchBody,
-            params=(KEY,),
+            params=(KEY, IF_MATCH),
+            also=(412,),
+            headers={200: {"ETag": _ETAG_DOC}},
         ),
     ),
     ApiRoute(
@@ -213,7 +231,8 @@ routes = [
             ok=204,
             body=DeleteBody,
             body_optional=True,
-            params=(KEY,),
+            params=(KEY, IF_MATCH),
+            also=(412,),
             bodies={409: SegmentInUse},
         ),
     ),

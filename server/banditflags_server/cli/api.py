@@ -24,6 +24,7 @@ bb   22
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -153,6 +154,27 @@ def change(
     answer: dict[str, Any] = api.call(method, path, body, headers=headers)
     print(json.dumps(answer, indent=2) if args.json else done(answer), file=out)
     return OK
+
+
+Edit = Callable[[Api, argparse.Namespace, TextIO], int]
+ATTEMPTS = 3  # reads of the resource a read-modify-write makes before it gives up
+
+
+def read_modify_write(edit: Edit) -> Edit:
+    """An edit computed from a resource (a flag, a segment) as read and sent with its ETag: when another
+    operator changed it in between (412, nothing written), read it again and redo the edit on what is
+    there now, instead of overwriting their change; give up (exit 4) after ``ATTEMPTS`` reads."""
+
+    @functools.wraps(edit)
+    def run(api: Api, args: argparse.Namespace, out: TextIO) -> int:
+        for _ in range(ATTEMPTS - 1):
+            try:
+                return edit(api, args, out)
+            except Stale:
+                pass  # read again and redo it
+        return edit(api, args, out)  # the last read: a 412 now is the command's answer
+
+    return run
 
 
 def common_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:

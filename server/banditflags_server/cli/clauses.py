@@ -96,8 +96,9 @@ def _split(text: str) -> list[str]:
             items.append("".join(current))
             current = []
         else:
+            # A quote opens a quoted item only as its first character: in `0"` it is just a character.
+            quoted = ch == '"' and not "".join(current).strip()
             current.append(ch)
-            quoted = ch == '"'
     items.append("".join(current))
     return [i.strip() for i in items if i.strip()]
 

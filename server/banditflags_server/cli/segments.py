@@ -29,6 +29,7 @@ from banditflags_server.cli.api import (
     common_parsers,
     connect,
     read_json,
+    read_modify_write,
 )
 from banditflags_server.cli.api import table as _table
 from banditflags_server.cli.clauses import ClauseSyntaxError, format_clause, format_rule, parse_clauses
@@ -166,6 +167,7 @@ def _create(api: Api, args: argparse.Namespace, out: TextIO) -> int:
     )
 
 
+@read_modify_write
 def _update(api: Api, args: argparse.Namespace, out: TextIO) -> int:
     body = _file(args)
     if args.clause and args.no_clauses:
@@ -206,6 +208,7 @@ def _update(api: Api, args: argparse.Namespace, out: TextIO) -> int:
         ("PATCH", f"/v1/segments/{args.key}", body),
         out,
         lambda seg: f"{seg['key']}: updated {', '.join(sorted(changes))} (now {_summary(seg)})",
+        if_match=before.get("etag"),  # computed from what was read: a 412 if it changed since
     )
 
 

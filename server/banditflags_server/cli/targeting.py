@@ -10,12 +10,20 @@ Changes are read-modify-write over ``PATCH /v1/flags/{key}`` (which replaces the
 from __future__ import annotations
 
 import argparse
-import functools
 import json
-from collections.abc import Callable
 from typing import Any, TextIO
 
-from banditflags_server.cli.api import OK, REJECTED, USAGE, Api, CliError, Stale, change, read_json, table
+from banditflags_server.cli.api import (
+    OK,
+    REJECTED,
+    USAGE,
+    Api,
+    CliError,
+    change,
+    read_json,
+    read_modify_write,
+    table,
+)
 from banditflags_server.cli.clauses import ClauseSyntaxError, format_rule, format_serve, parse_clauses
 
 __all__ = ["audited", "print_targeting", "remove_rule", "rules", "set_rule", "target", "untarget"]
@@ -125,27 +133,6 @@ def _patch(
     return change(api, args, request, out, lambda f: f"{done}; now {_summary(f)}", if_match=etag)
 
 
-Edit = Callable[[Api, argparse.Namespace, TextIO], int]
-ATTEMPTS = 3  # reads of the flag a read-modify-write makes before it gives up
-
-
-def _read_modify_write(edit: Edit) -> Edit:
-    """An edit computed from the flag as read and sent with its ETag: when another operator changed the
-    flag in between (412, nothing written), read it again and redo the edit on what is there now,
-    instead of overwriting their change; give up (exit 4) after ``ATTEMPTS`` reads."""
-
-    @functools.wraps(edit)
-    def run(api: Api, args: argparse.Namespace, out: TextIO) -> int:
-        for _ in range(ATTEMPTS - 1):
-            try:
-                return edit(api, args, out)
-            except Stale:
-                pass  # read again and redo it
-        return edit(api, args, out)  # the last read: a 412 now is the command's answer
-
-    return run
-
-
 def _summary(flag: dict[str, Any]) -> str:
     targets = flag.get("targets") or []
     units = sum(len(t["units"]) for t in targets)
@@ -187,7 +174,7 @@ def _serve(args: argparse.Namespace) -> dict[str, Any]:
     return {"weights": weights}
 
 
-@_read_modify_write
+@read_modify_write
 def set_rule(api: Api, args: argparse.Namespace, out: TextIO) -> int:
     """``flags set-rule KEY ID --clause ... (--bandit | --variant V | --split W,...)``: add the rule (at
     the end, or ``--first`` / ``--before ID``), or replace the rule with that id (in place unless told)."""
@@ -222,7 +209,7 @@ def set_rule(api: Api, args: argparse.Namespace, out: TextIO) -> int:
     return _patch(api, args, {"rules": after}, out, f"{args.key}: rule {args.rule!r} {verb}", flag["etag"])
 
 
-@_read_modify_write
+@read_modify_write
 def remove_rule(api: Api, args: argparse.Namespace, out: TextIO) -> int:
     """``flags remove-rule KEY ID``: its units go to the next matching rule or the default allocation."""
     flag = api.call("GET", f"/v1/flags/{args.key}")
@@ -247,7 +234,7 @@ def _unique(units: list[str]) -> list[str]:
     return list(dict.fromkeys(units))
 
 
-@_read_modify_write
+@read_modify_write
 def target(api: Api, args: argparse.Namespace, out: TextIO) -> int:
     """``flags target KEY VARIANT UNIT...``: serve VARIANT to these units (moved from other targets)."""
     flag = api.call("GET", f"/v1/flags/{args.key}")
@@ -273,7 +260,7 @@ def _normal(targets: list[dict[str, Any]]) -> dict[str, set[str]]:
     return {t["variant"]: set(t["units"]) for t in targets}
 
 
-@_read_modify_write
+@read_modify_write
 def untarget(api: Api, args: argparse.Namespace, out: TextIO) -> int:
     """``flags untarget KEY UNIT...``: these units go back to the rules and the default allocation."""
     flag = api.call("GET", f"/v1/flags/{args.key}")

@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 
 from banditflags_server.engine.planning import new_flag
-from banditflags_server.errors import ApiError, conflict, not_found
-from banditflags_server.records import Flag, FlagPatch, NewFlag
+from banditflags_server.errors import conflict, not_found
+from banditflags_server.records import Flag, FlagPatch, NewFlag, Stale
 from banditflags_server.service import recompute as rc
-from banditflags_server.service.segments import missing_segments_error
+from banditflags_server.service.segments import missing_segments_error, stale_error
 from banditflags_server.storage.audit import SUMMARY_FIELDS, AuditEntry
 from banditflags_server.storage.segments import SegmentsMissing
 from banditflags_server.storage.store import FlagExists, FlagLimit, Store
@@ -78,12 +78,7 @@ def patch_flag(
     try:
         return rc.apply_patch(store, key, patch, rng, actor=actor, reason=reason, if_match=if_match)
     except rc.Changed as exc:
-        raise ApiError(
-            412,
-            f"flag {key!r} changed since it was read (its ETag is now {exc.args[0]}); read it again",
-            field="If-Match",
-            headers={"ETag": exc.args[0]},
-        ) from None
+        raise stale_error(f"flag {key!r}", Stale(exc.args[0])) from None
     except rc.FlagNotFound:
         raise not_found(f"flag {key!r}") from None
     except rc.Conflict:
@@ -92,11 +87,16 @@ def patch_flag(
         raise missing_segments_error(exc) from None
 
 
-def delete_flag(store: Store, key: str, actor: str, reason: str = "") -> None:
-    """Delete a flag, recording what it was; 404 if there is none."""
+def delete_flag(store: Store, key: str, actor: str, reason: str = "", if_match: str | None = None) -> None:
+    """Delete a flag, recording what it was; 404 if there is none; 412 if ``if_match`` (the
+    ``If-Match`` header) no longer names its ETag."""
     flag = store.get_flag(key)
     if flag is None:
         raise not_found(f"flag {key!r}")
     entry = AuditEntry(key, time.time(), actor, "delete", summary(flag), None, reason)
-    if not store.delete_flag(key, audit=entry):
+    try:
+        gone = store.delete_flag(key, audit=entry, if_match=if_match)
+    except Stale as exc:
+        raise stale_error(f"flag {key!r}", exc) from None
+    if not gone:
         raise not_found(f"flag {key!r}")

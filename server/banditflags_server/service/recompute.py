@@ -27,7 +27,7 @@ from banditflags_server.engine.planning import (
     plan,
     rule_allocations,
 )
-from banditflags_server.records import Flag, FlagPatch, RecomputeWrite
+from banditflags_server.records import Flag, FlagPatch, RecomputeWrite, etag_matches
 from banditflags_server.service import metrics
 from banditflags_server.service.metrics import record_clamped
 from banditflags_server.storage.audit import entry_for_patch
@@ -60,17 +60,6 @@ class Conflict(Exception):
 class Changed(Exception):
     """The flag's ETag is not the one the caller's ``If-Match`` names: an operator changed it since the
     caller read it (``args[0]``: the current ETag)."""
-
-
-def etag_matches(if_match: str, etag: str) -> bool:
-    """RFC 9110's ``If-Match`` against a strong ETag: ``*``, or a comma-separated list naming it.
-
-    >>> etag_matches('"a", "b"', '"b"'), etag_matches("*", '"b"'), etag_matches('W/"b"', '"b"')
-    (True, True, False)
-    """
-    if if_match.strip() == "*":
-        return True
-    return etag in (t.strip() for t in if_match.split(","))
 
 
 @dataclass(frozen=True)

@@ -10,11 +10,23 @@ import time
 from typing import Any
 
 from banditflags_server.errors import ApiError, ValidationError, conflict, not_found
+from banditflags_server.records import Stale
 from banditflags_server.storage.audit import AuditEntry
 from banditflags_server.storage.segments import Segment, SegmentExists, SegmentInUse, SegmentsMissing
 from banditflags_server.storage.store import Store
 
-__all__ = ["create_segment", "delete_segment", "missing_segments_error", "patch_segment"]
+__all__ = ["create_segment", "delete_segment", "missing_segments_error", "patch_segment", "stale_error"]
+
+
+def stale_error(what: str, exc: Stale) -> ApiError:
+    """The 412 of a write whose ``If-Match`` no longer names the resource's ETag (``what``: e.g.
+    ``"segment 'beta'"``); it carries the current ETag."""
+    return ApiError(
+        412,
+        f"{what} changed since it was read (its ETag is now {exc.args[0]}); read it again",
+        field="If-Match",
+        headers={"ETag": exc.args[0]},
+    )
 
 
 def missing_segments_error(exc: SegmentsMissing) -> ValidationError:
@@ -39,8 +51,16 @@ def create_segment(store: Store, seg: Segment, actor: str, reason: str = "") -> 
     return seg
 
 
-def patch_segment(store: Store, key: str, changes: dict[str, Any], actor: str, reason: str = "") -> Segment:
-    """Apply validated changes (the fields given, each replaced whole); 404 if there is no such segment."""
+def patch_segment(
+    store: Store,
+    key: str,
+    changes: dict[str, Any],
+    actor: str,
+    reason: str = "",
+    if_match: str | None = None,
+) -> Segment:
+    """Apply validated changes (the fields given, each replaced whole); 404 if there is no such segment;
+    412 if ``if_match`` (the ``If-Match`` header) no longer names its ETag."""
     seg = store.get_segment(key)
     if seg is None:
         raise not_found(f"segment {key!r}")
@@ -52,19 +72,26 @@ def patch_segment(store: Store, key: str, changes: dict[str, Any], actor: str, r
     if changed:
         old, new_values = {n: before[n] for n in changed}, {n: after[n] for n in changed}
         entry = AuditEntry(key, now, actor, "update", old, new_values, reason, kind="segment")
-    if not store.update_segment(new, entry):
+    try:
+        written = store.update_segment(new, entry, if_match)
+    except Stale as exc:
+        raise stale_error(f"segment {key!r}", exc) from None
+    if not written:
         raise not_found(f"segment {key!r}")
     return new
 
 
-def delete_segment(store: Store, key: str, actor: str, reason: str = "") -> None:
-    """Delete a segment; 409 listing the flags whose rules name it; 404 if there is none."""
+def delete_segment(store: Store, key: str, actor: str, reason: str = "", if_match: str | None = None) -> None:
+    """Delete a segment; 409 listing the flags whose rules name it; 404 if there is none; 412 if
+    ``if_match`` no longer names its ETag."""
     seg = store.get_segment(key)
     if seg is None:
         raise not_found(f"segment {key!r}")
     entry = AuditEntry(key, time.time(), actor, "delete", seg.audited(), None, reason, kind="segment")
     try:
-        gone = store.delete_segment(key, entry)
+        gone = store.delete_segment(key, entry, if_match)
+    except Stale as exc:
+        raise stale_error(f"segment {key!r}", exc) from None
     except SegmentInUse as exc:
         raise ApiError(
             409,
