@@ -161,7 +161,15 @@ async def _save(request: Request, session: Session, key: str | None) -> Response
             current = c.store.get_segment(key)
             if current is not None and draft["base"] and cf.digest(current.audited()) != draft["base"]:
                 raise ApiError(409, f"The segment {cf.STALE}")
-            actions.patch_segment(c.store, key, changes, session.key_name, reason)
+            # The ETag of the read just checked: a change landing between this check and the write
+            # fails the write (412, nothing written) instead of being overwritten.
+            etag = current.etag if current is not None else None
+            try:
+                actions.patch_segment(c.store, key, changes, session.key_name, reason, etag)
+            except ApiError as exc:
+                if exc.status != 412:
+                    raise
+                raise ApiError(409, f"The segment {cf.STALE}") from None
 
     try:
         await run_in_threadpool(work)

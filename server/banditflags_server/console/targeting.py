@@ -168,7 +168,18 @@ async def save_targeting(request: Request, session: Session) -> Response:
     reason = form.get("reason", "").replace("\x00", "").strip()[: audit_mod.MAX_REASON]
 
     def work() -> None:
-        actions.patch_flag(c.store, key, _stale_check(draft["base"], body), c.rng(), session.key_name, reason)
+        # The draft is checked against the flag as patch_flag reads it (_stale_check), and the write
+        # carries the ETag of a read made before that check: a change landing in between fails the
+        # write (412, nothing written) instead of being overwritten.
+        current = c.store.get_flag(key)
+        etag = current.etag if current is not None else None
+        check = _stale_check(draft["base"], body)
+        try:
+            actions.patch_flag(c.store, key, check, c.rng(), session.key_name, reason, etag)
+        except ApiError as exc:
+            if exc.status != 412:
+                raise
+            raise ApiError(409, f"The flag's targets or rules {cf.STALE}") from None
 
     try:
         await run_in_threadpool(work)
