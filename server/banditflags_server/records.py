@@ -27,6 +27,7 @@ __all__ = [
     "Stale",
     "entity_tag",
     "etag_matches",
+    "require_etag",
 ]
 
 
@@ -49,6 +50,13 @@ def etag_matches(if_match: str, etag: str) -> bool:
     if if_match.strip() == "*":
         return True
     return etag in (t.strip() for t in if_match.split(","))
+
+
+def require_etag(if_match: str | None, etag: str) -> None:
+    """Raise :class:`Stale` unless ``if_match`` (an ``If-Match`` header; None: no precondition) names
+    ``etag``, the resource's current ETag."""
+    if if_match is not None and not etag_matches(if_match, etag):
+        raise Stale(etag)
 
 
 class Stale(Exception):

@@ -77,8 +77,8 @@ def patch_flag(
     patch = validate(flag)  # a bad body is a 422 whatever the ETag (apply_patch checks that, on each read)
     try:
         return rc.apply_patch(store, key, patch, rng, actor=actor, reason=reason, if_match=if_match)
-    except rc.Changed as exc:
-        raise stale_error(f"flag {key!r}", Stale(exc.args[0])) from None
+    except Stale as exc:
+        raise stale_error(f"flag {key!r}", exc) from None
     except rc.FlagNotFound:
         raise not_found(f"flag {key!r}") from None
     except rc.Conflict:

@@ -27,7 +27,7 @@ from banditflags_server.engine.planning import (
     plan,
     rule_allocations,
 )
-from banditflags_server.records import Flag, FlagPatch, RecomputeWrite, etag_matches
+from banditflags_server.records import Flag, FlagPatch, RecomputeWrite, require_etag
 from banditflags_server.service import metrics
 from banditflags_server.service.metrics import record_clamped
 from banditflags_server.storage.audit import entry_for_patch
@@ -55,11 +55,6 @@ class NotRunning(Exception):
 
 class Conflict(Exception):
     """The flag kept changing under us (another writer); the caller may retry later."""
-
-
-class Changed(Exception):
-    """The flag's ETag is not the one the caller's ``If-Match`` names: an operator changed it since the
-    caller read it (``args[0]``: the current ETag)."""
 
 
 @dataclass(frozen=True)
@@ -92,14 +87,13 @@ def apply_patch(
     (a key name) the change is written to the audit log in the same transaction. With ``if_match``
     (an ``If-Match`` header) nothing is written unless the flag's ETag still matches it: checked on
     every read of the loop, and the write is a compare-and-set on that read, so a change made between
-    the check and the write is seen on the next turn (:class:`Changed`).
+    the check and the write is seen on the next turn (:class:`~banditflags_server.records.Stale`).
     """
     for _ in range(10):
         flag = store.get_flag(key)
         if flag is None or flag.allocation is None:
             raise FlagNotFound(key)
-        if if_match is not None and not etag_matches(if_match, flag.etag):
-            raise Changed(flag.etag)
+        require_etag(if_match, flag.etag)
         changes = dict(patch.changes)
         alloc = None
         now = time.time()

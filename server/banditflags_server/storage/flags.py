@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
-from banditflags_server.records import Allocation, Flag, Stale, etag_matches
+from banditflags_server.records import Allocation, Flag, require_etag
 from banditflags_server.storage import audit as audit_mod
 from banditflags_server.storage import schema as db
 from banditflags_server.storage.audit import AuditEntry
@@ -118,8 +118,8 @@ class FlagsMixin:
             if if_match is not None:
                 locked = sa.select(flags).where(flags.c.key == key).with_for_update()
                 m = conn.execute(locked).mappings().first()
-                if m is not None and not etag_matches(if_match, flag_from_row(m).etag):
-                    raise Stale(flag_from_row(m).etag)
+                if m is not None:
+                    require_etag(if_match, flag_from_row(m).etag)
             conn.execute(sa.delete(arm_stats).where(arm_stats.c.flag == key))
             conn.execute(sa.delete(rule_stats).where(rule_stats.c.flag == key))
             conn.execute(sa.delete(rule_allocations).where(rule_allocations.c.flag == key))

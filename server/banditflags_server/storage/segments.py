@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
-from banditflags_server.records import Stale, entity_tag, etag_matches
+from banditflags_server.records import entity_tag, require_etag
 from banditflags_server.storage import audit as audit_mod
 from banditflags_server.storage import schema as db
 from banditflags_server.storage.audit import AuditEntry
@@ -58,14 +58,13 @@ class Segment:
         return entity_tag(self.audited())
 
 
-def _check_etag(conn: Connection, key: str, if_match: str | None) -> None:
-    """Inside a write transaction: lock the segment's row and raise :class:`Stale` unless ``if_match``
-    (an ``If-Match`` header; None: no precondition) names its ETag. No row: nothing to check."""
-    if if_match is None:
-        return
+def _lock(conn: Connection, key: str, if_match: str | None) -> None:
+    """Inside a write transaction: lock the segment's row and raise
+    :class:`~banditflags_server.records.Stale` unless ``if_match`` (an ``If-Match`` header; None: no
+    precondition) names its ETag. No row: nothing to check."""
     m = conn.execute(sa.select(segments).where(segments.c.key == key).with_for_update()).mappings().first()
-    if m is not None and not etag_matches(if_match, _from_row(m).etag):
-        raise Stale(_from_row(m).etag)
+    if m is not None:
+        require_etag(if_match, _from_row(m).etag)
 
 
 class SegmentExists(Exception):
@@ -180,12 +179,12 @@ class SegmentsMixin:
             raise SegmentExists(seg.key) from None
 
     def update_segment(self, seg: Segment, audit: AuditEntry | None, if_match: str | None = None) -> bool:
-        """Write the segment's fields (and ``audit``); False if it no longer exists; :class:`Stale` (nothing
+        """Write the segment's fields (and ``audit``); False if it no longer exists; ``Stale`` (nothing
         written) if ``if_match`` no longer names its ETag."""
         values = _values(seg)
         del values["key"], values["created_at"]
         with db.write_tx(self.engine) as conn:
-            _check_etag(conn, seg.key, if_match)
+            _lock(conn, seg.key, if_match)
             done = conn.execute(
                 sa.update(segments).where(segments.c.key == seg.key).values(**values)
             ).rowcount
@@ -196,13 +195,10 @@ class SegmentsMixin:
         return bool(done)
 
     def delete_segment(self, key: str, audit: AuditEntry, if_match: str | None = None) -> bool:
-        """Delete a segment no flag names; raises :class:`SegmentInUse`, or :class:`Stale` if ``if_match``
+        """Delete a segment no flag names; raises :class:`SegmentInUse`, or ``Stale`` if ``if_match``
         no longer names its ETag; False if there was none."""
         with db.write_tx(self.engine) as conn:
-            if if_match is None:
-                conn.execute(sa.select(segments.c.key).where(segments.c.key == key).with_for_update())
-            else:
-                _check_etag(conn, key, if_match)  # locks the row too
+            _lock(conn, key, if_match)
             users = _users(conn, key)
             if users:
                 raise SegmentInUse(users)
