@@ -104,7 +104,11 @@ class _Server:
         return httpx.Response(202, json={})
 
 
-def _client(server: _Server, compiled: bool, monkeypatch: pytest.MonkeyPatch, **kwargs: Any) -> Client:
+def _client(
+    server: _Server, compiled: bool, monkeypatch: pytest.MonkeyPatch, background: bool = False, **kwargs: Any
+) -> Client:
+    """A ready client of ``server`` on the compiled path or the Python one; without threads unless
+    ``background``."""
     with monkeypatch.context() as m:
         if compiled:
             m.delenv("BANDITFLAGS_NO_SPEEDUPS", raising=False)
@@ -114,10 +118,11 @@ def _client(server: _Server, compiled: bool, monkeypatch: pytest.MonkeyPatch, **
             "http://bf.test",
             "bf_sdk_test",
             transport=httpx.MockTransport(server.handler),
-            background=False,
+            background=background,
             **kwargs,
         )
-    assert client.refresh() and client.speedups is compiled
+    ready = client.wait_until_ready(5.0) if background else client.refresh()
+    assert ready and client.speedups is compiled
     return client
 
 
@@ -330,19 +335,9 @@ def test_conversions_stay_exact_while_memories_rotate_and_the_worker_cuts(
     10 ms while three threads convert distinct units and decisions: every conversion is sent once,
     and nothing is counted twice, dropped or rejected."""
     server = _Server()
-    with monkeypatch.context() as m:
-        if compiled:
-            m.delenv("BANDITFLAGS_NO_SPEEDUPS", raising=False)
-        else:
-            m.setenv("BANDITFLAGS_NO_SPEEDUPS", "1")
-        client = Client(
-            "http://bf.test",
-            "bf_sdk_test",
-            transport=httpx.MockTransport(server.handler),
-            flush_interval=0.01,
-            decision_memory_size=64,
-        )
-    assert client.wait_until_ready(5.0) and client.speedups is compiled
+    client = _client(
+        server, compiled, monkeypatch, background=True, flush_interval=0.01, decision_memory_size=64
+    )
     per_thread = 3000
     tokens = [[client.decide("btn", f"d{k}-{i}").token for i in range(per_thread)] for k in range(3)]
     firsts = [0] * 3
