@@ -53,7 +53,8 @@ def run(replicas: int, args: argparse.Namespace) -> dict[str, float]:
     try:
         with tempfile.TemporaryDirectory(prefix="bf-topo-") as tmp:
             env = {"BANDITFLAGS_RECOMPUTE_INTERVAL": "3600", "BANDITFLAGS_LOG_LEVEL": "warning"}
-            with Topology(url, Path(tmp), replicas=replicas, env=env) as topo, topo.admin() as admin:
+            topology = Topology(url, Path(tmp), replicas=replicas, env=env, no_delay=not args.haproxy_delay)
+            with topology as topo, topo.admin() as admin:
                 r = admin.post("/v1/flags", json={"key": "bench", "variants": ["a", "b", "c"]})
                 assert r.status_code == 201, r.text
                 sdk = {"Authorization": f"Bearer {topo.sdk_key}"}
@@ -77,11 +78,15 @@ def main() -> None:
     ap.add_argument("--replicas", default="1,2,3")
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument(
+        "--haproxy-delay", action="store_true", help="leave HAProxy's option http-no-delay off (its default)"
+    )
     args = ap.parse_args()
     args.generator = "wrk"
     counts = [int(x) for x in args.replicas.split(",")]
-    print(f"HAProxy round robin, wrk {args.connections} connections, {args.seconds} s per run, "
-          f"{os.cpu_count()} cores; PostgreSQL on loopback")  # fmt: skip
+    print(f"HAProxy round robin{'' if args.haproxy_delay else ' with option http-no-delay'}, wrk "
+          f"{args.connections} connections, {args.seconds} s per run, {os.cpu_count()} cores; "
+          "PostgreSQL on loopback")  # fmt: skip
     rows = {n: run(n, args) for n in counts}
     base = rows[counts[0]]
     head = f"{'replicas':>8} {'events/s':>9} {'p99 ms':>8} {'config/s':>9} {'p99 ms':>8} {'errors':>7}"

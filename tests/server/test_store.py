@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ from banditflags_server.records import Allocation, EventBatch, EventRow, Stale
 from banditflags_server.storage import schema as db
 from banditflags_server.storage.audit import AuditEntry
 from banditflags_server.storage.segments import Segment
-from banditflags_server.storage.store import Store
+from banditflags_server.storage.store import Store, hash_key
 
 
 def _make(store: Store, key: str = "f1", variants: int = 3) -> None:
@@ -205,14 +206,50 @@ def test_keys_are_stored_hashed(store: Store) -> None:
     assert admin not in str(rows) and sdk not in str(rows)
     store.sync_settings_keys(["a-key"], ["s-key1", "s-key2"])
     store.sync_settings_keys(["a-key2"], [])  # rotation revokes the old env keys
-    from banditflags_server.storage.store import hash_key
-
     assert store.key_kind(hash_key("a-key")) is None
     assert store.key_kind(hash_key("a-key2")) == "admin"
     assert store.key_kind(hash_key("s-key1")) is None
     # Keys of a kind given through settings revoke the generated key of that kind (printed in clear once).
     assert store.key_kind(hash_key(admin)) is None
     assert store.key_kind(hash_key(sdk)) is None  # the sdk keys given first revoked it
+
+
+def _race(n: int, target: Callable[[int], object]) -> list[object]:
+    """``target(i)`` on ``n`` threads released together; their results (or the exceptions raised)."""
+    barrier = threading.Barrier(n)
+    out: list[object] = [None] * n
+
+    def run(i: int) -> None:
+        barrier.wait()
+        try:
+            out[i] = target(i)
+        except BaseException as exc:  # reported by the caller's assertions
+            out[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return out
+
+
+def test_replicas_starting_together_register_their_keys_once(store: Store) -> None:
+    """Several replicas starting at once on one new database each register the settings' keys (or the
+    generated pair): none may fail on another's insert, and one generated pair is made, not one each."""
+    for round_ in range(5):
+        admin, sdk = [f"admin-{round_}"], [f"sdk-{round_}"]
+        results = _race(6, lambda i, admin=admin, sdk=sdk: store.sync_settings_keys(admin, sdk))
+        assert not [r for r in results if isinstance(r, BaseException)], results
+        assert store.all_keys() == {
+            hash_key(f"admin-{round_}"): "admin", hash_key(f"sdk-{round_}"): "sdk"
+        }  # fmt: skip
+    with store.engine.begin() as conn:
+        conn.execute(sa.delete(db.api_keys))
+    results = _race(6, lambda i: store.ensure_initial_keys())
+    assert not [r for r in results if isinstance(r, BaseException)], results
+    made = [r for r in results if r is not None]
+    assert len(made) == 1 and len(store.all_keys()) == 2
 
 
 def test_if_match_is_checked_on_the_locked_row(store: Store) -> None:

@@ -35,9 +35,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def haproxy_config(port: int, backends: list[int], stats_port: int) -> str:
+def haproxy_config(port: int, backends: list[int], stats_port: int, *, no_delay: bool = True) -> str:
     """Round robin with active health checks every 200 ms; a replica marked down has its sessions
-    (streams included) cut so clients reconnect to a live one; long-lived streams as tunnels."""
+    (streams included) cut so clients reconnect to a live one; long-lived streams as tunnels.
+
+    ``option http-no-delay``: without it HAProxy sends a streamed body's chunks with ``MSG_MORE`` and
+    the kernel holds each small ``config`` event up to 200 ms waiting for more (a kill switch measured
+    ~220 ms through HAProxy against ~15 ms straight to a replica). ``timeout check 1s``: without it a
+    check must answer within ``inter`` (200 ms), so two slow answers from a busy replica mark it down and
+    cut every stream on it; a killed replica still fails its check at once (connection refused)."""
     servers = "\n".join(
         f"    server r{i} 127.0.0.1:{p} check inter 200ms fall 2 rise 2 on-marked-down shutdown-sessions"
         for i, p in enumerate(backends)
@@ -53,6 +59,7 @@ def haproxy_config(port: int, backends: list[int], stats_port: int) -> str:
             timeout client 60s
             timeout server 60s
             timeout tunnel 1h
+            timeout check 1s
             retries 2
             option redispatch
         frontend fe
@@ -64,9 +71,10 @@ def haproxy_config(port: int, backends: list[int], stats_port: int) -> str:
         backend be
             balance roundrobin
             option httpchk GET /healthz
+            {no_delay}
             http-check expect status 200
         """
-        ).format(port=port, stats_port=stats_port)
+        ).format(port=port, stats_port=stats_port, no_delay="option http-no-delay" if no_delay else "")
         + servers
         + "\n"
     )
@@ -107,6 +115,7 @@ class Topology:
     workdir: Path
     replicas: int = 3
     env: dict[str, str] = field(default_factory=dict)
+    no_delay: bool = True  # HAProxy's ``option http-no-delay`` (bench_stream_balancer.py compares)
     admin_key: str = field(default_factory=lambda: "bf_admin_" + secrets.token_urlsafe(24))
     sdk_key: str = field(default_factory=lambda: "bf_sdk_" + secrets.token_urlsafe(24))
 
@@ -124,7 +133,9 @@ class Topology:
         for node in self.nodes:
             self._wait(node.url + "/healthz", node.proc)
         cfg = self.workdir / "haproxy.cfg"
-        cfg.write_text(haproxy_config(self.port, [n.port for n in self.nodes], free_port()))
+        cfg.write_text(
+            haproxy_config(self.port, [n.port for n in self.nodes], free_port(), no_delay=self.no_delay)
+        )
         exe = shutil.which("haproxy") or "/usr/sbin/haproxy"
         log = open(self.workdir / "haproxy.log", "ab")  # noqa: SIM115
         self.haproxy = subprocess.Popen([exe, "-db", "-f", str(cfg)], stdout=log, stderr=subprocess.STDOUT)
@@ -160,6 +171,10 @@ class Topology:
                 pass
             time.sleep(0.05)
         raise RuntimeError(f"{url} did not answer in {timeout} s")
+
+    def balancer_events(self) -> list[str]:
+        """HAProxy's warnings and alerts so far (servers marked down or up), for failure messages."""
+        return [line for line in self.log("haproxy.log").splitlines() if "WARNING" in line or "ALERT" in line]
 
     def log(self, name: str) -> str:
         path = self.workdir / name

@@ -63,6 +63,8 @@ class KeysMixin:
                 wanted[hash_key(key)] = (name, kind)
         now = time.time()
         with db.write_tx(self.engine) as conn:
+            # Replicas starting together on one database each run this: in turn, or both insert.
+            db.serialize(conn, db.KEYS_LOCK)
             conn.execute(sa.delete(api_keys).where(api_keys.c.name.like("env-%")))
             for kind, keys in (("admin", admin), ("sdk", sdk)):
                 if keys:
@@ -84,6 +86,7 @@ class KeysMixin:
         sdk = "bf_sdk_" + secrets.token_urlsafe(24)
         now = time.time()
         with db.write_tx(self.engine) as conn:
+            db.serialize(conn, db.KEYS_LOCK)  # else two replicas both see none and both make a pair
             if conn.execute(sa.select(sa.func.count()).select_from(api_keys)).scalar_one():
                 return None
             conn.execute(

@@ -345,15 +345,28 @@ def read_tx(engine: Engine) -> Iterator[Connection]:
         yield conn
 
 
+# PostgreSQL advisory lock ids (one per kind of start-up write that replicas must take in turn).
+MIGRATION_LOCK = 7346021
+KEYS_LOCK = 7346022
+
+
+def serialize(conn: Connection, lock: int) -> None:
+    """Make this write transaction wait for every other one that takes ``lock``, on any replica.
+
+    On PostgreSQL an advisory transaction lock (released at commit or rollback); on SQLite a write
+    transaction already holds the database's single write lock (``BEGIN IMMEDIATE``).
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:lock)"), {"lock": lock})
+
+
 def migrate(engine: Engine) -> int:
     """Create or upgrade the schema to :data:`SCHEMA_VERSION`; idempotent and safe to run concurrently.
 
     Returns the schema version found before migrating (0 for a new database).
     """
     with write_tx(engine) as conn:
-        if conn.dialect.name == "postgresql":
-            # Serialise concurrent start-ups of several replicas (the lock ends with the transaction).
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(7346021)"))
+        serialize(conn, MIGRATION_LOCK)  # replicas starting together migrate one after the other
         metadata.create_all(conn, tables=[meta])
         row = conn.execute(sa.select(meta.c.value).where(meta.c.key == "schema_version")).first()
         found = int(row[0]) if row else 0
