@@ -11,7 +11,8 @@ run and interleaved:
 - ``bare span``: ``tracer.start_span("feature_flag.evaluation").end()`` under the same parent;
 - ``bare span + attributes``: the same with the 10 attributes our span carries, set by hand (what an
   application instrumenting its own flag check would pay);
-- ``decide()`` and ``variant()`` inside the trace (bucketing, exposure, span, token ids);
+- ``decide()`` and ``variant()`` inside the trace (bucketing, exposure, span, token ids; compiled where
+  the extension is built, ``BANDITFLAGS_NO_SPEEDUPS=1`` for the Python path);
 - ``decide()`` / ``variant()`` with the provider installed but no span recording (the cheap check);
 - ``decide()`` with ``telemetry="off"``.
 
@@ -113,6 +114,12 @@ def main() -> None:
     print(f"ratio decide() in trace / bare span               : {dec / bare:.2f}x")
     print(f"ratio decide() in trace / bare span + attributes  : {dec / bare_attrs:.2f}x  (budget <= 1.15x)")
     print(f"cost of our 10 attributes in the SDK span         : {bare_attrs - bare:.0f} ns")
+    path = (
+        "compiled (banditflags._speedups)"
+        if client.speedups
+        else "Python (no extension, or BANDITFLAGS_NO_SPEEDUPS=1)"
+    )
+    print(f"decide()'s span path                              : {path}")
     print("PASS" if dec <= 1.15 * bare_attrs else "OVER BUDGET")
 
 

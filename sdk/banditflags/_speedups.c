@@ -1,4 +1,5 @@
-/* banditflags._speedups: the compiled fast path of Client.track() (issue 13's whole-cost budget).
+/* banditflags._speedups: the compiled fast paths of Client.track() and of decide() inside a recording
+ * span (issue 13's budgets: track()'s whole cost, the decision span's overhead).
  *
  * One callable type, Tracker, bound to a client as its ``track`` attribute. A call it recognises (the
  * fast routes of Client.track in _client.py: a conversion, reward 1.0, no metric, by a Decision that
@@ -10,6 +11,9 @@
  *
  * The whole call holds the GIL and runs no Python code except Conversions.rotate (the rare generation
  * change), so it is atomic with respect to other threads: counts stay exact.
+ *
+ * A second type, SpanDecider, does the same for decide() inside a recording span (see there): every
+ * change it makes (unit memory, exposure counter) is done before it calls the OpenTelemetry SDK.
  *
  * MurmurHash3 (x86_32 and x64_128, Austin Appleby's public-domain algorithm) is written out here so the
  * key need not be built as a str; tests check it against the mmh3 package on arbitrary text.
@@ -184,7 +188,7 @@ typedef struct {
     PyObject *otel_dict; /* opentelemetry.trace's namespace, or NULL: tracing may be on, decline */
     /* slot offsets (member descriptors of the __slots__ classes) */
     Py_ssize_t f_key, f_version, f_binary, f_user_unit, f_units, f_credit_window, f_detour, f_table,
-        f_prefix, f_did_prefix, f_conversions;
+        f_prefix, f_did_prefix, f_conversions, f_counters, f_keys, f_values, f_propensities;
     Py_ssize_t u_cap, u_cur, u_old, u_on;
     Py_ssize_t m_cur, m_old, m_half;
     int ready;
@@ -193,7 +197,8 @@ typedef struct {
 static Layout L;
 
 static PyObject *s_started, *s_flags, *s_token_heads, *s_conv_soon, *s_tracer_provider, *s_rotate,
-    *s_reject;
+    *s_reject, *s_flags_field, *s_state, *s_cached, *s_stale_at, *s_base, *s_seq, *s_end, *s_get_span_context, *s_errors,
+    *s_attributes_kw;
 
 #define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
 
@@ -245,6 +250,10 @@ static PyObject *configure(PyObject *module, PyObject *args)
         {l.flag_type, "prefix", &l.f_prefix},
         {l.flag_type, "did_prefix", &l.f_did_prefix},
         {l.flag_type, "conversions", &l.f_conversions},
+        {l.flag_type, "counters", &l.f_counters},
+        {l.flag_type, "keys", &l.f_keys},
+        {l.flag_type, "values", &l.f_values},
+        {l.flag_type, "propensities", &l.f_propensities},
         {l.units_type, "cap", &l.u_cap},
         {l.units_type, "cur", &l.u_cur},
         {l.units_type, "old", &l.u_old},
@@ -743,6 +752,284 @@ static PyTypeObject TrackerType = {
     .tp_members = tracker_members,
 };
 
+/* ---- decide() inside a recording span ---------------------------------------------------------- */
+
+/* SpanDecider, bound to one client: decide(flag, unit) inside a recording span, for the case the
+ * Python span path of Client.decide inlines (a started client, a fresh config, a flag without
+ * targeting with decision units, a str unit id, the span attributes and the unit's context id
+ * cached), recorded on the same objects as that code: the unit memory, the arm's exposure counter,
+ * the child span (the client's tracer, under ``ctx``, with the cached attributes), and a Bucketed
+ * Decision with the span's ids. Anything else it answers None having changed nothing, and the Python
+ * code, the reference and the general path, takes it (tests/sdk/test_telemetry.py runs both).
+ *
+ * Why: next to the OpenTelemetry SDK's span code, each step of the Python path (bucketing, decision
+ * id, unit memory, attribute copy, Decision) cost ~4x its isolated time (caches), ~1.7 us in all;
+ * here they are a few hundred instructions. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *client;      /* the Client */
+    PyObject *tel;         /* its Telemetry (span failures are counted in tel.errors) */
+    PyObject *start_span;  /* tel.start_span */
+    PyObject *split_attrs; /* tel.split_attrs: exposure counter -> the split span's attributes */
+    PyObject *cid_cache;   /* tel.cid_cache, or None when no context id is recorded */
+    PyObject *units_dict;  /* banditflags._units' namespace: _BASE and _seq make the decision ids */
+    PyObject *split;       /* Reason.SPLIT */
+    PyObject *span_name;   /* "feature_flag.evaluation" */
+    PyObject *context_id;  /* "feature_flag.context.id" */
+    vectorcallfunc vectorcall;
+} SpanDecider;
+
+/* The next decision id as _client makes it, "%016x" % ((_BASE + next(_seq)) & MASK); NULL (no
+ * exception left) if the module's names are not what they should be. */
+static PyObject *next_did(PyObject *units_dict)
+{
+    PyObject *base = PyDict_GetItemWithError(units_dict, s_base);
+    PyObject *seq = base ? PyDict_GetItemWithError(units_dict, s_seq) : NULL;
+    if (seq == NULL || !PyLong_CheckExact(base)) goto fail;
+    uint64_t b = PyLong_AsUnsignedLongLong(base);
+    if (b == (uint64_t)-1 && PyErr_Occurred()) goto fail;
+    PyObject *n = PyIter_Next(seq);
+    if (n == NULL) goto fail;
+    uint64_t k = PyLong_AsUnsignedLongLongMask(n); /* the sum wraps in 64 bits as & MASK does */
+    Py_DECREF(n);
+    if (k == (uint64_t)-1 && PyErr_Occurred()) goto fail;
+    return hex16(b + k);
+fail:
+    PyErr_Clear();
+    return NULL;
+}
+
+static void count_error(PyObject *tel)
+{
+    PyErr_Clear();
+    PyObject *errors = PyObject_GetAttr(tel, s_errors);
+    if (errors != NULL) {
+        PyObject *one = PyLong_FromLong(1);
+        PyObject *more = one ? PyNumber_Add(errors, one) : NULL;
+        if (more != NULL) PyObject_SetAttr(tel, s_errors, more);
+        Py_XDECREF(more);
+        Py_XDECREF(one);
+        Py_DECREF(errors);
+    }
+    PyErr_Clear();
+}
+
+/* A borrowed item of the tuple slot ``off`` of f, or NULL */
+static inline PyObject *slot_item(PyObject *f, Py_ssize_t off, Py_ssize_t i)
+{
+    PyObject *t = SLOT(f, off);
+    return (t != NULL && PyTuple_CheckExact(t) && i < PyTuple_GET_SIZE(t)) ? PyTuple_GET_ITEM(t, i) : NULL;
+}
+
+/* The decision (a new reference), or NULL for None with no exception set and nothing changed. */
+static PyObject *span_decide(SpanDecider *sd, PyObject *flag, PyObject *unit, PyObject *ctx)
+{
+    PyObject *st = NULL, *flags = NULL, *cached = NULL, *stale_at = NULL, *now = NULL, *did = NULL;
+    PyObject *entry = NULL, *attrs = NULL, *d = NULL, *arm = NULL, *span = NULL, *sc = NULL;
+    PyObject *out = NULL;
+    if (!L.ready || !PyUnicode_CheckExact(flag) || !PyUnicode_CheckExact(unit)
+        || PyUnicode_GET_LENGTH(unit) == 0)
+        return NULL;
+    PyObject *started = PyObject_GetAttr(sd->client, s_started);
+    if (started == NULL) goto done;
+    Py_DECREF(started); /* a bool */
+    if (started != Py_True) goto done;
+    /* st = client._state; f = st.flags.get(flag); not cached, not stale */
+    if ((st = PyObject_GetAttr(sd->client, s_state)) == NULL) goto done;
+    if ((flags = PyObject_GetAttr(st, s_flags_field)) == NULL || !PyDict_CheckExact(flags)) goto done;
+    PyObject *f = PyDict_GetItemWithError(flags, flag);
+    if (f == NULL || Py_TYPE(f) != L.flag_type) goto done;
+    if (SLOT(f, L.f_detour) != Py_False || SLOT(f, L.f_user_unit) != Py_False) goto done;
+    if ((cached = PyObject_GetAttr(st, s_cached)) == NULL || cached != Py_False) goto done;
+    if ((stale_at = PyObject_GetAttr(st, s_stale_at)) == NULL || !PyFloat_CheckExact(stale_at)) goto done;
+    if ((now = monotonic_now()) == NULL) goto done;
+    if (PyFloat_AS_DOUBLE(now) >= PyFloat_AS_DOUBLE(stale_at)) goto done; /* stale: Python says so */
+    /* the arm: f.table[(mmh3.hash(f.prefix + unit, 0, False) * 10_000) >> 32] */
+    PyObject *table = SLOT(f, L.f_table), *prefix = SLOT(f, L.f_prefix), *version = SLOT(f, L.f_version);
+    PyObject *key = SLOT(f, L.f_key);
+    if (table == NULL || !PyBytes_CheckExact(table) || prefix == NULL || !PyUnicode_CheckExact(prefix)
+        || version == NULL || key == NULL)
+        goto done;
+    uint8_t buf[KEY_MAX];
+    Py_ssize_t n = join_utf8(prefix, unit, buf);
+    if (n < 0) goto done;
+    uint64_t bucket = ((uint64_t)murmur3_32(buf, (size_t)n, 0) * 10000) >> 32;
+    if ((Py_ssize_t)bucket >= PyBytes_GET_SIZE(table)) goto done;
+    Py_ssize_t a = (unsigned char)PyBytes_AS_STRING(table)[bucket];
+    PyObject *counter = slot_item(f, L.f_counters, a), *k = slot_item(f, L.f_keys, a);
+    PyObject *v = slot_item(f, L.f_values, a), *p = slot_item(f, L.f_propensities, a);
+    if (counter == NULL || k == NULL || v == NULL || p == NULL || !PyIter_Check(counter)) goto done;
+    /* the span's attributes: the cached split ones, plus the unit's cached context id */
+    PyObject *base = PyDict_GetItemWithError(sd->split_attrs, counter);
+    if (base == NULL || !PyDict_CheckExact(base)) goto done;
+    if (sd->cid_cache != Py_None) {
+        PyObject *cid = PyDict_GetItemWithError(sd->cid_cache, unit);
+        if (cid == NULL) goto done;
+        if ((attrs = PyDict_Copy(base)) == NULL || PyDict_SetItem(attrs, sd->context_id, cid) < 0) goto done;
+    } else {
+        attrs = Py_NewRef(base);
+    }
+    /* the unit memory: u.cur[unit] = (version, arm, now, did, None), rotated at half its cap */
+    PyObject *u = SLOT(f, L.f_units);
+    if (u == NULL || Py_TYPE(u) != L.units_type) goto done;
+    PyObject *ucur = SLOT(u, L.u_cur), *cap = SLOT(u, L.u_cap);
+    if (ucur == NULL || !PyDict_CheckExact(ucur) || cap == NULL || !PyLong_CheckExact(cap)) goto done;
+    Py_ssize_t capn = PyLong_AsSsize_t(cap);
+    if (capn < 0) goto done;
+    if ((arm = PyLong_FromSsize_t(a)) == NULL || (did = next_did(sd->units_dict)) == NULL) goto done;
+    if ((entry = PyTuple_Pack(5, version, arm, now, did, Py_None)) == NULL) goto done;
+    /* the Decision, made now so that nothing can fail after the first change but the span */
+    if ((d = L.bucketed_type->tp_alloc(L.bucketed_type, 13)) == NULL) goto done;
+    PyObject *fields[13] = {key, k, v, sd->split, version, arm, p, Py_None, Py_None, Py_None, Py_None, did,
+                            Py_None};
+    for (int i = 0; i < 13; i++) PyTuple_SET_ITEM(d, i, Py_NewRef(fields[i]));
+    Py_INCREF(ucur); /* the worker may swap generations while the span runs Python code */
+    int set = PyDict_SetItem(ucur, unit, entry);
+    if (set == 0 && PyDict_GET_SIZE(ucur) * 2 > capn && SLOT(u, L.u_cur) == ucur) {
+        PyObject *fresh = keyed_dict(); /* UnitMemory.put's rotation (on stays as it is) */
+        if (fresh != NULL) {
+            set_slot(u, L.u_old, ucur);
+            set_slot(u, L.u_cur, fresh);
+            Py_DECREF(fresh);
+        }
+    }
+    Py_DECREF(ucur);
+    if (set < 0) goto done; /* nothing changed */
+    PyObject *next = PyIter_Next(counter); /* the exposure: next(f.counters[arm]) */
+    Py_XDECREF(next);
+    PyErr_Clear();
+    out = Py_NewRef(d);
+    /* the span: tel.start_span(SPAN_NAME, ctx, attributes=attrs).end(); its ids into the Decision */
+    PyObject *args[3] = {sd->span_name, ctx, attrs};
+    span = PyObject_Vectorcall(sd->start_span, args, 2, s_attributes_kw);
+    if (span == NULL) goto span_failed;
+    PyObject *ended = PyObject_CallMethodNoArgs(span, s_end);
+    if (ended == NULL) goto span_failed;
+    Py_DECREF(ended);
+    if ((sc = PyObject_CallMethodNoArgs(span, s_get_span_context)) == NULL) goto span_failed;
+    if (!PyTuple_Check(sc) || PyTuple_GET_SIZE(sc) < 6) goto span_failed;
+    if (PyTuple_GET_ITEM(sc, 5) == Py_True) { /* is_valid */
+        PyObject *tid = PyTuple_GET_ITEM(sc, 0), *sid = PyTuple_GET_ITEM(sc, 1);
+        /* d is ours alone still (refcount 2: d and out): filled in place, as a new tuple is */
+        Py_SETREF(((PyTupleObject *)d)->ob_item[9], Py_NewRef(tid));
+        Py_SETREF(((PyTupleObject *)d)->ob_item[10], Py_NewRef(sid));
+    }
+    goto done;
+span_failed:
+    count_error(sd->tel);
+done:
+    if (out == NULL && PyErr_Occurred()) PyErr_Clear();
+    Py_XDECREF(sc);
+    Py_XDECREF(span);
+    Py_XDECREF(d);
+    Py_XDECREF(entry);
+    Py_XDECREF(did);
+    Py_XDECREF(arm);
+    Py_XDECREF(attrs);
+    Py_XDECREF(now);
+    Py_XDECREF(stale_at);
+    Py_XDECREF(cached);
+    Py_XDECREF(flags);
+    Py_XDECREF(st);
+    return out;
+}
+
+static PyObject *decider_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    if (kwnames != NULL || PyVectorcall_NARGS(nargsf) != 3) {
+        PyErr_SetString(PyExc_TypeError, "SpanDecider(flag, unit_id, context)");
+        return NULL;
+    }
+    PyObject *d = span_decide((SpanDecider *)self, args[0], args[1], args[2]);
+    return d != NULL ? d : Py_NewRef(Py_None);
+}
+
+static PyObject *decider_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    PyObject *client, *tel, *start_span, *split_attrs, *cid_cache, *units, *split, *span_name, *context_id;
+    static char *kwlist[] = {"client", "tel", "start_span", "split_attrs", "cid_cache", "units", "split",
+                             "span_name", "context_id", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOO!OO!OUU", kwlist, &client, &tel, &start_span,
+                                     &PyDict_Type, &split_attrs, &cid_cache, &PyModule_Type, &units, &split,
+                                     &span_name, &context_id))
+        return NULL;
+    if (!L.ready) {
+        PyErr_SetString(PyExc_RuntimeError, "banditflags._speedups.configure() was not called");
+        return NULL;
+    }
+    if (cid_cache != Py_None && !PyDict_CheckExact(cid_cache)) {
+        PyErr_SetString(PyExc_TypeError, "SpanDecider: cid_cache must be a dict or None");
+        return NULL;
+    }
+    SpanDecider *sd = (SpanDecider *)type->tp_alloc(type, 0);
+    if (sd == NULL) return NULL;
+    sd->client = Py_NewRef(client);
+    sd->tel = Py_NewRef(tel);
+    sd->start_span = Py_NewRef(start_span);
+    sd->split_attrs = Py_NewRef(split_attrs);
+    sd->cid_cache = Py_NewRef(cid_cache);
+    sd->units_dict = Py_NewRef(PyModule_GetDict(units));
+    sd->split = Py_NewRef(split);
+    sd->span_name = Py_NewRef(span_name);
+    sd->context_id = Py_NewRef(context_id);
+    sd->vectorcall = decider_vectorcall;
+    return (PyObject *)sd;
+}
+
+static int decider_traverse(SpanDecider *sd, visitproc visit, void *arg)
+{
+    Py_VISIT(sd->client);
+    Py_VISIT(sd->tel);
+    Py_VISIT(sd->start_span);
+    Py_VISIT(sd->split_attrs);
+    Py_VISIT(sd->cid_cache);
+    Py_VISIT(sd->units_dict);
+    Py_VISIT(sd->split);
+    return 0;
+}
+
+static int decider_clear(SpanDecider *sd)
+{
+    Py_CLEAR(sd->client);
+    Py_CLEAR(sd->tel);
+    Py_CLEAR(sd->start_span);
+    Py_CLEAR(sd->split_attrs);
+    Py_CLEAR(sd->cid_cache);
+    Py_CLEAR(sd->units_dict);
+    Py_CLEAR(sd->split);
+    Py_CLEAR(sd->span_name);
+    Py_CLEAR(sd->context_id);
+    return 0;
+}
+
+static void decider_dealloc(SpanDecider *sd)
+{
+    PyObject_GC_UnTrack(sd);
+    decider_clear(sd);
+    Py_TYPE(sd)->tp_free((PyObject *)sd);
+}
+
+static PyMemberDef decider_members[] = {
+    {"__vectorcalloffset__", T_PYSSIZET, offsetof(SpanDecider, vectorcall), READONLY, NULL},
+    {NULL},
+};
+
+static PyTypeObject SpanDeciderType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "banditflags._speedups.SpanDecider",
+    .tp_basicsize = sizeof(SpanDecider),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "decide() inside a recording span, compiled, for one client: (flag, unit_id, context) -> "
+              "a Decision, or None (nothing changed) for the Python path to take the call.",
+    .tp_new = decider_new,
+    .tp_dealloc = (destructor)decider_dealloc,
+    .tp_traverse = (traverseproc)decider_traverse,
+    .tp_clear = (inquiry)decider_clear,
+    .tp_call = PyVectorcall_Call,
+    .tp_vectorcall_offset = offsetof(SpanDecider, vectorcall),
+    .tp_members = decider_members,
+};
+
 /* ---- the hashes, for the tests ------------------------------------------------------------------ */
 
 static PyObject *py_hash32(PyObject *module, PyObject *arg)
@@ -771,7 +1058,8 @@ static PyMethodDef module_methods[] = {
 
 static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT, "banditflags._speedups",
-    "The compiled fast path of Client.track() (see the C source's head comment).", -1, module_methods,
+    "The compiled fast paths of Client.track() and of decide() in a recording span (see the C source).",
+    -1, module_methods,
     NULL, NULL, NULL, NULL,
 };
 
@@ -789,14 +1077,32 @@ PyMODINIT_FUNC PyInit__speedups(void)
     s_tracer_provider = PyUnicode_InternFromString("_TRACER_PROVIDER");
     s_rotate = PyUnicode_InternFromString("rotate");
     s_reject = PyUnicode_InternFromString("_reject");
+    s_flags_field = PyUnicode_InternFromString("flags");
+    s_state = PyUnicode_InternFromString("_state");
+    s_cached = PyUnicode_InternFromString("cached");
+    s_stale_at = PyUnicode_InternFromString("stale_at");
+    s_base = PyUnicode_InternFromString("_BASE");
+    s_seq = PyUnicode_InternFromString("_seq");
+    s_end = PyUnicode_InternFromString("end");
+    s_get_span_context = PyUnicode_InternFromString("get_span_context");
+    s_errors = PyUnicode_InternFromString("errors");
+    s_attributes_kw = Py_BuildValue("(s)", "attributes");
     if (!s_started || !s_flags || !s_token_heads || !s_conv_soon || !s_tracer_provider || !s_rotate
-        || !s_reject)
+        || !s_reject || !s_flags_field || !s_state || !s_cached || !s_stale_at || !s_base || !s_seq || !s_end
+        || !s_get_span_context || !s_errors || !s_attributes_kw)
         return NULL;
+    if (PyType_Ready(&SpanDeciderType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module_def);
     if (m == NULL) return NULL;
     Py_INCREF(&TrackerType);
     if (PyModule_AddObject(m, "Tracker", (PyObject *)&TrackerType) < 0) {
         Py_DECREF(&TrackerType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&SpanDeciderType);
+    if (PyModule_AddObject(m, "SpanDecider", (PyObject *)&SpanDeciderType) < 0) {
+        Py_DECREF(&SpanDeciderType);
         Py_DECREF(m);
         return NULL;
     }

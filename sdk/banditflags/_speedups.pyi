@@ -1,4 +1,5 @@
-# Stub of the compiled module (sdk/banditflags/_speedups.c): the fast path of Client.track().
+# Stub of the compiled module (sdk/banditflags/_speedups.c): the fast paths of Client.track() and of
+# decide() inside a recording span.
 from typing import Any
 
 def configure(
@@ -18,3 +19,18 @@ class Tracker:
         reward: float = 1.0,
         metric: str | None = None,
     ) -> bool: ...
+
+class SpanDecider:
+    def __init__(
+        self,
+        client: Any,
+        tel: Any,
+        start_span: Any,
+        split_attrs: dict[Any, Any],
+        cid_cache: dict[str, str] | None,
+        units: Any,
+        split: Any,
+        span_name: str,
+        context_id: str,
+    ) -> None: ...
+    def __call__(self, flag: Any, unit_id: Any, context: Any, /) -> Any: ...

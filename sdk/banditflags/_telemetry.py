@@ -116,6 +116,35 @@ def tracer_provider_installed() -> bool:
     return getattr(_trace, "_TRACER_PROVIDER", True) is not None
 
 
+def _span_key() -> str | None:
+    """The key under which the API keeps the current span in a Context (None if it moved)."""
+    try:
+        from opentelemetry.trace.propagation import _SPAN_KEY
+
+        return _SPAN_KEY if isinstance(_SPAN_KEY, str) else None
+    except Exception:
+        return None
+
+
+#: The current span's key in a Context, for the client's span fast path (None: use the public API).
+SPAN_KEY = _span_key()
+
+
+def _current_context_getter() -> Any:
+    """A fast ``() -> Context`` for the current context: with the default contextvars runtime context
+    one ``ContextVar.get`` (the public ``get_current()`` costs two Python calls more), else the public
+    API."""
+    try:
+        from opentelemetry import context as _ctx
+
+        var = getattr(_ctx._RUNTIME_CONTEXT, "_current_context", None)
+        if isinstance(var, contextvars.ContextVar):
+            return var.get
+    except Exception:  # a different API layout: use the public, slower path
+        pass
+    return get_current
+
+
 def _current_span_getter() -> Any:
     """A fast ``() -> Span | None`` for the current span.
 
@@ -123,22 +152,14 @@ def _current_span_getter() -> Any:
     runtime context the same answer is one ``ContextVar.get`` and one dict lookup. Falls back to the
     public API if the runtime context is anything else.
     """
-    try:
-        from opentelemetry import context as _ctx
-        from opentelemetry.trace.propagation import _SPAN_KEY
+    get, key = _current_context_getter(), SPAN_KEY
+    if get is get_current or key is None:
+        return _trace.get_current_span
 
-        var = getattr(_ctx._RUNTIME_CONTEXT, "_current_context", None)
-        if isinstance(var, contextvars.ContextVar):
-            get = var.get
-            key = _SPAN_KEY
+    def current() -> Any:
+        return get().get(key)
 
-            def current() -> Any:
-                return get().get(key)
-
-            return current
-    except Exception:  # a different API layout: use the public, slower path
-        pass
-    return _trace.get_current_span
+    return current
 
 
 class Telemetry:
@@ -167,7 +188,7 @@ class Telemetry:
             raise ValueError(f"telemetry_context_id must be one of {', '.join(CONTEXT_ID_MODES)}")
         self.mode = mode
         self._context_id_mode = context_id
-        self._cid_on = context_id != "none"  # a bool for the span path (a string compare costs more)
+        self.cid_on = context_id != "none"  # a bool for the span path (a string compare costs more)
         # Keyed BLAKE2b, copied per call: cheaper than building a keyed hash from scratch.
         self._cid_hash = hashlib.blake2b(
             digest_size=16, key=hashlib.blake2b(context_id_key, digest_size=32).digest()
@@ -180,16 +201,19 @@ class Telemetry:
         self._tracer = _trace.get_tracer("banditflags", __version__, tracer_provider=tracer_provider)
         self._logger = get_logger("banditflags", __version__, logger_provider=logger_provider)
         self._current = _current_span_getter()
-        #: The span mode's gate, for the client's decide() to call without a method call in between.
-        self.current_span = self._current if mode == "span" else None
-        self._start_span = self._tracer.start_span
+        # Read by the client's span fast path (Client._decide_in_span), which makes a split decision's
+        # span in its own frame: the current context's getter in span mode (None otherwise, and when
+        # the API's layout is not the one known here), the tracer's start_span, the attribute caches.
+        fast = mode == "span" and SPAN_KEY is not None and _SC_TUPLE
+        self.span_context = _current_context_getter() if fast else None
+        self.start_span = self._tracer.start_span
         self._attr_cache: dict[tuple[Any, ...], tuple[FlagSnapshot | None, dict[str, AttributeValue]]] = {}
         # A bucketed decision's attributes without the unit's: one dict per (snapshot, arm), keyed by
         # the arm's exposure counter (hashed by identity, alive while it is cached); split decisions
         # apart from the rarer stale and cached ones, so that the reason needs no key of its own.
-        self._split_attrs: dict[Any, dict[str, AttributeValue]] = {}
+        self.split_attrs: dict[Any, dict[str, AttributeValue]] = {}
         self._other_attrs: dict[Reason, dict[Any, dict[str, AttributeValue]]] = {}
-        self._cid_cache: dict[str, str] = {}
+        self.cid_cache: dict[str, str] = {}
         self.errors = 0  # telemetry failures swallowed (visible in tests and debugging)
 
     # -- the gate ------------------------------------------------------------------------------
@@ -271,25 +295,25 @@ class Telemetry:
         """``base`` plus this unit's ``feature_flag.context.id`` (the keyed hash cached per unit)."""
         if self._context_id_mode == "none":
             return base
-        cid = self._cid_cache.get(unit_id)
+        cid = self.cid_cache.get(unit_id)
         if cid is None:
-            cid = self._new_cid(unit_id)
+            cid = self.new_cid(unit_id)
         attrs = base.copy()
         attrs[CONTEXT_ID] = cid
         return attrs
 
-    def _new_cid(self, unit_id: str) -> str:
+    def new_cid(self, unit_id: str) -> str:
         """The unit's ``feature_flag.context.id``, computed and cached (at most ``_CID_CACHE_MAX``)."""
         cid = self.context_id(unit_id)
-        if len(self._cid_cache) >= _CID_CACHE_MAX:
-            self._cid_cache.clear()
-        self._cid_cache[unit_id] = cid
+        if len(self.cid_cache) >= _CID_CACHE_MAX:
+            self.cid_cache.clear()
+        self.cid_cache[unit_id] = cid
         return cid
 
-    def _bucketed_attrs(self, f: FlagSnapshot, arm: int, reason: Reason) -> dict[str, AttributeValue]:
+    def bucketed_attrs(self, f: FlagSnapshot, arm: int, reason: Reason) -> dict[str, AttributeValue]:
         """The attributes of a bucketed decision on (``f``, ``arm``) for ``reason``, without the unit's
         ``feature_flag.context.id``: built once, then read from the cache."""
-        cache = self._split_attrs if reason is _SPLIT else self._other_attrs.setdefault(reason, {})
+        cache = self.split_attrs if reason is _SPLIT else self._other_attrs.setdefault(reason, {})
         c = f.counters[arm]
         base = cache.get(c)
         if base is None:
@@ -306,21 +330,21 @@ class Telemetry:
         ids (as ints: formatted when read, see _models). The attributes are given at span creation; the
         per-(snapshot, arm, reason) part is cached, the unit's hashed context id too."""
         try:
-            base = (self._split_attrs if reason is _SPLIT else self._other_attrs.get(reason, {})).get(
+            base = (self.split_attrs if reason is _SPLIT else self._other_attrs.get(reason, {})).get(
                 f.counters[arm]
             )
             if base is None:
-                base = self._bucketed_attrs(f, arm, reason)
-            if self.current_span is not None:  # span mode
-                if self._cid_on:
-                    cid = self._cid_cache.get(unit_id)
+                base = self.bucketed_attrs(f, arm, reason)
+            if self.mode == "span":
+                if self.cid_on:
+                    cid = self.cid_cache.get(unit_id)
                     if cid is None:
-                        cid = self._new_cid(unit_id)
+                        cid = self.new_cid(unit_id)
                     attrs = base.copy()
                     attrs[CONTEXT_ID] = cid
                 else:
                     attrs = base
-                sc = self._start_span(SPAN_NAME, attributes=attrs)
+                sc = self.start_span(SPAN_NAME, attributes=attrs)
                 sc.end()
                 ctx = sc.get_span_context()
                 if _SC_TUPLE:

@@ -144,9 +144,10 @@ def build() -> Any:
 
 @pytest.fixture(params=["compiled", "python"])
 def track_impl(request: Any, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Runs a test once with track()'s compiled fast path (``banditflags._speedups``) and once with the
-    Python method alone (BANDITFLAGS_NO_SPEEDUPS=1): the clients the test makes take one or the other.
-    Modules that test what track() records use it (``pytestmark``)."""
+    """Runs a test once with the compiled fast paths (``banditflags._speedups``: track()'s, and
+    decide()'s inside a recording span) and once with the Python code alone (BANDITFLAGS_NO_SPEEDUPS=1):
+    the clients the test makes take one or the other. Modules that test what track() records use it
+    (``pytestmark``), and the span path's tests in test_telemetry.py."""
     if request.param == "python":
         monkeypatch.setenv("BANDITFLAGS_NO_SPEEDUPS", "1")
     else:

@@ -122,6 +122,85 @@ def test_decision_span_has_exactly_the_semantic_convention_attributes(traced: Cl
     assert span.status.status_code == StatusCode.UNSET
 
 
+@pytest.mark.parametrize("context_id", ["hashed", "raw", "none"])
+def test_the_span_fast_path_records_what_the_general_path_does(
+    make_client: MakeClient,
+    server: Any,
+    otel: Otel,
+    context_id: str,
+    track_impl: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """decide() inside a recording span makes a split decision's span on its fast path (compiled, or
+    in decide()'s own frame): the same span attributes, Decision fields and type, the span's ids, and
+    one exposure each, as the general path (Client._traced_decide) that takes every other case."""
+    client = make_client(tracer_provider=otel.tp, telemetry_context_id=context_id)
+    assert client.wait_until_ready(5.0)
+    general_calls, compiled = [], []
+    general = client._traced_decide
+    monkeypatch.setattr(client, "_traced_decide", lambda *a: general_calls.append(a) or general(*a))
+    decider = client._span_decider
+    assert (decider is not None) is (track_impl == "compiled")
+    if decider is not None:  # count what the compiled path answered (None: it left the call to Python)
+        monkeypatch.setattr(client, "_span_decider", lambda *a: compiled.append(decider(*a)) or compiled[-1])
+    units = [f"u{i}" for i in range(40)]
+    with otel.tracer.start_as_current_span("request"):
+        # The first pass caches each unit's context id (Python); the second finds it cached.
+        fast = [client.decide("btn", u) for u in units]
+        compiled.clear()
+        fast += [client.decide("btn", u) for u in units]
+        assert general_calls == []  # all of them took a fast path
+        slow = [general("btn", u, None, None) for u in units * 2]
+    if track_impl == "compiled":  # the second pass, all cached, was answered by the compiled path
+        assert len(compiled) == len(units) and None not in compiled
+    spans = otel.evaluations()
+    assert len(spans) == 4 * len(units)
+    n = 2 * len(units)
+    assert [dict(s.attributes or {}) for s in spans[:n]] == [dict(s.attributes or {}) for s in spans[n:]]
+    for d, g, span in zip(fast, slow, spans, strict=False):
+        assert type(d) is type(g) and d[:7] == g[:7] and d.rule is None and d.error_type is None
+        assert (d.trace_id, d.span_id) == (f"{span.context.trace_id:032x}", f"{span.context.span_id:016x}")
+        assert d.decision_id is not None and len(d.decision_id) == 16 and d.decision_id != g.decision_id
+        assert client.decide.__self__ is client
+    assert len({d.decision_id for d in fast + slow}) == 4 * len(units)
+    assert ("feature_flag.context.id" in (spans[0].attributes or {})) is (context_id != "none")
+    assert client.flush(5.0)
+    assert sum(server.exposures().values()) == 4 * len(units)
+    assert client._tel.errors == 0
+    # track(flag, unit) finds the decision the last decide() remembered, whichever path made it
+    assert client.track("btn", units[0]) and client.flush(5.0)
+    assert server.rewards()[("btn", 1, slow[len(units)].arm)][0] >= 1
+
+
+def test_the_span_fast_path_leaves_the_rest_to_the_general_path(
+    make_client: MakeClient, server: Any, build: Any, otel: Otel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A killed flag, user units, int unit ids and unknown flags go the general way, before anything is
+    recorded, so nothing is counted twice."""
+    per_user = {"reward": "binary", "direction": "maximize", "unit": "user", "credit_window": 60}
+    server.set_config(
+        build.config(
+            build.flag("btn"), build.flag("usr", objective=per_user), build.flag("off", state="killed")
+        )
+    )
+    client = make_client(tracer_provider=otel.tp)
+    assert client.wait_until_ready(5.0)
+    general_calls: list[tuple[Any, ...]] = []
+    general = client._traced_decide
+    monkeypatch.setattr(client, "_traced_decide", lambda *a: general_calls.append(a) or general(*a))
+    with otel.tracer.start_as_current_span("request"):
+        assert client.decide("usr", "u1").reason == Reason.SPLIT
+        assert client.decide("off", "u1").reason == Reason.DISABLED
+        assert client.decide("btn", 7).reason == Reason.SPLIT
+        assert client.decide("nope", "u1").reason == Reason.ERROR
+    assert [c[:2] for c in general_calls] == [("usr", "u1"), ("off", "u1"), ("btn", 7), ("nope", "u1")]
+    assert len(otel.evaluations()) == 4
+    assert client.flush(5.0)
+    # One exposure each for the bucketed two (a killed flag and an error record none).
+    arms = client.decide("usr", "u1").arm, client.decide("btn", 7).arm
+    assert server.exposures() == {("usr", 1, arms[0]): 1, ("btn", 1, arms[1]): 1}
+
+
 def test_variant_makes_the_same_span(traced: Client, otel: Otel) -> None:
     with otel.tracer.start_as_current_span("request"):
         v = traced.variant("btn", "user-7")
