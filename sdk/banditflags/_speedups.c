@@ -821,12 +821,14 @@ static inline PyObject *slot_item(PyObject *f, Py_ssize_t off, Py_ssize_t i)
     return (t != NULL && PyTuple_CheckExact(t) && i < PyTuple_GET_SIZE(t)) ? PyTuple_GET_ITEM(t, i) : NULL;
 }
 
-/* The decision (a new reference), or NULL for None with no exception set and nothing changed. */
+/* The decision (a new reference), or NULL: for None (no exception set, nothing changed), or with a
+ * BaseException that is not an Exception raised by the span (then the exposure is counted). */
 static PyObject *span_decide(SpanDecider *sd, PyObject *flag, PyObject *unit, PyObject *ctx)
 {
     PyObject *st = NULL, *flags = NULL, *cached = NULL, *stale_at = NULL, *now = NULL, *did = NULL;
     PyObject *entry = NULL, *attrs = NULL, *d = NULL, *arm = NULL, *span = NULL, *sc = NULL;
     PyObject *out = NULL;
+    int keep_error = 0;
     if (!L.ready || !PyUnicode_CheckExact(flag) || !PyUnicode_CheckExact(unit)
         || PyUnicode_GET_LENGTH(unit) == 0)
         return NULL;
@@ -916,9 +918,16 @@ static PyObject *span_decide(SpanDecider *sd, PyObject *flag, PyObject *unit, Py
     }
     goto done;
 span_failed:
+    if (PyErr_Occurred() && !PyErr_ExceptionMatches(PyExc_Exception)) {
+        /* KeyboardInterrupt, SystemExit: raised on, as the Python path's ``except Exception`` does
+         * (the exposure stays counted there too) */
+        Py_CLEAR(out);
+        keep_error = 1;
+        goto done;
+    }
     count_error(sd->tel);
 done:
-    if (out == NULL && PyErr_Occurred()) PyErr_Clear();
+    if (out == NULL && !keep_error && PyErr_Occurred()) PyErr_Clear();
     Py_XDECREF(sc);
     Py_XDECREF(span);
     Py_XDECREF(d);
@@ -941,6 +950,7 @@ static PyObject *decider_vectorcall(PyObject *self, PyObject *const *args, size_
         return NULL;
     }
     PyObject *d = span_decide((SpanDecider *)self, args[0], args[1], args[2]);
+    if (d == NULL && PyErr_Occurred()) return NULL;
     return d != NULL ? d : Py_NewRef(Py_None);
 }
 

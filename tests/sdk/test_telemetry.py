@@ -421,6 +421,36 @@ def test_telemetry_failures_never_raise(make_client: MakeClient, otel: Otel) -> 
     assert client.flush(5.0)
 
 
+class InterruptingTracer:
+    def start_span(self, *args: Any, **kwargs: Any) -> Any:
+        raise KeyboardInterrupt
+
+
+class InterruptingProvider:
+    def get_tracer(self, *args: Any, **kwargs: Any) -> Any:
+        return InterruptingTracer()
+
+
+def test_an_interrupt_inside_the_span_reaches_the_caller(
+    make_client: MakeClient, server: Any, otel: Otel, track_impl: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Telemetry swallows errors, not Ctrl-C: a KeyboardInterrupt raised while the span is made goes on
+    up, on the compiled path as on the Python one (the exposure is counted: it was recorded first)."""
+    client = make_client(tracer_provider=InterruptingProvider())
+    assert client.wait_until_ready(5.0)
+    calls = []
+    decider = client._span_decider
+    if decider is not None:
+        monkeypatch.setattr(client, "_span_decider", lambda *a: calls.append(a) or decider(*a))
+    with otel.tracer.start_as_current_span("request"):
+        for _ in range(2):  # the first caches the unit's context id (Python), the second finds it
+            with pytest.raises(KeyboardInterrupt):
+                client.decide("btn", "u1")
+    assert len(calls) == (2 if track_impl == "compiled" else 0)
+    assert client.flush(5.0)
+    assert sum(server.exposures().values()) == 2
+
+
 def test_unparseable_trace_ids_in_a_decision_do_not_raise(traced: Client, otel: Otel) -> None:
     d = Decision("btn", "a", "A", Reason.SPLIT, 1, 0, 0.5, trace_id="zz", span_id="yy")
     with otel.tracer.start_as_current_span("request"):
