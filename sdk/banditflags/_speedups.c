@@ -649,6 +649,8 @@ static PyObject *tracker_vectorcall(PyObject *self, PyObject *const *args, size_
         if (r == FAST_TRUE) Py_RETURN_TRUE;
         if (r == FAST_FALSE) Py_RETURN_FALSE;
         if (r == FAILED) { /* what the Python path's except clause does: reject and count */
+            if (PyErr_Occurred() && !PyErr_ExceptionMatches(PyExc_Exception))
+                return NULL; /* KeyboardInterrupt, SystemExit (from Conversions.rotate): raised on */
             PyErr_Clear();
             return PyObject_CallMethodNoArgs(t->client, s_reject);
         }

@@ -361,3 +361,23 @@ def test_conversions_stay_exact_while_memories_rotate_and_the_worker_cuts(
     ids = [i for body in server.bodies for r in body["rewards"] for i in r["ids"]]
     assert len(ids) == len(set(ids)) == 2 * 3 * per_thread
     client.close(1.0)
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_an_interrupt_in_the_memory_rotation_reaches_the_caller(
+    monkeypatch: pytest.MonkeyPatch, compiled: bool
+) -> None:
+    """The compiled path runs Python code only in Conversions.rotate: a KeyboardInterrupt raised there
+    goes on up, as the Python method's ``except Exception`` lets it, instead of a rejected reward."""
+    from banditflags._units import Conversions
+
+    client = _client(_Server(), compiled, monkeypatch, decision_memory_size=64)
+
+    def interrupted(self: Any, full: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Conversions, "rotate", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        for i in range(64):  # half the memory fills within these: rotate() is called
+            client.track("btn", f"u{i}")
+    assert client.stats().rewards_rejected == 0
