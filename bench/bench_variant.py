@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import statistics
 import threading
 import time
@@ -50,9 +51,17 @@ class CountingServer:
         return httpx.Response(404)
 
 
-def make_client(server: CountingServer) -> Client:
+def make_client(server: CountingServer, python_only: bool = False) -> Client:
     mock = httpx.MockTransport(server.handler)
-    client = Client("http://bench", "bf_sdk_bench", transport=mock, flush_interval=1.0)
+    saved = os.environ.get("BANDITFLAGS_NO_SPEEDUPS")
+    os.environ["BANDITFLAGS_NO_SPEEDUPS"] = "1" if python_only else ""  # read when a client is made
+    try:
+        client = Client("http://bench", "bf_sdk_bench", transport=mock, flush_interval=1.0)
+    finally:
+        if saved is None:
+            del os.environ["BANDITFLAGS_NO_SPEEDUPS"]
+        else:
+            os.environ["BANDITFLAGS_NO_SPEEDUPS"] = saved
     assert client.wait_until_ready(5.0), "config did not load"
     return client
 
@@ -65,13 +74,15 @@ def cpu_per_call(fn: Any, ids: list[str]) -> float:
     return (time.process_time_ns() - t0) / len(ids)
 
 
-def whole_cost(n_ids: int, tag: str) -> tuple[float, float, float, int]:
-    """(whole ns per variant(), floor ns, empty-loop ns, drops) over ``n_ids`` distinct ids."""
+def whole_cost(
+    n_ids: int, tag: str, method: str = "variant", python_only: bool = False
+) -> tuple[float, float, float, int]:
+    """(whole ns per ``method`` call, floor ns, empty-loop ns, drops) over ``n_ids`` distinct ids."""
     ids = [f"{tag}-user-{i}" for i in range(n_ids)]
     keys = [f"{SALT}.{u}" for u in ids]
     server = CountingServer()
-    client = make_client(server)
-    variant, h, table = client.variant, mmh3.hash, TABLE
+    client = make_client(server, python_only)
+    variant, h, table = getattr(client, method), mmh3.hash, TABLE
 
     def loop(xs: list[str]) -> None:
         for _ in xs:
@@ -174,6 +185,15 @@ def main() -> None:
     print(f"caller-only (batches of 100 distinct ids): median {c_med:.1f} ns, p99 {c_p99:.1f} ns,")
     print(f"  floor median {c_floor:.1f} ns, ratio {c_med / c_floor:.2f}x")
     print(f"exposures dropped in the whole-cost runs: {drops}")
+    # decide() (the full record; no budget of its own): compiled where the extension is built, and
+    # the Python path alone, on fresh distinct ids each.
+    for label, python_only in (("compiled", False), ("Python alone", True)):
+        d_runs = [whole_cost(args.ids, f"d{r}{label[0]}", "decide", python_only) for r in range(args.repeat)]
+        d_drops = sum(r[3] for r in d_runs)
+        print(
+            f"  decide(), {label:<13}       : {statistics.median(r[0] for r in d_runs):7.1f} ns   "
+            f"(runs: {', '.join(f'{r[0]:.0f}' for r in d_runs)}; dropped {d_drops}; no budget)"
+        )
     ok = w <= 1000 and w <= 5 * f and drops == 0
     for threads in (1, 4):
         calls, got, dropped = tight_loop(threads, args.tight)

@@ -1,5 +1,5 @@
-/* banditflags._speedups: the compiled fast paths of Client.track() and of decide() inside a recording
- * span (issue 13's budgets: track()'s whole cost, the decision span's overhead).
+/* banditflags._speedups: the compiled fast paths of Client.track() and Client.decide() (issue 13's
+ * budgets: track()'s whole cost, the decision span's overhead).
  *
  * One callable type, Tracker, bound to a client as its ``track`` attribute. A call it recognises (the
  * fast routes of Client.track in _client.py: a conversion, reward 1.0, no metric, by a Decision that
@@ -12,8 +12,9 @@
  * The whole call holds the GIL and runs no Python code except Conversions.rotate (the rare generation
  * change), so it is atomic with respect to other threads: counts stay exact.
  *
- * A second type, SpanDecider, does the same for decide() inside a recording span (see there): every
- * change it makes (unit memory, exposure counter) is done before it calls the OpenTelemetry SDK.
+ * A second type, Decider, does the same for decide()'s plain case, in or out of a recording span (see
+ * there): every change it makes (unit memory, exposure counter) is done before it calls the
+ * OpenTelemetry SDK.
  *
  * MurmurHash3 (x86_32 and x64_128, Austin Appleby's public-domain algorithm) is written out here so the
  * key need not be built as a str; tests check it against the mmh3 package on arbitrary text.
@@ -754,19 +755,21 @@ static PyTypeObject TrackerType = {
     .tp_members = tracker_members,
 };
 
-/* ---- decide() inside a recording span ---------------------------------------------------------- */
+/* ---- decide() -------------------------------------------------------------------------------------- */
 
-/* SpanDecider, bound to one client: decide(flag, unit) inside a recording span, for the case the
- * Python span path of Client.decide inlines (a started client, a fresh config, a flag without
- * targeting with decision units, a str unit id, the span attributes and the unit's context id
- * cached), recorded on the same objects as that code: the unit memory, the arm's exposure counter,
- * the child span (the client's tracer, under ``ctx``, with the cached attributes), and a Bucketed
- * Decision with the span's ids. Anything else it answers None having changed nothing, and the Python
- * code, the reference and the general path, takes it (tests/sdk/test_telemetry.py runs both).
+/* Decider, bound to one client: decide(flag, unit) for the plain case (a started client, a fresh
+ * config, a flag without targeting with decision units, a str unit id), recorded on the same objects as
+ * Client._decide and the Python span path of Client.decide: the unit memory, the arm's exposure counter
+ * and a Bucketed Decision. Called with the current context ``ctx`` inside a recording span, it also
+ * makes the child span (the client's tracer, under ``ctx``, with the cached attributes; the span
+ * attributes and the unit's context id must be cached already) and puts the span's ids in the
+ * Decision; with None, no span. Anything else it answers None having changed nothing, and the Python
+ * code, the reference and the general path, takes it (tests/sdk/test_telemetry.py and
+ * test_speedups.py run both).
  *
  * Why: next to the OpenTelemetry SDK's span code, each step of the Python path (bucketing, decision
  * id, unit memory, attribute copy, Decision) cost ~4x its isolated time (caches), ~1.7 us in all;
- * here they are a few hundred instructions. */
+ * here they are a few hundred instructions. Without a span, decide() costs about half. */
 typedef struct {
     PyObject_HEAD
     PyObject *client;      /* the Client */
@@ -779,7 +782,7 @@ typedef struct {
     PyObject *span_name;   /* "feature_flag.evaluation" */
     PyObject *context_id;  /* "feature_flag.context.id" */
     vectorcallfunc vectorcall;
-} SpanDecider;
+} Decider;
 
 /* The next decision id as _client makes it, "%016x" % ((_BASE + next(_seq)) & MASK); NULL (no
  * exception left) if the module's names are not what they should be. */
@@ -825,7 +828,7 @@ static inline PyObject *slot_item(PyObject *f, Py_ssize_t off, Py_ssize_t i)
 
 /* The decision (a new reference), or NULL: for None (no exception set, nothing changed), or with a
  * BaseException that is not an Exception raised by the span (then the exposure is counted). */
-static PyObject *span_decide(SpanDecider *sd, PyObject *flag, PyObject *unit, PyObject *ctx)
+static PyObject *decide(Decider *sd, PyObject *flag, PyObject *unit, PyObject *ctx)
 {
     PyObject *st = NULL, *flags = NULL, *cached = NULL, *stale_at = NULL, *now = NULL, *did = NULL;
     PyObject *entry = NULL, *attrs = NULL, *d = NULL, *arm = NULL, *span = NULL, *sc = NULL;
@@ -863,15 +866,18 @@ static PyObject *span_decide(SpanDecider *sd, PyObject *flag, PyObject *unit, Py
     PyObject *counter = slot_item(f, L.f_counters, a), *k = slot_item(f, L.f_keys, a);
     PyObject *v = slot_item(f, L.f_values, a), *p = slot_item(f, L.f_propensities, a);
     if (counter == NULL || k == NULL || v == NULL || p == NULL || !PyIter_Check(counter)) goto done;
-    /* the span's attributes: the cached split ones, plus the unit's cached context id */
-    PyObject *base = PyDict_GetItemWithError(sd->split_attrs, counter);
-    if (base == NULL || !PyDict_CheckExact(base)) goto done;
-    if (sd->cid_cache != Py_None) {
-        PyObject *cid = PyDict_GetItemWithError(sd->cid_cache, unit);
-        if (cid == NULL) goto done;
-        if ((attrs = PyDict_Copy(base)) == NULL || PyDict_SetItem(attrs, sd->context_id, cid) < 0) goto done;
-    } else {
-        attrs = Py_NewRef(base);
+    /* in a span, its attributes: the cached split ones, plus the unit's cached context id */
+    if (ctx != Py_None) {
+        PyObject *base = PyDict_GetItemWithError(sd->split_attrs, counter);
+        if (base == NULL || !PyDict_CheckExact(base)) goto done;
+        if (sd->cid_cache != Py_None) {
+            PyObject *cid = PyDict_GetItemWithError(sd->cid_cache, unit);
+            if (cid == NULL) goto done;
+            attrs = PyDict_Copy(base);
+            if (attrs == NULL || PyDict_SetItem(attrs, sd->context_id, cid) < 0) goto done;
+        } else {
+            attrs = Py_NewRef(base);
+        }
     }
     /* the unit memory: u.cur[unit] = (version, arm, now, did, None), rotated at half its cap */
     PyObject *u = SLOT(f, L.f_units);
@@ -903,6 +909,7 @@ static PyObject *span_decide(SpanDecider *sd, PyObject *flag, PyObject *unit, Py
     Py_XDECREF(next);
     PyErr_Clear();
     out = Py_NewRef(d);
+    if (ctx == Py_None) goto done; /* not in a span: the Decision as made */
     /* the span: tel.start_span(SPAN_NAME, ctx, attributes=attrs).end(); its ids into the Decision */
     PyObject *args[3] = {sd->span_name, ctx, attrs};
     span = PyObject_Vectorcall(sd->start_span, args, 2, s_attributes_kw);
@@ -948,10 +955,10 @@ done:
 static PyObject *decider_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     if (kwnames != NULL || PyVectorcall_NARGS(nargsf) != 3) {
-        PyErr_SetString(PyExc_TypeError, "SpanDecider(flag, unit_id, context)");
+        PyErr_SetString(PyExc_TypeError, "Decider(flag, unit_id, context_or_None)");
         return NULL;
     }
-    PyObject *d = span_decide((SpanDecider *)self, args[0], args[1], args[2]);
+    PyObject *d = decide((Decider *)self, args[0], args[1], args[2]);
     if (d == NULL && PyErr_Occurred()) return NULL;
     return d != NULL ? d : Py_NewRef(Py_None);
 }
@@ -970,10 +977,10 @@ static PyObject *decider_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         return NULL;
     }
     if (cid_cache != Py_None && !PyDict_CheckExact(cid_cache)) {
-        PyErr_SetString(PyExc_TypeError, "SpanDecider: cid_cache must be a dict or None");
+        PyErr_SetString(PyExc_TypeError, "Decider: cid_cache must be a dict or None");
         return NULL;
     }
-    SpanDecider *sd = (SpanDecider *)type->tp_alloc(type, 0);
+    Decider *sd = (Decider *)type->tp_alloc(type, 0);
     if (sd == NULL) return NULL;
     sd->client = Py_NewRef(client);
     sd->tel = Py_NewRef(tel);
@@ -988,7 +995,7 @@ static PyObject *decider_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     return (PyObject *)sd;
 }
 
-static int decider_traverse(SpanDecider *sd, visitproc visit, void *arg)
+static int decider_traverse(Decider *sd, visitproc visit, void *arg)
 {
     Py_VISIT(sd->client);
     Py_VISIT(sd->tel);
@@ -1000,7 +1007,7 @@ static int decider_traverse(SpanDecider *sd, visitproc visit, void *arg)
     return 0;
 }
 
-static int decider_clear(SpanDecider *sd)
+static int decider_clear(Decider *sd)
 {
     Py_CLEAR(sd->client);
     Py_CLEAR(sd->tel);
@@ -1014,7 +1021,7 @@ static int decider_clear(SpanDecider *sd)
     return 0;
 }
 
-static void decider_dealloc(SpanDecider *sd)
+static void decider_dealloc(Decider *sd)
 {
     PyObject_GC_UnTrack(sd);
     decider_clear(sd);
@@ -1022,23 +1029,23 @@ static void decider_dealloc(SpanDecider *sd)
 }
 
 static PyMemberDef decider_members[] = {
-    {"__vectorcalloffset__", T_PYSSIZET, offsetof(SpanDecider, vectorcall), READONLY, NULL},
+    {"__vectorcalloffset__", T_PYSSIZET, offsetof(Decider, vectorcall), READONLY, NULL},
     {NULL},
 };
 
-static PyTypeObject SpanDeciderType = {
+static PyTypeObject DeciderType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "banditflags._speedups.SpanDecider",
-    .tp_basicsize = sizeof(SpanDecider),
+    .tp_name = "banditflags._speedups.Decider",
+    .tp_basicsize = sizeof(Decider),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
-    .tp_doc = "decide() inside a recording span, compiled, for one client: (flag, unit_id, context) -> "
-              "a Decision, or None (nothing changed) for the Python path to take the call.",
+    .tp_doc = "decide()'s plain case, compiled, for one client: (flag, unit_id, context or None) -> a "
+              "Decision, or None (nothing changed) for the Python path to take the call.",
     .tp_new = decider_new,
     .tp_dealloc = (destructor)decider_dealloc,
     .tp_traverse = (traverseproc)decider_traverse,
     .tp_clear = (inquiry)decider_clear,
     .tp_call = PyVectorcall_Call,
-    .tp_vectorcall_offset = offsetof(SpanDecider, vectorcall),
+    .tp_vectorcall_offset = offsetof(Decider, vectorcall),
     .tp_members = decider_members,
 };
 
@@ -1070,7 +1077,7 @@ static PyMethodDef module_methods[] = {
 
 static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT, "banditflags._speedups",
-    "The compiled fast paths of Client.track() and of decide() in a recording span (see the C source).",
+    "The compiled fast paths of Client.track() and Client.decide() (see the C source).",
     -1, module_methods,
     NULL, NULL, NULL, NULL,
 };
@@ -1103,7 +1110,7 @@ PyMODINIT_FUNC PyInit__speedups(void)
         || !s_reject || !s_flags_field || !s_state || !s_cached || !s_stale_at || !s_base || !s_seq || !s_end
         || !s_get_span_context || !s_errors || !s_attributes_kw)
         return NULL;
-    if (PyType_Ready(&SpanDeciderType) < 0) return NULL;
+    if (PyType_Ready(&DeciderType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module_def);
     if (m == NULL) return NULL;
     Py_INCREF(&TrackerType);
@@ -1112,9 +1119,9 @@ PyMODINIT_FUNC PyInit__speedups(void)
         Py_DECREF(m);
         return NULL;
     }
-    Py_INCREF(&SpanDeciderType);
-    if (PyModule_AddObject(m, "SpanDecider", (PyObject *)&SpanDeciderType) < 0) {
-        Py_DECREF(&SpanDeciderType);
+    Py_INCREF(&DeciderType);
+    if (PyModule_AddObject(m, "Decider", (PyObject *)&DeciderType) < 0) {
+        Py_DECREF(&DeciderType);
         Py_DECREF(m);
         return NULL;
     }

@@ -1,5 +1,5 @@
-# Stub of the compiled module (sdk/banditflags/_speedups.c): the fast paths of Client.track() and of
-# decide() inside a recording span.
+# Stub of the compiled module (sdk/banditflags/_speedups.c): the fast paths of Client.track() and
+# Client.decide().
 from typing import Any
 
 def configure(
@@ -20,7 +20,7 @@ class Tracker:
         metric: str | None = None,
     ) -> bool: ...
 
-class SpanDecider:
+class Decider:
     def __init__(
         self,
         client: Any,

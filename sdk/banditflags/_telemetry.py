@@ -201,10 +201,10 @@ class Telemetry:
         self._tracer = _trace.get_tracer("banditflags", __version__, tracer_provider=tracer_provider)
         self._logger = get_logger("banditflags", __version__, logger_provider=logger_provider)
         self._current = _current_span_getter()
-        # Read by Client.decide's span fast path (Python, and the compiled SpanDecider), which makes
+        # Read by Client.decide's span fast path (Python, and the compiled Decider), which makes
         # a split decision's span itself: the current context's getter in span mode (None otherwise,
         # and when the API's layout is not the one known here), the tracer's start_span, the
-        # attribute caches (cleared in place, never rebound: SpanDecider holds these very dicts).
+        # attribute caches (cleared in place, never rebound: Decider holds these very dicts).
         fast = mode == "span" and SPAN_KEY is not None and _SC_TUPLE
         self.span_context = _current_context_getter() if fast else None
         self.start_span = self._tracer.start_span

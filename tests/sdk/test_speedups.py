@@ -1,6 +1,7 @@
-"""track()'s compiled fast path (``banditflags._speedups``): its hashes are mmh3's, it is bound to every
-client (and can be turned off), and a client running it answers and records exactly what a client
-running the Python method alone does, over random sequences of calls (the differential test)."""
+"""The compiled fast paths (``banditflags._speedups``: track()'s, and decide()'s plain case): its hashes
+are mmh3's, it is bound to every client (and can be turned off), and a client running it answers and
+records exactly what a client running the Python code alone does, over random sequences of calls (the
+differential test). decide()'s compiled path inside a span: tests/sdk/test_telemetry.py."""
 
 from __future__ import annotations
 
@@ -199,7 +200,8 @@ def test_the_compiled_path_answers_and_records_what_the_python_one_does(
     monkeypatch: pytest.MonkeyPatch, ops: list[Any], max_queue: int
 ) -> None:
     """Both clients take the same calls (each its own decisions; tokens of a third client, as from
-    another process): every answer is the same, and so are the stats and every reward row sent, with
+    another process): every answer is the same, and so are the stats, the exposures counted (decide()
+    runs compiled too) and every reward row sent, with
     the ids that do not depend on the client (hashed from the unit, or the third client's) equal and
     the others matched by count. A small max_queue puts the conversion lists at half their cap, where
     the compiled path hands over to Python."""
@@ -208,6 +210,7 @@ def test_the_compiled_path_answers_and_records_what_the_python_one_does(
         _client(server, True, monkeypatch, max_queue=max_queue),
         _client(server, False, monkeypatch, max_queue=max_queue),
     )
+    assert compiled._decider is not None and python._decider is None  # decide() compiled, or not
     foreign = _client(server, False, monkeypatch)
     pair = (compiled, python)
     decisions: tuple[list[Any], list[Any]] = ([], [])
@@ -224,7 +227,9 @@ def test_the_compiled_path_answers_and_records_what_the_python_one_does(
             if kind == "decide":
                 d = client.decide(op[1], op[2])
                 decisions[side].append(d)
-                answers.append((d.variant, d.reason, d.arm))
+                answers.append(
+                    (type(d), d.variant, d.value, d.reason, d.version, d.arm, d.propensity, d.rule)
+                )
             elif kind == "variant":
                 answers.append(client.variant(op[1], op[2], "off"))
             elif kind in ("by decision", "by token"):
@@ -274,7 +279,12 @@ def test_the_compiled_path_answers_and_records_what_the_python_one_does(
             for body in server.bodies[n:]
             for r in body["rewards"]
         ]
-        sent.append(_merge(rows))
+        exposures: dict[Any, int] = {}
+        for body in server.bodies[n:]:
+            for r in body["exposures"]:
+                key = (r["flag"], r["version"], r["arm"], r.get("rule"))
+                exposures[key] = exposures.get(key, 0) + r["count"]
+        sent.append((_merge(rows), exposures))
         client.close(1.0)
     foreign.close(1.0)
     assert stats[0] == stats[1]

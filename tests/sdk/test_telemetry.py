@@ -139,10 +139,10 @@ def test_the_span_fast_path_records_what_the_general_path_does(
     general_calls, compiled = [], []
     general = client._traced_decide
     monkeypatch.setattr(client, "_traced_decide", lambda *a: general_calls.append(a) or general(*a))
-    decider = client._span_decider
+    decider = client._decider
     assert (decider is not None) is (track_impl == "compiled")
     if decider is not None:  # count what the compiled path answered (None: it left the call to Python)
-        monkeypatch.setattr(client, "_span_decider", lambda *a: compiled.append(decider(*a)) or compiled[-1])
+        monkeypatch.setattr(client, "_decider", lambda *a: compiled.append(decider(*a)) or compiled[-1])
     units = [f"u{i}" for i in range(40)]
     with otel.tracer.start_as_current_span("request"):
         # The first pass caches each unit's context id (Python); the second finds it cached.
@@ -439,9 +439,9 @@ def test_an_interrupt_inside_the_span_reaches_the_caller(
     client = make_client(tracer_provider=InterruptingProvider())
     assert client.wait_until_ready(5.0)
     calls = []
-    decider = client._span_decider
+    decider = client._decider
     if decider is not None:
-        monkeypatch.setattr(client, "_span_decider", lambda *a: calls.append(a) or decider(*a))
+        monkeypatch.setattr(client, "_decider", lambda *a: calls.append(a) or decider(*a))
     with otel.tracer.start_as_current_span("request"):
         for _ in range(2):  # the first caches the unit's context id (Python), the second finds it
             with pytest.raises(KeyboardInterrupt):
