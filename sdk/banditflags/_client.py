@@ -231,6 +231,7 @@ class Client(Runtime):
         flag and unit id). For unit ``user`` the id is a hash of the unit id: one conversion per unit,
         arm and credit window.
         """
+        d: Decision | None  # what the compiled Decider answered (None: the Python code decides)
         if _otel._TRACER_PROVIDER is not None or self._tel_forced:
             tel = self._tel
             get_context = tel.span_context
@@ -245,79 +246,76 @@ class Client(Runtime):
                 except Exception:
                     recording = False
                 if recording:
-                    return self._decide_in_span(flag, unit_id, default, attributes, ctx)
+                    # Inside a recording span the common case, a split decision on a started
+                    # client's flag without targeting for a str unit id, is made by the compiled
+                    # Decider (_speedups.c) or, without it, here in this frame: bucketing, the
+                    # exposure and the child span with its cached attributes. Spread over _decide and
+                    # Telemetry.bucketed it cost 1.19-1.21x a bare span with the same attributes; in
+                    # this frame 1.10-1.16x, compiled 1.04-1.09x (bench/bench_trace.py). Anything
+                    # else takes the general path before anything is recorded. The bucketing is
+                    # _decide's, inlined as in variant().
+                    try:
+                        decider = self._decider
+                        if decider is not None:
+                            d = decider(flag, unit_id, ctx)
+                            if d is not None:
+                                return d  # else it changed nothing: the Python code below decides
+                        st = self._state
+                        f = st.flags.get(flag)
+                        now = _monotonic()
+                        if (
+                            f is None
+                            or f.detour
+                            or f.user_unit
+                            or unit_id.__class__ is not str
+                            or not unit_id
+                            or st.cached
+                            or now >= st.stale_at
+                            or not self._started
+                        ):
+                            return self._traced_decide(flag, unit_id, default, attributes)
+                        arm = f.table[(_hash(f.prefix + unit_id, 0, False) * 10_000) >> 32]
+                        counter = f.counters[arm]
+                        attrs = tel.split_attrs.get(counter)
+                        if attrs is None:
+                            attrs = tel.bucketed_attrs(f, arm, _SPLIT)  # built once per snapshot and arm
+                        if tel.cid_on:
+                            cid = tel.cid_cache.get(unit_id)
+                            if cid is None:
+                                cid = tel.new_cid(unit_id)
+                            attrs = attrs.copy()
+                            attrs[_CONTEXT_ID] = cid
+                        did = "%016x" % ((_ids._BASE + next(_seq)) & _MASK)
+                        u = f.units
+                        cur = u.cur
+                        cur[unit_id] = (f.version, arm, now, did, None)
+                        if len(cur) * 2 > u.cap:
+                            u.old = cur
+                            u.cur = _keyed_dict()
+                        next(counter)
+                    except Exception:  # before anything was recorded, or a bug: the general path says which
+                        return self._decide(flag, unit_id, default, attributes)
+                    tid = sid = None
+                    try:  # the exposure is recorded: a failing tracer costs the Decision its ids, no more
+                        sc = tel.start_span(_SPAN_NAME, ctx, attributes=attrs)
+                        sc.end()
+                        c = sc.get_span_context()  # the API's SpanContext tuple (Telemetry checks it is one)
+                        if c[5]:  # is_valid
+                            tid, sid = c[0], c[1]  # ints: formatted when read (see _models.Decision)
+                    except Exception:
+                        tel.errors += 1
+                    k, v, p = f.keys[arm], f.values[arm], f.propensities[arm]
+                    return _new(
+                        Bucketed, (f.key, k, v, _SPLIT, f.version, arm, p, None, None, tid, sid, did, None)
+                    )
         # Not recorded: the plain case compiled where the extension is built (Decider: about half
         # the CPU of _decide), everything else (and all of it without the extension) by _decide.
         decider = self._decider
         if decider is not None:
-            d: Decision | None = decider(flag, unit_id, None)
+            d = decider(flag, unit_id, None)
             if d is not None:
                 return d  # else it changed nothing
         return self._decide(flag, unit_id, default, attributes)
-
-    def _decide_in_span(
-        self, flag: str, unit_id: str | int | None, default: Any, attributes: Attributes, ctx: Any
-    ) -> Decision:
-        # decide() inside a recording span (``ctx``: the current context). The common case, a split
-        # decision on a started client's flag without targeting for a str unit id, is made by the
-        # compiled Decider (_speedups.c) or, without it, in this one frame: bucketing, the exposure
-        # and the child span with its cached attributes. Spread over _decide and Telemetry.bucketed
-        # it cost 1.19-1.21x a bare span with the same attributes; in one frame 1.10-1.15x, compiled
-        # 1.04-1.09x (bench/bench_trace.py). Anything else takes the general path before anything is
-        # recorded. The bucketing is _decide's, inlined as in variant().
-        tel = self._tel
-        try:
-            decider = self._decider
-            if decider is not None:
-                d: Decision | None = decider(flag, unit_id, ctx)
-                if d is not None:
-                    return d  # else it changed nothing: the Python code below decides
-            st = self._state
-            f = st.flags.get(flag)
-            now = _monotonic()
-            if (
-                f is None
-                or f.detour
-                or f.user_unit
-                or unit_id.__class__ is not str
-                or not unit_id
-                or st.cached
-                or now >= st.stale_at
-                or not self._started
-            ):
-                return self._traced_decide(flag, unit_id, default, attributes)
-            arm = f.table[(_hash(f.prefix + unit_id, 0, False) * 10_000) >> 32]
-            counter = f.counters[arm]
-            attrs = tel.split_attrs.get(counter)
-            if attrs is None:
-                attrs = tel.bucketed_attrs(f, arm, _SPLIT)  # built once per snapshot and arm
-            if tel.cid_on:
-                cid = tel.cid_cache.get(unit_id)
-                if cid is None:
-                    cid = tel.new_cid(unit_id)
-                attrs = attrs.copy()
-                attrs[_CONTEXT_ID] = cid
-            did = "%016x" % ((_ids._BASE + next(_seq)) & _MASK)
-            u = f.units
-            cur = u.cur
-            cur[unit_id] = (f.version, arm, now, did, None)
-            if len(cur) * 2 > u.cap:
-                u.old = cur
-                u.cur = _keyed_dict()
-            next(counter)
-        except Exception:  # before anything was recorded, or a bug: the general path says which
-            return self._decide(flag, unit_id, default, attributes)
-        tid = sid = None
-        try:  # the exposure is recorded: a failing tracer costs the Decision its span ids, no more
-            sc = tel.start_span(_SPAN_NAME, ctx, attributes=attrs)
-            sc.end()
-            c = sc.get_span_context()  # the API's SpanContext tuple (Telemetry checks it is one)
-            if c[5]:  # is_valid
-                tid, sid = c[0], c[1]  # ints: formatted when read (see _models.Decision)
-        except Exception:
-            tel.errors += 1
-        k, v, p = f.keys[arm], f.values[arm], f.propensities[arm]
-        return _new(Bucketed, (f.key, k, v, _SPLIT, f.version, arm, p, None, None, tid, sid, did, None))
 
     def _traced_decide(
         self, flag: str, unit_id: str | int | None, default: Any, attributes: Attributes
