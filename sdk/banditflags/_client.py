@@ -276,7 +276,7 @@ class Client(Runtime):
                             return self._traced_decide(flag, unit_id, default, attributes)
                         arm = f.table[(_hash(f.prefix + unit_id, 0, False) * 10_000) >> 32]
                         counter = f.counters[arm]
-                        attrs = tel.split_attrs.get(counter)
+                        attrs = tel.split_attrs.get(counter)  # then Telemetry.context_attrs, inlined
                         if attrs is None:
                             attrs = tel.bucketed_attrs(f, arm, _SPLIT)  # built once per snapshot and arm
                         if tel.cid_on:

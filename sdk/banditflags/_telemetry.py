@@ -337,15 +337,8 @@ class Telemetry:
             if base is None:
                 base = self.bucketed_attrs(f, arm, reason)
             if self.mode == "span":
-                if self.cid_on:
-                    cid = self.cid_cache.get(unit_id)
-                    if cid is None:
-                        cid = self.new_cid(unit_id)
-                    attrs = base.copy()
-                    attrs[CONTEXT_ID] = cid
-                else:
-                    attrs = base
-                sc = self.start_span(SPAN_NAME, attributes=attrs)
+                # The general path now (Client.decide makes the common span itself): no inlining here.
+                sc = self.start_span(SPAN_NAME, attributes=self.context_attrs(base, unit_id))
                 sc.end()
                 ctx = sc.get_span_context()
                 if _SC_TUPLE:
